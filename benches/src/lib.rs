@@ -1,0 +1,1 @@
+//! Benchmarks for cdr-relay live in `benches/benches/`; this library is empty.

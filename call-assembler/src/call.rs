@@ -1,0 +1,142 @@
+//! The one completed-call type every source produces and every sink consumes.
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+use smdr_parse::SmdrRecord;
+use uuid::Uuid;
+
+/// Which kind of system a call came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Source {
+    /// Avaya IP Office SMDR.
+    Smdr,
+    /// Asterisk Manager Interface (channel, CEL and Cdr events).
+    Ami,
+    /// Cisco Meeting Server CDR posts.
+    Cms,
+    /// A predictive dialler's CDR list.
+    Dialler,
+}
+
+impl Source {
+    /// The lowercase name used in JSON and in stable ids.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Smdr => "smdr",
+            Self::Ami => "ami",
+            Self::Cms => "cms",
+            Self::Dialler => "dialler",
+        }
+    }
+}
+
+/// Which way a call went, as seen from the phone system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallDirection {
+    /// From outside to the system.
+    Inbound,
+    /// From the system to outside.
+    Outbound,
+    /// Both ends on the system.
+    Internal,
+}
+
+/// Why a call was emitted before its final record arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FlushReason {
+    /// Nothing arrived for the call within the idle timeout.
+    IdleTimeout,
+    /// The PBX restarted (its call ids began again), so the call's final record will never come.
+    PbxRestart,
+    /// The limit on open calls was reached and this was the least recently active one.
+    Evicted,
+    /// The input ended (end of a replayed file, or an explicit flush).
+    EndOfInput,
+}
+
+/// One party of a call: a device and the name the PBX gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    /// The device as the source writes it (`E232`, `T9001`, a channel name, ...).
+    pub device: String,
+    /// The name shown for it (may be empty).
+    pub name: String,
+}
+
+/// A completed (or flushed) call, the same type for every source.
+///
+/// The JSON field names are stable: sinks, stores and webhook receivers rely on them. Fields that
+/// only one source fills are omitted from JSON when empty. For SMDR the JSON is a superset of the
+/// body the existing SMDR webhook logger sends (`call_id`, `start`, `records[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// Stable identity: the same call gives the same id on every run, retry and restart (a UUID
+    /// v5 over the source, the site and the source's call key; see [`stable_id`]).
+    pub id: String,
+    /// Which kind of system it came from.
+    pub source: Source,
+    /// The site (PBX) name from configuration; empty when not configured.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub site: String,
+    /// The source's own call identifier (SMDR: the Call ID, which restarts on PBX reboots).
+    pub call_id: String,
+    /// PBX boot epoch: how many PBX restarts the assembler had seen when the call started (SMDR;
+    /// informational, not part of [`Call::id`]).
+    #[serde(default)]
+    pub boot_epoch: u32,
+    /// The start as the source wrote it (SMDR: `YYYY/MM/DD HH:MM:SS`, PBX local time).
+    pub start: String,
+    /// The start, typed (PBX local time; ISO 8601 in JSON).
+    pub start_time: NaiveDateTime,
+    /// The end, typed (for SMDR derived from the start plus every segment's ring, connected,
+    /// hold and park time).
+    pub end_time: NaiveDateTime,
+    /// Seconds the call was connected (talking), summed over its segments.
+    pub duration: u32,
+    /// Seconds of ringing, summed over its segments.
+    pub ring: u32,
+    /// Seconds on hold, summed over its segments.
+    pub hold: u32,
+    /// Seconds parked, summed over its segments.
+    pub park: u32,
+    /// Inbound, outbound or internal.
+    pub direction: CallDirection,
+    /// The calling number.
+    pub caller: String,
+    /// The number called.
+    pub called: String,
+    /// The digits dialled (SMDR: for inbound calls the DDI).
+    #[serde(default)]
+    pub dialled: String,
+    /// Whether any segment was connected.
+    pub answered: bool,
+    /// Who answered first (SMDR: the first non-trunk party of the first connected segment for
+    /// inbound calls, the far party for outbound ones).
+    #[serde(default)]
+    pub answered_by: Option<Party>,
+    /// Every party that took part, in order of appearance, without repeats.
+    #[serde(default)]
+    pub parties: Vec<Party>,
+    /// Whether the call's final record arrived; `false` when it was flushed.
+    pub complete: bool,
+    /// Why the call was flushed, when `complete` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_reason: Option<FlushReason>,
+    /// SMDR: the call's records in arrival order (the webhook body's `records[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<SmdrRecord<'static>>,
+}
+
+/// The namespace of every [`stable_id`] (a fixed random UUID; never change it).
+pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1c_3a52_0f0e_4d8e_9b1f_7a2c_5e4d_3c21);
+
+/// The stable id of a call: UUID v5 over `source/site/key`.
+pub fn stable_id(source: Source, site: &str, key: &str) -> String {
+    let name = format!("{}/{}/{}", source.as_str(), site, key);
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
+}

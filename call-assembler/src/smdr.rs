@@ -1,0 +1,489 @@
+//! Assembling IP Office SMDR records into calls.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+use smdr_parse::{DeviceKind, Direction, SmdrRecord};
+
+use crate::call::{Call, CallDirection, FlushReason, Party, Source, stable_id};
+use crate::{Anomaly, Output};
+
+/// Settings of an [`SmdrAssembler`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmdrAssemblerConfig {
+    /// The site name that goes into every call and its id (one per PBX).
+    pub site: String,
+    /// How long a call may wait for its next record before it is emitted incomplete. IP Office
+    /// writes a call's records when each segment *ends*, so a call parked or on hold for an hour
+    /// is silent for that long: the default is 4 hours.
+    pub idle_timeout: Duration,
+    /// The most calls kept open at once; past it the least recently active call is emitted
+    /// incomplete ([`FlushReason::Evicted`]).
+    pub max_open_calls: usize,
+    /// The first Call ID after a PBX (re)start: 1000000 on IP Office.
+    pub call_id_base: u64,
+    /// A record can only mark a restart if its Call ID is below `call_id_base + restart_window`.
+    pub restart_window: u64,
+}
+
+impl Default for SmdrAssemblerConfig {
+    fn default() -> Self {
+        Self {
+            site: String::new(),
+            idle_timeout: Duration::from_secs(4 * 3600),
+            max_open_calls: 100_000,
+            call_id_base: 1_000_000,
+            restart_window: 10_000,
+        }
+    }
+}
+
+/// Counters since the assembler was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmdrStats {
+    /// Records handled.
+    pub records: u64,
+    /// Calls emitted complete.
+    pub complete: u64,
+    /// Calls emitted incomplete (any [`FlushReason`]).
+    pub incomplete: u64,
+    /// PBX restarts detected.
+    pub restarts: u64,
+    /// Records dropped as exact duplicates of a record already in their open call.
+    pub duplicates: u64,
+}
+
+type Key = (u64, NaiveDateTime);
+
+#[derive(Debug)]
+struct OpenCall {
+    first_seq: u64,
+    /// Bumped on every record, so stale entries of the deadline queue can be told apart.
+    generation: u64,
+    deadline: Instant,
+    epoch: u32,
+    records: Vec<SmdrRecord<'static>>,
+}
+
+/// The open state of an [`SmdrAssembler`], for a journal to save and restore.
+///
+/// Records are kept in their wire form, so a restore is exact whatever bytes they hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmdrAssemblerState {
+    /// The current PBX boot epoch.
+    pub epoch: u32,
+    /// The highest Call ID seen in this epoch and its call start, for restart detection.
+    pub highest: Option<(u64, NaiveDateTime)>,
+    /// Open calls, oldest first: each is its records' wire lines in arrival order, and its epoch.
+    pub open: Vec<(u32, Vec<Vec<u8>>)>,
+}
+
+/// Groups SMDR records into calls: a sans-IO state machine (no IO, no clock).
+///
+/// A call is every record with one (Call ID, Call Start) up to the one with Continuation 0;
+/// records of many calls arrive interleaved, in call-*end* order. A later record with the same
+/// Call ID starts a new call. Call IDs restart at 1000000 when the PBX reboots: a record whose
+/// Call ID is near that base, not above the highest id of the current epoch, yet started after
+/// that highest call, marks a restart; calls still open then are emitted incomplete
+/// ([`FlushReason::PbxRestart`]) and [`Anomaly::PbxRestart`] is reported.
+///
+/// # Run loop
+///
+/// ```no_run
+/// # use std::time::Instant;
+/// # use call_assembler::{Output, SmdrAssembler, SmdrAssemblerConfig};
+/// # fn next_line() -> Option<(Instant, Vec<u8>)> { None }
+/// # fn deliver(_: call_assembler::Call) {}
+/// let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
+/// loop {
+///     // Wait for a line or for `asm.poll_timeout()`, whichever comes first.
+///     match next_line() {
+///         Some((now, line)) => match smdr_parse::SmdrRecord::parse(&line) {
+///             Ok(record) => asm.handle_record(now, &record),
+///             Err(e) => eprintln!("bad line: {e}"),
+///         },
+///         None => asm.handle_timeout(Instant::now()),
+///     }
+///     // Always drain the outputs after a `handle_*` call, then re-read `poll_timeout`.
+///     while let Some(out) = asm.poll_output() {
+///         if let Output::Call(call) = out {
+///             deliver(call);
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct SmdrAssembler {
+    config: SmdrAssemblerConfig,
+    open: BTreeMap<Key, OpenCall>,
+    /// (deadline, key, generation), in deadline order because `now` never goes back and the
+    /// idle timeout is fixed.
+    deadlines: VecDeque<(Instant, Key, u64)>,
+    outputs: VecDeque<Output>,
+    epoch: u32,
+    highest: Option<(u64, NaiveDateTime)>,
+    last_now: Option<Instant>,
+    seq: u64,
+    stats: SmdrStats,
+}
+
+impl SmdrAssembler {
+    /// An empty assembler.
+    pub fn new(config: SmdrAssemblerConfig) -> Self {
+        Self {
+            config,
+            open: BTreeMap::new(),
+            deadlines: VecDeque::new(),
+            outputs: VecDeque::new(),
+            epoch: 0,
+            highest: None,
+            last_now: None,
+            seq: 0,
+            stats: SmdrStats::default(),
+        }
+    }
+
+    /// An assembler holding a state saved with [`SmdrAssembler::export_state`]. Restored calls
+    /// get a fresh idle timeout counted from `now`. Lines that no longer parse are returned.
+    pub fn restore(
+        config: SmdrAssemblerConfig,
+        now: Instant,
+        state: &SmdrAssemblerState,
+    ) -> (Self, Vec<Vec<u8>>) {
+        let mut asm = Self::new(config);
+        let mut bad = Vec::new();
+        asm.last_now = Some(now);
+        for (epoch, lines) in &state.open {
+            for line in lines {
+                match SmdrRecord::parse(line) {
+                    Ok(r) => asm.add_to_open(now, *epoch, r.into_owned()),
+                    Err(_) => bad.push(line.clone()),
+                }
+            }
+        }
+        asm.epoch = state.epoch;
+        asm.highest = state.highest;
+        (asm, bad)
+    }
+
+    /// The open calls in a form that [`SmdrAssembler::restore`] takes back.
+    pub fn export_state(&self) -> SmdrAssemblerState {
+        let mut open: Vec<&OpenCall> = self.open.values().collect();
+        open.sort_by_key(|c| c.first_seq);
+        SmdrAssemblerState {
+            epoch: self.epoch,
+            highest: self.highest,
+            open: open
+                .into_iter()
+                .map(|c| (c.epoch, c.records.iter().map(SmdrRecord::to_line).collect()))
+                .collect(),
+        }
+    }
+
+    /// Feeds one record. `now` is the time it was read (monotonic; a `now` earlier than one seen
+    /// before is treated as that one). Afterwards drain [`SmdrAssembler::poll_output`] and
+    /// re-read [`SmdrAssembler::poll_timeout`].
+    pub fn handle_record(&mut self, now: Instant, record: &SmdrRecord<'_>) {
+        let now = self.clamp(now);
+        self.stats.records += 1;
+        self.detect_restart(record);
+        let key = (record.call_id, record.call_start);
+        if let Some(open) = self.open.get(&key) {
+            if open.records.iter().any(|r| r == record) {
+                self.stats.duplicates += 1;
+                self.outputs
+                    .push_back(Output::Anomaly(Anomaly::DuplicateRecord {
+                        call_id: record.call_id,
+                        call_start: record.call_start,
+                    }));
+                return;
+            }
+        } else if !record.continuation {
+            // The common case: a call of one record. It never enters the open map.
+            let call = self.build_call(self.epoch, vec![record.clone().into_owned()], None);
+            self.emit(call);
+            return;
+        }
+        if record.continuation {
+            self.add_to_open(now, self.epoch, record.clone().into_owned());
+        } else if let Some(mut open) = self.open.remove(&key) {
+            open.records.push(record.clone().into_owned());
+            let call = self.build_call(open.epoch, open.records, None);
+            self.emit(call);
+            self.drop_stale_deadlines();
+        }
+    }
+
+    /// Emits every call whose idle timeout has passed at `now`. Safe to call at any time; a call
+    /// before [`SmdrAssembler::poll_timeout`] does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        while let Some(&(deadline, key, _)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(open) = self.open.remove(&key) {
+                let call =
+                    self.build_call(open.epoch, open.records, Some(FlushReason::IdleTimeout));
+                self.emit(call);
+            }
+            self.drop_stale_deadlines();
+        }
+    }
+
+    /// Emits every open call as incomplete ([`FlushReason::EndOfInput`]), oldest first: at the
+    /// end of a replayed file, or when the source is going away for good.
+    pub fn flush(&mut self, now: Instant) {
+        self.clamp(now);
+        self.flush_all(FlushReason::EndOfInput);
+    }
+
+    /// When [`SmdrAssembler::handle_timeout`] should next be called, or `None` when no call is
+    /// open. Changes after every `handle_*` call.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.front().map(|d| d.0)
+    }
+
+    /// The next output, or `None` when there is none. Drain after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Calls waiting for more records.
+    pub fn open_calls(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether nothing is open and nothing waits to be polled.
+    pub fn is_idle(&self) -> bool {
+        self.open.is_empty() && self.outputs.is_empty()
+    }
+
+    /// The current PBX boot epoch (0 until the first restart is seen).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SmdrStats {
+        self.stats
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SmdrAssemblerConfig {
+        &self.config
+    }
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        let now = match self.last_now {
+            Some(last) if now < last => last,
+            _ => now,
+        };
+        self.last_now = Some(now);
+        now
+    }
+
+    fn detect_restart(&mut self, record: &SmdrRecord<'_>) {
+        let (id, start) = (record.call_id, record.call_start);
+        match self.highest {
+            Some((top, top_start))
+                if id <= top
+                    && start > top_start
+                    && id
+                        < self
+                            .config
+                            .call_id_base
+                            .saturating_add(self.config.restart_window) =>
+            {
+                self.flush_all(FlushReason::PbxRestart);
+                self.epoch = self.epoch.saturating_add(1);
+                self.stats.restarts += 1;
+                self.outputs.push_back(Output::Anomaly(Anomaly::PbxRestart {
+                    epoch: self.epoch,
+                    call_id: id,
+                    call_start: start,
+                }));
+                self.highest = Some((id, start));
+            }
+            Some((top, _)) if id <= top => {}
+            _ => self.highest = Some((id, start)),
+        }
+    }
+
+    fn add_to_open(&mut self, now: Instant, epoch: u32, record: SmdrRecord<'static>) {
+        let key = (record.call_id, record.call_start);
+        let deadline = now.checked_add(self.config.idle_timeout).unwrap_or(now);
+        if !self.open.contains_key(&key) && self.open.len() >= self.config.max_open_calls.max(1) {
+            self.evict_oldest();
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let open = self.open.entry(key).or_insert_with(|| OpenCall {
+            first_seq: seq,
+            generation: 0,
+            deadline,
+            epoch,
+            records: Vec::new(),
+        });
+        open.records.push(record);
+        open.generation = seq;
+        open.deadline = deadline;
+        self.deadlines.push_back((deadline, key, seq));
+        self.drop_stale_deadlines();
+        if self.deadlines.len() > 2 * self.open.len() + 64 {
+            let open = &self.open;
+            self.deadlines
+                .retain(|(_, k, g)| open.get(k).is_some_and(|c| c.generation == *g));
+        }
+    }
+
+    fn is_live(&self, key: &Key, generation: u64) -> bool {
+        self.open
+            .get(key)
+            .is_some_and(|c| c.generation == generation)
+    }
+
+    /// Keeps the front of the deadline queue a live entry, so `poll_timeout` is exact.
+    fn drop_stale_deadlines(&mut self) {
+        while let Some(&(_, key, g)) = self.deadlines.front() {
+            if self.is_live(&key, g) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        self.drop_stale_deadlines();
+        if let Some((_, key, _)) = self.deadlines.pop_front() {
+            if let Some(open) = self.open.remove(&key) {
+                let call = self.build_call(open.epoch, open.records, Some(FlushReason::Evicted));
+                self.emit(call);
+            }
+            self.drop_stale_deadlines();
+        }
+    }
+
+    fn flush_all(&mut self, reason: FlushReason) {
+        let mut open: Vec<OpenCall> = std::mem::take(&mut self.open).into_values().collect();
+        open.sort_by_key(|c| c.first_seq);
+        self.deadlines.clear();
+        for c in open {
+            let call = self.build_call(c.epoch, c.records, Some(reason));
+            self.emit(call);
+        }
+    }
+
+    fn emit(&mut self, call: Call) {
+        if call.complete {
+            self.stats.complete += 1;
+        } else {
+            self.stats.incomplete += 1;
+        }
+        self.outputs.push_back(Output::Call(call));
+    }
+
+    fn build_call(
+        &self,
+        epoch: u32,
+        records: Vec<SmdrRecord<'static>>,
+        flushed: Option<FlushReason>,
+    ) -> Call {
+        build_smdr_call(&self.config.site, epoch, records, flushed)
+    }
+}
+
+fn party(device: Option<smdr_parse::Device>, name: &smdr_parse::Text<'_>) -> Option<Party> {
+    device.map(|d| Party {
+        device: d.to_string(),
+        name: name.to_str_lossy().into_owned(),
+    })
+}
+
+/// Builds the [`Call`] for a group of records (all with one Call ID and Call Start).
+fn build_smdr_call(
+    site: &str,
+    epoch: u32,
+    records: Vec<SmdrRecord<'static>>,
+    flushed: Option<FlushReason>,
+) -> Call {
+    // Callers always pass at least one record; an empty group still yields a well-formed call.
+    let first = records.first();
+    let call_id = first.map_or(0, |r| r.call_id);
+    let start_time = first.map_or(NaiveDateTime::MIN, |r| r.call_start);
+    let start = start_time.format("%Y/%m/%d %H:%M:%S").to_string();
+    let sum = |f: fn(&SmdrRecord<'static>) -> u32| {
+        records.iter().fold(0u32, |acc, r| acc.saturating_add(f(r)))
+    };
+    let total: u32 = sum(SmdrRecord::segment_seconds);
+    let end_time = start_time
+        .checked_add_signed(chrono::TimeDelta::seconds(i64::from(total)))
+        .unwrap_or(start_time);
+    let direction = match first {
+        Some(r) if r.is_internal => CallDirection::Internal,
+        Some(r) if r.direction == Direction::Outbound => CallDirection::Outbound,
+        _ => CallDirection::Inbound,
+    };
+    let mut parties: Vec<Party> = Vec::new();
+    for r in &records {
+        for p in [
+            party(r.party1_device, &r.party1_name),
+            party(r.party2_device, &r.party2_name),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !parties.iter().any(|q| q.device == p.device) {
+                parties.push(p);
+            }
+        }
+    }
+    let answered_by = records.iter().find(|r| r.connected_time > 0).and_then(|r| {
+        let p1 = (r.party1_device, &r.party1_name);
+        let p2 = (r.party2_device, &r.party2_name);
+        let not_trunk =
+            |d: Option<smdr_parse::Device>| d.is_some_and(|d| d.kind != DeviceKind::Trunk);
+        let (d, n) = match direction {
+            CallDirection::Inbound if not_trunk(p1.0) => p1,
+            CallDirection::Inbound => p2,
+            _ => p2,
+        };
+        party(d, n)
+    });
+    let text = |f: for<'r> fn(&'r SmdrRecord<'static>) -> &'r smdr_parse::Text<'static>| {
+        first
+            .map(|r| f(r).to_str_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Call {
+        id: stable_id(
+            Source::Smdr,
+            site,
+            &format!("{call_id}/{}", start_time.format("%Y-%m-%dT%H:%M:%S")),
+        ),
+        source: Source::Smdr,
+        site: site.to_owned(),
+        call_id: call_id.to_string(),
+        boot_epoch: epoch,
+        start,
+        start_time,
+        end_time,
+        duration: sum(|r| r.connected_time),
+        ring: sum(|r| r.ring_time),
+        hold: sum(|r| r.hold_time),
+        park: sum(|r| r.park_time),
+        direction,
+        caller: text(|r| &r.caller),
+        called: text(|r| &r.called_number),
+        dialled: text(|r| &r.dialled_number),
+        answered: records.iter().any(|r| r.connected_time > 0),
+        answered_by,
+        parties,
+        complete: flushed.is_none(),
+        flush_reason: flushed,
+        records,
+    }
+}
