@@ -320,7 +320,7 @@ pub(crate) fn parse_record(raw: &[u8]) -> Result<SmdrRecord<'_>, ParseError> {
             E_SECONDS,
             nom_u32,
         )?,
-        auth_valid: opt_typed(&f, Field::AuthValid, E_FLAG, flag)?,
+        auth_valid: opt_text(&f, Field::AuthValid),
         auth_code: opt_text(&f, Field::AuthCode),
         user_charged: opt_text(&f, Field::UserCharged),
         call_charge: opt_text(&f, Field::CallCharge),

@@ -289,8 +289,10 @@ pub struct SmdrRecord<'a> {
     pub hold_time: u32,
     /// 17, Park Time in seconds.
     pub park_time: u32,
-    /// 18, AuthValid: whether the authorization code was valid; `None` when empty or absent.
-    pub auth_valid: Option<bool>,
+    /// 18, AuthValid: `1` when the authorization code was valid, `0` when not; `None` when empty
+    /// or absent. Kept as written, since test streams put other values here and a record must not
+    /// be lost over an informational field; [`SmdrRecord::is_auth_valid`] reads it as a flag.
+    pub auth_valid: Option<Text<'a>>,
     /// 19, AuthCode (shown as `n/a` when the system hides it).
     pub auth_code: Option<Text<'a>>,
     /// 20, User Charged: the user the call charge was assigned to (ISDN AOC).
@@ -369,7 +371,7 @@ impl SmdrRecord<'_> {
             party2_name: self.party2_name.into_owned(),
             hold_time: self.hold_time,
             park_time: self.park_time,
-            auth_valid: self.auth_valid,
+            auth_valid: own(self.auth_valid),
             auth_code: own(self.auth_code),
             user_charged: own(self.user_charged),
             call_charge: own(self.call_charge),
@@ -391,6 +393,15 @@ impl SmdrRecord<'_> {
             calling_number_verification: own(self.calling_number_verification),
             extra: own(self.extra),
             field_count: self.field_count,
+        }
+    }
+
+    /// Field 18 as a flag: `Some(true)` for `1`, `Some(false)` for `0`, `None` otherwise.
+    pub fn is_auth_valid(&self) -> Option<bool> {
+        match self.auth_valid.as_ref().map(Text::as_bytes) {
+            Some(b"1") => Some(true),
+            Some(b"0") => Some(false),
+            _ => None,
         }
     }
 

@@ -107,7 +107,7 @@ impl SmdrRecord<'_> {
             Field::Party2Name => write_text(out, &self.party2_name),
             Field::HoldTime => write_num(out, self.hold_time),
             Field::ParkTime => write_num(out, self.park_time),
-            Field::AuthValid => write_opt(out, self.auth_valid, write_flag),
+            Field::AuthValid => write_opt(out, self.auth_valid.as_ref(), write_text),
             Field::AuthCode => write_opt(out, self.auth_code.as_ref(), write_text),
             Field::UserCharged => write_opt(out, self.user_charged.as_ref(), write_text),
             Field::CallCharge => write_opt(out, self.call_charge.as_ref(), write_text),
