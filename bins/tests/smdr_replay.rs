@@ -1,0 +1,140 @@
+//! `smdr-relay --replay` as a user runs it: a real process, real files and pipes.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn fixture(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/smdr")
+        .join(rel)
+}
+
+fn relay() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_smdr-relay"))
+}
+
+fn calls(jsonl: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8(jsonl.to_vec())
+        .expect("utf-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON call per line"))
+        .collect()
+}
+
+#[test]
+fn replays_a_file_into_a_jsonl_file() {
+    let dir = tempdir();
+    let out = dir.join("calls.jsonl");
+    let status = relay()
+        .arg("--replay")
+        .arg(fixture("ccbc/ccbc_2017-06-16_orphan-conference-add.txt"))
+        .arg("--sink")
+        .arg(format!("jsonl:{}", out.display()))
+        .status()
+        .expect("run smdr-relay");
+    assert!(status.success());
+    let calls = calls(&std::fs::read(&out).expect("output file"));
+    // 432 calls, one of them (the orphan 1003244) flushed incomplete at the end of the input.
+    assert_eq!(calls.len(), 432);
+    let incomplete: Vec<&serde_json::Value> =
+        calls.iter().filter(|c| c["complete"] == false).collect();
+    assert_eq!(incomplete.len(), 1);
+    assert_eq!(incomplete[0]["call_id"], "1003244");
+    assert_eq!(incomplete[0]["flush_reason"], "end_of_input");
+    assert_eq!(calls.last().map(|c| &c["call_id"]), Some(&"1003244".into()));
+    // The body the existing SMDR webhook sends, and more.
+    let c = &calls[0];
+    for key in ["id", "source", "complete", "call_id", "start", "records"] {
+        assert!(c.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(c["source"], "smdr");
+    let r = &c["records"][0];
+    for key in [
+        "start",
+        "duration",
+        "ring",
+        "caller",
+        "direction",
+        "called",
+        "dialled",
+        "account",
+        "is_internal",
+        "call_id",
+        "continued",
+        "party_1_device",
+        "party_1_name",
+        "party_2_device",
+        "party_2_name",
+        "hold_time",
+        "park_time",
+        "unique_call_id_caller",
+    ] {
+        assert!(r.get(key).is_some(), "record lacks {key}");
+    }
+    assert!(r["duration"].is_u64() && r["is_internal"].is_boolean());
+}
+
+#[test]
+fn stdin_to_stdout_with_bad_lines_reported_and_kept() {
+    let dir = tempdir();
+    let rejects = dir.join("rejects.txt");
+    let good = std::fs::read(fixture("ccbc_rw180105_day_34fields.txt")).expect("fixture");
+    // Junk first, and a broken record after the 100th good line.
+    let cut = good
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(99)
+        .map(|(i, _)| i + 1)
+        .expect("100 lines");
+    let mut input = b"garbage that is not a record\r\n".to_vec();
+    input.extend_from_slice(&good[..cut]);
+    input.extend_from_slice(b"2017/99/99 00:00:00,bad\r\n");
+    input.extend_from_slice(&good[cut..]);
+    let mut child = relay()
+        .args(["--replay", "-", "--sink", "jsonl:-", "--rejects"])
+        .arg(&rejects)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn smdr-relay");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer").expect("write stdin");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reported: Vec<&str> = stderr.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(reported.len(), 2, "{stderr}");
+    assert!(reported[0].starts_with("line 1: at byte 28: 1 fields, expected at least 17"), "{stderr}");
+    assert!(reported[1].starts_with("line 102: "), "{stderr}");
+    assert!(reported[1].contains("2 fields, expected at least 17"), "{stderr}");
+    let kept = std::fs::read_to_string(&rejects).expect("rejects file");
+    assert_eq!(kept, "garbage that is not a record\r\n2017/99/99 00:00:00,bad\r\n");
+    // Every good record still arrived: the day file's 305 calls.
+    assert_eq!(calls(&out.stdout).len(), 305);
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = relay()
+        .args(["--replay", "/nonexistent/smdr.txt"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/smdr.txt"), "{stderr}");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "smdr-relay-test-{}-{}",
+        std::process::id(),
+        std::thread::current().name().unwrap_or("t").replace("::", "_")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
