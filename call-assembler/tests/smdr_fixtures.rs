@@ -286,3 +286,23 @@ fn snapshot_assembled_calls_of_every_fixture() {
         });
     });
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Any chunking of the split-stream fixture gives the same calls as the whole file.
+    #[test]
+    fn split_stream_in_any_chunking(cuts in proptest::collection::vec(0usize..2682, 0..40)) {
+        let bytes = std::fs::read(fixtures().join("ccbc_tcp_split_stream_3chunks.txt")).unwrap();
+        let whole = assemble_chunks(&[&bytes[..]]);
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in cuts.into_iter().chain([bytes.len()]) {
+            chunks.push(&bytes[prev..c]);
+            prev = c;
+        }
+        proptest::prop_assert_eq!(assemble_chunks(&chunks), whole);
+    }
+}
