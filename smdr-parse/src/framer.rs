@@ -64,13 +64,8 @@ pub fn parse_smdr(buf: &[u8]) -> Result<Parsed<SmdrRecord<'_>>, ParseError> {
             start = end;
             continue;
         }
-        return match SmdrRecord::parse(line) {
-            Ok(value) => Ok(Parsed::Complete {
-                value,
-                consumed: end,
-            }),
-            Err(e) => Err(e.with_base(start)),
-        };
+        // Builds the record in place: `SmdrRecord::parse` and a re-wrap would copy it.
+        return crate::parse::parse_complete(line, start, end);
     }
 }
 
@@ -226,8 +221,20 @@ impl SmdrFramer {
                 if available > self.max_line {
                     let number = self.lines.saturating_add(1);
                     let offset = self.offset;
-                    self.discarding = true;
-                    self.consume(available);
+                    // Drop the over-long line up to its terminator if that already arrived
+                    // (the lines after it must survive); otherwise drop what is here and keep
+                    // discarding until the terminator comes.
+                    let after = self.pos.saturating_add(limit);
+                    match self.buf.get(after..).and_then(|r| memchr::memchr(b'\n', r)) {
+                        Some(i) => {
+                            self.lines = number;
+                            self.consume(limit.saturating_add(i).saturating_add(1));
+                        }
+                        None => {
+                            self.discarding = true;
+                            self.consume(available);
+                        }
+                    }
                     return Some(Frame::TooLong {
                         number,
                         offset,
@@ -324,6 +331,21 @@ mod tests {
         assert_eq!(f.buffered(), 0, "discarded bytes are not kept");
         f.push(b"0\nok\n");
         assert_eq!(lines(&mut f), vec![(2, b"ok".to_vec())]);
+    }
+
+    #[test]
+    fn lines_after_an_over_long_line_in_the_same_push_survive() {
+        let mut f = SmdrFramer::new(4);
+        f.push(b"1234567\nok\nyes\n");
+        assert_eq!(
+            lines(&mut f),
+            vec![
+                (1, b"<too long>".to_vec()),
+                (2, b"ok".to_vec()),
+                (3, b"yes".to_vec())
+            ]
+        );
+        assert!(!f.is_discarding());
     }
 
     #[test]

@@ -1,0 +1,7 @@
+//! Invariant checks shared by the fuzz targets in `fuzz_targets/`.
+//!
+//! `smdr_checks` depends on `smdr_parse` and `std` only: `smdr-parse/tests/fuzz_corpus.rs`
+//! includes the same file with `#[path]`, so replaying the corpus on stable checks exactly what
+//! the fuzzer checks.
+
+pub mod smdr_checks;
