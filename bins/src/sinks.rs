@@ -1,17 +1,16 @@
-//! Sinks chosen on the command line with `--sink KIND[:ARG]`.
+//! Sinks chosen on the command line with `--sink KIND[:ARG]` or in the configuration file.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use call_assembler::Call;
-use cdr_sinks::SinkError;
-use cdr_sinks::jsonl::JsonlSink;
-
-/// A sink as written on the command line.
+/// A sink as the user names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
+    /// `store`: the built-in call store (the SQLite file behind the web page and API).
+    Store,
+    /// `webhook`: POST each call to the configured webhook URL.
+    Webhook,
     /// `jsonl:PATH` (`jsonl:-` or `jsonl` alone: standard output): one call per line, appended.
     Jsonl(Option<PathBuf>),
 }
@@ -25,54 +24,26 @@ impl FromStr for SinkSpec {
             None => (s, None),
         };
         match (kind, arg) {
+            ("store", None) => Ok(Self::Store),
+            ("webhook", None) => Ok(Self::Webhook),
             ("jsonl", None | Some("-")) => Ok(Self::Jsonl(None)),
             ("jsonl", Some("")) => Err("jsonl:PATH needs a path (or - for stdout)".into()),
             ("jsonl", Some(path)) => Ok(Self::Jsonl(Some(PathBuf::from(path)))),
             (other, _) => Err(format!(
-                "unknown sink kind {other:?}; known kinds: jsonl[:PATH]"
+                "unknown sink {other:?}; known sinks: store, webhook, jsonl[:PATH]"
             )),
         }
     }
 }
 
-/// An open sink.
-pub struct Sink {
-    name: String,
-    inner: JsonlSink<Box<dyn Write + Send>>,
-}
-
-impl std::fmt::Debug for Sink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink").field("name", &self.name).finish()
-    }
-}
-
-impl Sink {
-    /// Opens the sink a spec names (creating the file if needed).
-    pub fn open(spec: &SinkSpec) -> io::Result<Self> {
-        match spec {
-            SinkSpec::Jsonl(None) => Ok(Self {
-                name: "jsonl:-".into(),
-                inner: JsonlSink::new(Box::new(io::stdout())),
-            }),
-            SinkSpec::Jsonl(Some(path)) => {
-                let file = OpenOptions::new().create(true).append(true).open(path)?;
-                Ok(Self {
-                    name: format!("jsonl:{}", path.display()),
-                    inner: JsonlSink::new(Box::new(io::BufWriter::new(file))),
-                })
-            }
+impl fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store => f.write_str("store"),
+            Self::Webhook => f.write_str("webhook"),
+            Self::Jsonl(None) => f.write_str("jsonl:-"),
+            Self::Jsonl(Some(p)) => write!(f, "jsonl:{}", p.display()),
         }
-    }
-
-    /// The sink as the user named it.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Delivers one call.
-    pub fn send(&mut self, call: &Call) -> Result<(), SinkError> {
-        self.inner.send(call)
     }
 }
 
@@ -82,12 +53,15 @@ mod tests {
 
     #[test]
     fn parses_sink_specs() {
+        assert_eq!("store".parse(), Ok(SinkSpec::Store));
+        assert_eq!("webhook".parse(), Ok(SinkSpec::Webhook));
         assert_eq!("jsonl".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!("jsonl:-".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!(
             "jsonl:out.jsonl".parse(),
             Ok(SinkSpec::Jsonl(Some("out.jsonl".into())))
         );
+        assert_eq!(SinkSpec::Jsonl(Some("a".into())).to_string(), "jsonl:a");
         assert!("jsonl:".parse::<SinkSpec>().is_err());
         assert!("carrier-pigeon".parse::<SinkSpec>().is_err());
     }

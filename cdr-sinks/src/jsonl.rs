@@ -34,6 +34,17 @@ impl<W: Write> JsonlSink<W> {
         Ok(())
     }
 
+    /// Writes a call already encoded as JSON (one line, no newline inside) as one line.
+    pub fn send_json(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        self.buf.clear();
+        self.buf.extend_from_slice(json);
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)?;
+        self.out.flush()?;
+        self.written += 1;
+        Ok(())
+    }
+
     /// Calls written so far.
     pub fn written(&self) -> u64 {
         self.written

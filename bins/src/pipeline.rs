@@ -1,0 +1,255 @@
+//! The SMDR pipeline: bytes in, a [`Batch`] for the outbox out. Pure code: no IO, time passed in.
+
+use std::time::Instant;
+
+use call_assembler::{
+    Anomaly, Call, Output, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState,
+};
+use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
+use serde::{Deserialize, Serialize};
+use smdr_parse::{Frame, ParseError, SmdrFramer, SmdrRecord};
+
+/// What the pipeline saves with each batch besides the journal: the assembler's epoch state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SavedState {
+    epoch: u32,
+    highest: Option<(u64, chrono::NaiveDateTime)>,
+}
+
+/// Something worth counting or logging that happened in the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A line was rejected.
+    BadLine {
+        /// 1-based line number on the current connection or file.
+        number: u64,
+        /// Why.
+        error: ParseError,
+    },
+    /// The assembler reported something surprising.
+    Anomaly(Anomaly),
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineCounts {
+    /// Records parsed.
+    pub records: u64,
+    /// Lines rejected.
+    pub bad_lines: u64,
+    /// Complete calls emitted.
+    pub complete: u64,
+    /// Incomplete calls emitted.
+    pub incomplete: u64,
+}
+
+/// Frames, parses and assembles SMDR, collecting what must be committed.
+#[derive(Debug)]
+pub struct SmdrPipeline {
+    source: String,
+    framer: SmdrFramer,
+    asm: SmdrAssembler,
+    batch: Batch,
+    events: Vec<Event>,
+    counts: PipelineCounts,
+}
+
+/// The journal key of a call: `call_id/start`.
+fn key(call_id: u64, start: chrono::NaiveDateTime) -> String {
+    format!("{call_id}/{}", start.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+impl SmdrPipeline {
+    /// A pipeline whose open calls are rebuilt from `journal` (lines in arrival order) and
+    /// `state` (what the last batch saved). `source` names the journal (`smdr` or `smdr/<site>`).
+    pub fn restore(
+        source: &str,
+        config: SmdrAssemblerConfig,
+        now: Instant,
+        journal: &[JournalEntry],
+        state: Option<&[u8]>,
+    ) -> Self {
+        let saved: SavedState = state
+            .and_then(|s| serde_json::from_slice(s).ok())
+            .unwrap_or_default();
+        // Group the journal by call, keeping the order of first appearance. Every open call is
+        // of the current epoch: a restart flushes all calls open before it.
+        let mut open: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for e in journal {
+            match index.get(e.call_key.as_str()) {
+                Some(&i) => {
+                    if let Some((_, lines)) = open.get_mut(i) {
+                        lines.push(e.line.clone());
+                    }
+                }
+                None => {
+                    index.insert(&e.call_key, open.len());
+                    open.push((e.call_key.clone(), vec![e.line.clone()]));
+                }
+            }
+        }
+        let state = SmdrAssemblerState {
+            epoch: saved.epoch,
+            highest: saved.highest,
+            open: open
+                .into_iter()
+                .map(|(_, lines)| (saved.epoch, lines))
+                .collect(),
+        };
+        let (asm, bad) = SmdrAssembler::restore(config, now, &state);
+        let mut p = Self {
+            source: source.to_owned(),
+            framer: SmdrFramer::default(),
+            asm,
+            batch: Batch::default(),
+            events: Vec::new(),
+            counts: PipelineCounts::default(),
+        };
+        for line in bad {
+            p.batch.rejects.push(Reject {
+                source: p.source.clone(),
+                reason: "journaled line no longer parses".into(),
+                raw: line,
+            });
+        }
+        p
+    }
+
+    /// Feeds bytes as read from the connection or file.
+    pub fn push(&mut self, now: Instant, bytes: &[u8]) {
+        self.framer.push(bytes);
+        while let Some(frame) = self.framer.next_frame() {
+            match frame {
+                Frame::Line { line, number, .. } => match SmdrRecord::parse(line) {
+                    Ok(record) => {
+                        self.counts.records += 1;
+                        if record.continuation {
+                            self.batch.journal_add.push(JournalEntry {
+                                source: self.source.clone(),
+                                call_key: key(record.call_id, record.call_start),
+                                line: line.to_vec(),
+                            });
+                        }
+                        self.asm.handle_record(now, &record);
+                    }
+                    Err(error) => {
+                        self.counts.bad_lines += 1;
+                        self.batch.rejects.push(Reject {
+                            source: self.source.clone(),
+                            reason: format!("line {number}: {error}"),
+                            raw: line.to_vec(),
+                        });
+                        self.events.push(Event::BadLine { number, error });
+                    }
+                },
+                Frame::TooLong { number, max, .. } => {
+                    self.counts.bad_lines += 1;
+                    let error = ParseError {
+                        offset: 0,
+                        kind: smdr_parse::ParseErrorKind::LineTooLong { max },
+                    };
+                    self.batch.rejects.push(Reject {
+                        source: self.source.clone(),
+                        reason: format!("line {number}: {error}"),
+                        raw: Vec::new(),
+                    });
+                    self.events.push(Event::BadLine { number, error });
+                }
+            }
+            self.drain();
+        }
+    }
+
+    /// The connection dropped: a partial line is discarded (the PBX sends it again whole).
+    pub fn reset_connection(&mut self) {
+        self.framer = SmdrFramer::default();
+    }
+
+    /// Passes time: flushes calls idle past their timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.asm.handle_timeout(now);
+        self.drain();
+    }
+
+    /// End of input (a replayed file): the last unterminated line, then every open call flushed
+    /// as incomplete.
+    pub fn finish(&mut self, now: Instant) {
+        let tail = self.framer.finish().and_then(|f| match f {
+            Frame::Line { line, .. } => Some(line.to_vec()),
+            Frame::TooLong { .. } => None,
+        });
+        if let Some(mut line) = tail {
+            line.push(b'\n');
+            self.push(now, &line);
+        }
+        self.asm.flush(now);
+        self.drain();
+    }
+
+    /// When [`SmdrPipeline::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.asm.poll_timeout()
+    }
+
+    /// Calls waiting for more records.
+    pub fn open_calls(&self) -> usize {
+        self.asm.open_calls()
+    }
+
+    /// Counters.
+    pub fn counts(&self) -> PipelineCounts {
+        self.counts
+    }
+
+    /// Events since the last call, for logs and metrics.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Everything to commit since the last call, with the assembler's state. Empty when
+    /// nothing happened.
+    pub fn take_batch(&mut self) -> Batch {
+        let mut batch = std::mem::take(&mut self.batch);
+        if !batch.is_empty() {
+            let state = self.asm.export_state();
+            let saved = SavedState {
+                epoch: state.epoch,
+                highest: state.highest,
+            };
+            batch.state = serde_json::to_vec(&saved)
+                .ok()
+                .map(|s| (self.source.clone(), s));
+        }
+        batch
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.asm.poll_output() {
+            match out {
+                Output::Call(call) => self.add_call(call),
+                Output::Anomaly(a) => self.events.push(Event::Anomaly(a)),
+                _ => {}
+            }
+        }
+    }
+
+    fn add_call(&mut self, call: Call) {
+        if call.complete {
+            self.counts.complete += 1;
+        } else {
+            self.counts.incomplete += 1;
+        }
+        // Calls of one final record were never journaled.
+        if call.records.len() > 1 || !call.complete {
+            self.batch.journal_remove.push((
+                self.source.clone(),
+                key(
+                    call.records.first().map_or(0, |r| r.call_id),
+                    call.start_time,
+                ),
+            ));
+        }
+        self.batch.calls.push(call);
+    }
+}

@@ -1,0 +1,470 @@
+//! The relay's run loop: source -> pipeline -> outbox commit -> delivery workers, plus the web
+//! server, cron check-ins, progress and graceful shutdown.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use call_assembler::SmdrAssemblerConfig;
+use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
+use cdr_sinks::jsonl::JsonlSink;
+use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
+use cdr_sinks::webhook::WebhookSink;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::{Config, SourceConfig};
+use crate::metrics::Metrics;
+use crate::pipeline::{Event, PipelineCounts, SmdrPipeline};
+use crate::sinks::SinkSpec;
+use crate::source::{self, SourceEvent, TcpOptions};
+
+/// How long in-flight deliveries may take to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What a run did, for the summary line.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Pipeline counters.
+    pub counts: PipelineCounts,
+    /// Delivery counts per sink at the end.
+    pub sinks: Vec<SinkCounts>,
+}
+
+struct RemoteWorker {
+    worker: SinkWorker,
+    wake: Arc<Notify>,
+}
+
+fn remote_sinks(config: &Config) -> anyhow::Result<Vec<RemoteWorker>> {
+    let mut out = Vec::new();
+    for spec in &config.sinks {
+        let sink = match spec {
+            SinkSpec::Store => continue,
+            SinkSpec::Webhook => {
+                let w = config
+                    .webhook
+                    .as_ref()
+                    .context("the webhook sink needs SMDR_WEBHOOK_URL")?;
+                RemoteSink::Webhook(Box::new(WebhookSink::new(w)?))
+            }
+            SinkSpec::Jsonl(path) => {
+                let out: Box<dyn std::io::Write + Send> = match path {
+                    None => Box::new(std::io::stdout()),
+                    Some(p) => Box::new(std::io::BufWriter::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(p)
+                            .with_context(|| format!("opening {}", p.display()))?,
+                    )),
+                };
+                RemoteSink::Jsonl(Arc::new(Mutex::new(JsonlSink::new(out))))
+            }
+        };
+        let concurrency = match spec {
+            SinkSpec::Webhook => config.webhook.as_ref().map_or(8, |w| w.concurrency),
+            _ => 1,
+        };
+        out.push(RemoteWorker {
+            worker: SinkWorker {
+                name: spec.to_string(),
+                sink,
+                policy: config.retry,
+                concurrency,
+                stats: Arc::new(SinkStats::default()),
+            },
+            wake: Arc::new(Notify::new()),
+        });
+    }
+    Ok(out)
+}
+
+async fn with_outbox<T: Send + 'static>(
+    outbox: &Arc<Mutex<Outbox>>,
+    f: impl FnOnce(&mut Outbox) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let outbox = outbox.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut o = outbox
+            .lock()
+            .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))?;
+        f(&mut o)
+    })
+    .await?
+}
+
+/// Runs `smdr-relay` with `config` until `shutdown` turns true or, for a replay, until every
+/// call has been delivered to every sink or dead-lettered.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
+    let source_name = if config.site.is_empty() {
+        "smdr".to_owned()
+    } else {
+        format!("smdr/{}", config.site)
+    };
+    let workers = remote_sinks(&config)?;
+    let sink_names: Vec<String> = workers.iter().map(|w| w.worker.name.clone()).collect();
+    let db = config.db.clone();
+    let outbox = {
+        let db = db.clone();
+        let names = sink_names.clone();
+        tokio::task::spawn_blocking(move || Outbox::open(&db, &names))
+            .await?
+            .with_context(|| format!("opening the database {}", config.db.display()))?
+    };
+    let outbox = Arc::new(Mutex::new(outbox));
+    let (journal, state) = {
+        let source = source_name.clone();
+        with_outbox(&outbox, move |o| {
+            Ok((o.journal(&source)?, o.state(&source)?))
+        })
+        .await?
+    };
+    let asm_config = SmdrAssemblerConfig {
+        site: config.site.clone(),
+        idle_timeout: config.idle_timeout,
+        ..SmdrAssemblerConfig::default()
+    };
+    let mut pipeline = SmdrPipeline::restore(
+        &source_name,
+        asm_config,
+        Instant::now(),
+        &journal,
+        state.as_deref(),
+    );
+    if !journal.is_empty() {
+        tracing::info!(
+            records = journal.len(),
+            open_calls = pipeline.open_calls(),
+            "rebuilt open calls from the journal"
+        );
+    }
+    let metrics = Metrics::new("smdr");
+    metrics.set_open_calls(pipeline.open_calls() as u64);
+
+    // Delivery workers stop on their own signal, after the source has committed its last batch.
+    let (workers_stop_tx, workers_stop) = watch::channel(false);
+    let mut worker_tasks = tokio::task::JoinSet::new();
+    let wakes: Vec<Arc<Notify>> = workers.iter().map(|w| w.wake.clone()).collect();
+    for w in workers {
+        metrics.register_sink(&w.worker.name, w.worker.stats.clone());
+        let db = db.clone();
+        let stop = workers_stop.clone();
+        worker_tasks.spawn(async move {
+            let name = w.worker.name.clone();
+            if let Err(e) = run_worker(db, w.worker, w.wake, stop).await {
+                tracing::error!(sink = %name, error = %e, "delivery worker failed");
+            }
+        });
+    }
+
+    if let Some(addr) = &config.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the web server to {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!("web page and API on http://{local}/");
+        eprintln_ready("http", local);
+        let state = crate::web::WebState {
+            db: db.clone(),
+            metrics: metrics.clone(),
+            title: "smdr-relay".into(),
+        };
+        let stop = workers_stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::web::serve(listener, state, stop).await {
+                tracing::error!(error = %e, "web server failed");
+            }
+        });
+    }
+
+    let replaying = matches!(config.source, SourceConfig::Replay(_));
+    let connected = Arc::new(AtomicBool::new(replaying));
+    if let Some(url) = config.sentry_cron_url.clone() {
+        let connected = connected.clone();
+        let outbox = outbox.clone();
+        let stop = workers_stop.clone();
+        tokio::spawn(crate::sentry::cron_loop(
+            url,
+            config.sentry_cron_interval,
+            connected,
+            outbox,
+            stop,
+        ));
+    }
+
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(64);
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut total_bytes = None;
+    match &config.source {
+        SourceConfig::Connect(addr) => {
+            let opts = TcpOptions {
+                read_timeout: config.read_timeout,
+                ..TcpOptions::default()
+            };
+            tracing::info!(%addr, "connecting to the PBX");
+            tokio::spawn(source::connect(addr.clone(), opts, tx, shutdown.clone()));
+        }
+        SourceConfig::Listen(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for SMDR on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!("listening for SMDR on {local}");
+            eprintln_ready("smdr", local);
+            let opts = TcpOptions {
+                read_timeout: config.read_timeout,
+                ..TcpOptions::default()
+            };
+            tokio::spawn(source::listen(listener, opts, tx, shutdown.clone()));
+        }
+        SourceConfig::Replay(path) => {
+            if path.as_os_str() != "-" {
+                let meta = std::fs::metadata(path)
+                    .with_context(|| format!("cannot replay {}", path.display()))?;
+                total_bytes = Some(meta.len());
+            }
+            metrics.set_source_connected(true);
+            let path: PathBuf = path.clone();
+            let progress = progress.clone();
+            let (err_tx, err_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let _ = err_tx.send(source::replay(path, tx, progress).await);
+            });
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = err_rx.await {
+                    tracing::error!(error = %e, "replay failed");
+                }
+            });
+        }
+    }
+
+    let reporter = replaying.then(|| Progress::start(progress.clone(), total_bytes));
+    let mut shutdown = shutdown;
+    let mut ended = false;
+    let mut reported = 0u64;
+    loop {
+        let deadline = pipeline.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let first = tokio::select! {
+            ev = rx.recv() => Some(ev),
+            () = sleep => None,
+            _ = shutdown.changed() => break,
+        };
+        match first {
+            None => pipeline.handle_timeout(Instant::now()),
+            Some(None) => {
+                // The source is gone (replay failed, or shutdown in the source).
+                if replaying {
+                    anyhow::bail!("the replay stopped before the end of its input");
+                }
+                break;
+            }
+            Some(Some(ev)) => {
+                ended |= handle(&mut pipeline, &metrics, &connected, ev);
+                // Group what is already queued into the same commit.
+                while !ended {
+                    match rx.try_recv() {
+                        Ok(ev) => ended |= handle(&mut pipeline, &metrics, &connected, ev),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        commit(&outbox, &mut pipeline, &metrics, &wakes, &mut reported).await?;
+        if let Some(r) = &reporter {
+            r.update(pipeline.counts());
+        }
+        if ended {
+            break;
+        }
+    }
+    // Whatever was read is committed; for a replay, wait until every call has gone out.
+    commit(&outbox, &mut pipeline, &metrics, &wakes, &mut reported).await?;
+    if ended && !sink_names.is_empty() {
+        loop {
+            let counts = with_outbox(&outbox, |o| Ok(o.counts()?)).await?;
+            if counts.iter().all(|c| c.pending == 0) {
+                break;
+            }
+            if let Some(r) = &reporter {
+                r.update(pipeline.counts());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+    if let Some(r) = reporter {
+        r.finish(pipeline.counts());
+    }
+    let _ = workers_stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while worker_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("deliveries still in flight after the grace period; they stay queued");
+        worker_tasks.abort_all();
+    }
+    let sinks = with_outbox(&outbox, |o| Ok(o.counts()?)).await?;
+    Ok(Summary {
+        counts: pipeline.counts(),
+        sinks,
+    })
+}
+
+/// Tells a parent process (tests, supervisors) where a listener ended up, in one stable line.
+fn eprintln_ready(what: &str, addr: std::net::SocketAddr) {
+    eprintln!("cdr-relay: {what} listening on {addr}");
+}
+
+/// Feeds one source event to the pipeline; true when the input ended.
+fn handle(
+    pipeline: &mut SmdrPipeline,
+    metrics: &Metrics,
+    connected: &AtomicBool,
+    ev: SourceEvent,
+) -> bool {
+    let now = Instant::now();
+    match ev {
+        SourceEvent::Data(d) => pipeline.push(now, &d),
+        SourceEvent::Connected(_) => {
+            connected.store(true, Ordering::Relaxed);
+            metrics.set_source_connected(true);
+        }
+        SourceEvent::Disconnected(_) => {
+            pipeline.reset_connection();
+            connected.store(false, Ordering::Relaxed);
+            metrics.set_source_connected(false);
+        }
+        SourceEvent::End => {
+            pipeline.finish(now);
+            return true;
+        }
+    }
+    false
+}
+
+async fn commit(
+    outbox: &Arc<Mutex<Outbox>>,
+    pipeline: &mut SmdrPipeline,
+    metrics: &Metrics,
+    wakes: &[Arc<Notify>],
+    reported: &mut u64,
+) -> anyhow::Result<()> {
+    for ev in pipeline.take_events() {
+        match ev {
+            Event::BadLine { number, error } => {
+                metrics.bad_line();
+                tracing::warn!(line = number, %error, "bad SMDR line kept in the reject table");
+            }
+            Event::Anomaly(a) => tracing::warn!(anomaly = ?a, "SMDR anomaly"),
+        }
+    }
+    let batch: Batch = pipeline.take_batch();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let calls: Vec<bool> = batch.calls.iter().map(|c| c.complete).collect();
+    with_outbox(outbox, move |o| Ok(o.commit(&batch, now_ms())?))
+        .await
+        .context("committing to the outbox")?;
+    for complete in calls {
+        metrics.call_out(complete);
+    }
+    let counts = pipeline.counts();
+    metrics.record_in(counts.records.saturating_sub(*reported));
+    *reported = counts.records;
+    metrics.set_open_calls(pipeline.open_calls() as u64);
+    for w in wakes {
+        w.notify_one();
+    }
+    Ok(())
+}
+
+/// Progress of a replay on stderr: a live line on a terminal, a log line every few seconds
+/// otherwise.
+struct Progress {
+    bytes: Arc<AtomicU64>,
+    total: Option<u64>,
+    started: Instant,
+    last: Mutex<Instant>,
+    tty: bool,
+}
+
+impl Progress {
+    fn start(bytes: Arc<AtomicU64>, total: Option<u64>) -> Self {
+        let now = Instant::now();
+        Self {
+            bytes,
+            total,
+            started: now,
+            last: Mutex::new(now),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&self, c: PipelineCounts) {
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.elapsed() < every {
+            return;
+        }
+        *last = Instant::now();
+        let line = self.line(c);
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            tracing::info!("{line}");
+        }
+    }
+
+    fn line(&self, c: PipelineCounts) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let rate = c.records as f64 / secs;
+        let mut s = format!(
+            "{:.1} MB, {} records ({:.0}/s), {} calls",
+            bytes as f64 / 1e6,
+            c.records,
+            rate,
+            c.complete + c.incomplete
+        );
+        if let Some(total) = self.total.filter(|t| *t > 0) {
+            let done = bytes as f64 / total as f64;
+            let left = if done > 0.0 {
+                secs * (1.0 - done) / done
+            } else {
+                0.0
+            };
+            s.push_str(&format!(", {:.0}%, {:.0} s left", done * 100.0, left));
+        }
+        s
+    }
+
+    fn finish(self, c: PipelineCounts) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+        tracing::info!(
+            "replay done in {:.1} s: {}",
+            self.started.elapsed().as_secs_f64(),
+            self.line(c)
+        );
+    }
+}

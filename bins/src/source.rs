@@ -1,0 +1,231 @@
+//! Byte sources: the PBX over TCP (we connect, or we listen), or a file to replay.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// What a source reports to the pipeline.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A connection to the PBX is up (its peer address).
+    Connected(String),
+    /// Bytes as read.
+    Data(Vec<u8>),
+    /// The connection went away (why); a partial line must be dropped.
+    Disconnected(String),
+    /// A replayed file ended.
+    End,
+}
+
+/// How the TCP connection is kept healthy.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpOptions {
+    /// Re-establish the connection after this long without a byte (`None`: never).
+    pub read_timeout: Option<Duration>,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Largest reconnect delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        Self {
+            read_timeout: None,
+            connect_timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+fn keepalive(stream: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::warn!(error = %e, "could not enable TCP keepalive");
+    }
+    let _ = stream.set_nodelay(true);
+}
+
+/// Reads `stream` until it ends, fails, idles past `read_timeout` or `shutdown` turns true.
+/// Returns why it stopped, or `None` on shutdown or when the receiver is gone.
+async fn pump<R: AsyncRead + Unpin>(
+    mut stream: R,
+    read_timeout: Option<Duration>,
+    tx: &mpsc::Sender<SourceEvent>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let read = async {
+            match read_timeout {
+                Some(t) => tokio::time::timeout(t, stream.read(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no data for {} s", t.as_secs()),
+                        ))
+                    }),
+                None => stream.read(&mut buf).await,
+            }
+        };
+        let n = tokio::select! {
+            r = read => r,
+            _ = shutdown.changed() => return None,
+        };
+        match n {
+            Ok(0) => return Some("closed by the peer".into()),
+            Ok(n) => {
+                let data = buf.get(..n).unwrap_or_default().to_vec();
+                if tx.send(SourceEvent::Data(data)).await.is_err() {
+                    return None;
+                }
+            }
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+/// Connects to the PBX at `addr` (host names allowed) and keeps reconnecting with capped
+/// backoff until `shutdown`.
+pub async fn connect(
+    addr: String,
+    opts: TcpOptions,
+    tx: mpsc::Sender<SourceEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = opts.min_backoff;
+    while !*shutdown.borrow() {
+        let attempt = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addr)).await;
+        match attempt {
+            Ok(Ok(stream)) => {
+                keepalive(&stream);
+                let peer = stream
+                    .peer_addr()
+                    .map_or_else(|_| addr.clone(), |a| a.to_string());
+                tracing::info!(%peer, "connected to the PBX");
+                backoff = opts.min_backoff;
+                if tx.send(SourceEvent::Connected(peer)).await.is_err() {
+                    return;
+                }
+                match pump(stream, opts.read_timeout, &tx, &mut shutdown).await {
+                    Some(why) => {
+                        tracing::warn!(%addr, %why, "PBX connection lost");
+                        if tx.send(SourceEvent::Disconnected(why)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(%addr, error = %e, "cannot connect to the PBX"),
+            Err(_) => tracing::warn!(%addr, "connecting to the PBX timed out"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(opts.max_backoff);
+    }
+}
+
+/// Accepts PBX connections on `listener`. A new connection replaces the current one (a PBX that
+/// reconnects has given up on the old socket).
+pub async fn listen(
+    listener: TcpListener,
+    opts: TcpOptions,
+    tx: mpsc::Sender<SourceEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next: Option<(TcpStream, std::net::SocketAddr)> = None;
+    loop {
+        let (stream, peer) = match next.take() {
+            Some(c) => c,
+            None => {
+                let accepted = tokio::select! {
+                    r = listener.accept() => r,
+                    _ = shutdown.changed() => return,
+                };
+                match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        keepalive(&stream);
+        tracing::info!(%peer, "PBX connected");
+        if tx
+            .send(SourceEvent::Connected(peer.to_string()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let why = tokio::select! {
+            why = pump(stream, opts.read_timeout, &tx, &mut shutdown) => why,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => {
+                    next = Some(c);
+                    Some("replaced by a new connection".into())
+                }
+                Err(e) => Some(format!("accept failed: {e}")),
+            },
+        };
+        match why {
+            Some(why) => {
+                tracing::warn!(%peer, %why, "PBX connection ended");
+                if tx.send(SourceEvent::Disconnected(why)).await.is_err() {
+                    return;
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+/// Reads a file (`-`: stdin) to its end, counting bytes in `progress`.
+pub async fn replay(
+    path: PathBuf,
+    tx: mpsc::Sender<SourceEvent>,
+    progress: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    let mut reader: Box<dyn AsyncRead + Unpin + Send> = if path.as_os_str() == "-" {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(
+            tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        )
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        progress.fetch_add(n as u64, Ordering::Relaxed);
+        let data = buf.get(..n).unwrap_or_default().to_vec();
+        if tx.send(SourceEvent::Data(data)).await.is_err() {
+            return Ok(());
+        }
+    }
+    let _ = tx.send(SourceEvent::End).await;
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! The durable outbox: one SQLite file (WAL) holding the journal of open calls' records, every
+//! completed call (the call store), one delivery row per call and sink, and rejected input.
+//!
+//! A source commits a [`Batch`] (records journaled, calls completed, lines rejected, its
+//! assembler's small state) in one transaction, and only then acknowledges upstream. Delivery
+//! workers read due rows ([`Outbox::due`]) and record each outcome. After a crash, the journal
+//! rebuilds the open calls and the pending rows are delivered: nothing that was committed is lost.
+//!
+//! Each [`Outbox`] owns one connection; open one per thread (the source's writer, each sink's
+//! worker, the web server). SQLite serialises the writers; `busy_timeout` makes them wait.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::Call;
+
+/// An outbox operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// SQLite reported an error (disk full, locked for too long, corrupt file, ...).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A call could not be encoded as JSON.
+    #[error("encoding a call: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One record line of a still-open call, journaled so the call survives a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// The source kind and instance (for example `smdr`).
+    pub source: String,
+    /// The call's key within the source (SMDR: `call_id/start`).
+    pub call_key: String,
+    /// The record as received.
+    pub line: Vec<u8>,
+}
+
+/// Input that could not be used, kept with its raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Which source it came from.
+    pub source: String,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The bytes as received.
+    pub raw: Vec<u8>,
+}
+
+/// Everything one source commits at once.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Records of calls that are still open.
+    pub journal_add: Vec<JournalEntry>,
+    /// Calls (source, key) whose journal entries are no longer needed.
+    pub journal_remove: Vec<(String, String)>,
+    /// Completed (or flushed) calls, each to be delivered to every sink.
+    pub calls: Vec<Call>,
+    /// Rejected input.
+    pub rejects: Vec<Reject>,
+    /// A source's small state to save with the batch (for SMDR the assembler's epoch).
+    pub state: Option<(String, Vec<u8>)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.journal_add.is_empty()
+            && self.journal_remove.is_empty()
+            && self.calls.is_empty()
+            && self.rejects.is_empty()
+            && self.state.is_none()
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Calls newly stored.
+    pub calls: usize,
+    /// Calls already in the outbox under the same id (not queued again).
+    pub duplicates: usize,
+    /// Delivery rows created.
+    pub deliveries: usize,
+}
+
+/// A delivery waiting for its sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The call's stable id.
+    pub call_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the delivery row was created (ms since the epoch).
+    pub created_ms: i64,
+    /// The call's JSON.
+    pub body: Vec<u8>,
+}
+
+/// Delivery counts of one sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    /// The sink's name.
+    pub sink: String,
+    /// Waiting (first try or retry).
+    pub pending: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Given up on (dead letters).
+    pub dead: u64,
+    /// Creation time of the oldest pending delivery (ms since the epoch).
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// A dead letter: a delivery given up on, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The call's stable id.
+    pub call_id: String,
+    /// The sink.
+    pub sink: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was given up on (ms since the epoch).
+    pub done_ms: Option<i64>,
+}
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    call_key TEXT NOT NULL,
+    line BLOB NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_key ON journal(source, call_key);
+CREATE TABLE IF NOT EXISTS source_state (
+    source TEXT PRIMARY KEY,
+    state BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    site TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    start_time TEXT NOT NULL,
+    end_time TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    called TEXT NOT NULL,
+    answered INTEGER NOT NULL,
+    complete INTEGER NOT NULL,
+    duration INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_start ON calls(start_time);
+CREATE INDEX IF NOT EXISTS calls_caller ON calls(caller);
+CREATE INDEX IF NOT EXISTS calls_called ON calls(called);
+CREATE TABLE IF NOT EXISTS deliveries (
+    call_id TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    done_ms INTEGER,
+    last_error TEXT,
+    PRIMARY KEY (call_id, sink)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(sink, state, next_ms);
+CREATE TABLE IF NOT EXISTS rejects (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+";
+
+/// A connection to the outbox database.
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Connection,
+    sinks: Vec<String>,
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox at `path`. Every call committed through this handle
+    /// gets one delivery row per name in `sinks` (the remote sinks; the store needs none, since
+    /// the `calls` table *is* the store).
+    pub fn open(path: &Path, sinks: &[String]) -> Result<Self, OutboxError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: every commit point is fsynced, so an acknowledged batch survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn,
+            sinks: sinks.to_vec(),
+        })
+    }
+
+    /// The underlying connection, for read-only queries of the store.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Commits a batch in one transaction. Calls whose id is already stored are not queued
+    /// again, so replaying input after a crash cannot deliver a call under a second id or twice
+    /// from the outbox.
+    pub fn commit(&mut self, batch: &Batch, now_ms: i64) -> Result<CommitReport, OutboxError> {
+        let mut report = CommitReport::default();
+        let tx = self.conn.transaction()?;
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO journal (source, call_key, line, received_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for e in &batch.journal_add {
+                add.execute(params![e.source, e.call_key, e.line, now_ms])?;
+            }
+            let mut remove =
+                tx.prepare_cached("DELETE FROM journal WHERE source = ?1 AND call_key = ?2")?;
+            for (source, key) in &batch.journal_remove {
+                remove.execute(params![source, key])?;
+            }
+            let mut insert_call = tx.prepare_cached(
+                "INSERT OR IGNORE INTO calls (id, source, site, call_id, start_time, end_time,
+                 direction, caller, called, answered, complete, duration, body, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            let mut insert_delivery = tx.prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (call_id, sink, state, next_ms, created_ms)
+                 VALUES (?1, ?2, 'pending', ?3, ?3)",
+            )?;
+            for call in &batch.calls {
+                let body = serde_json::to_vec(call)?;
+                let n = insert_call.execute(params![
+                    call.id,
+                    call.source.as_str(),
+                    call.site,
+                    call.call_id,
+                    call.start_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    call.end_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    direction_str(call),
+                    call.caller,
+                    call.called,
+                    call.answered,
+                    call.complete,
+                    call.duration,
+                    body,
+                    now_ms,
+                ])?;
+                if n == 0 {
+                    report.duplicates += 1;
+                    continue;
+                }
+                report.calls += 1;
+                for sink in &self.sinks {
+                    report.deliveries += insert_delivery.execute(params![call.id, sink, now_ms])?;
+                }
+            }
+            let mut reject = tx.prepare_cached(
+                "INSERT INTO rejects (source, received_ms, reason, raw) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for r in &batch.rejects {
+                reject.execute(params![r.source, now_ms, r.reason, r.raw])?;
+            }
+            if let Some((source, state)) = &batch.state {
+                tx.execute(
+                    "INSERT INTO source_state (source, state) VALUES (?1, ?2)
+                     ON CONFLICT (source) DO UPDATE SET state = excluded.state",
+                    params![source, state],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// The journal of `source`, oldest first: replay it to rebuild the open calls.
+    pub fn journal(&self, source: &str) -> Result<Vec<JournalEntry>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT call_key, line FROM journal WHERE source = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([source], |r| {
+            Ok(JournalEntry {
+                source: source.to_owned(),
+                call_key: r.get(0)?,
+                line: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The state `source` saved with its last batch.
+    pub fn state(&self, source: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT state FROM source_state WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Up to `limit` deliveries of `sink` due at `now_ms`, oldest first.
+    pub fn due(&self, sink: &str, now_ms: i64, limit: usize) -> Result<Vec<Pending>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.call_id, d.attempts, d.created_ms, c.body FROM deliveries d
+             JOIN calls c ON c.id = d.call_id
+             WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_ms <= ?2
+             ORDER BY d.next_ms, c.seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![sink, now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(Pending {
+                    call_id: r.get(0)?,
+                    attempts: r.get(1)?,
+                    created_ms: r.get(2)?,
+                    body: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When the next pending delivery of `sink` is due, if any.
+    pub fn next_due(&self, sink: &str) -> Result<Option<i64>, OutboxError> {
+        Ok(self.conn.query_row(
+            "SELECT MIN(next_ms) FROM deliveries WHERE sink = ?1 AND state = 'pending'",
+            [sink],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records the outcomes of deliveries in one transaction.
+    pub fn record(
+        &mut self,
+        sink: &str,
+        outcomes: &[(String, Outcome)],
+        now_ms: i64,
+    ) -> Result<(), OutboxError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut delivered = tx.prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, done_ms = ?3,
+                 last_error = NULL WHERE call_id = ?1 AND sink = ?2 AND state = 'pending'",
+            )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE deliveries SET attempts = attempts + ?4, next_ms = ?3, last_error = ?5
+                 WHERE call_id = ?1 AND sink = ?2 AND state = 'pending'",
+            )?;
+            let mut dead = tx.prepare_cached(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, done_ms = ?3,
+                 last_error = ?4 WHERE call_id = ?1 AND sink = ?2 AND state = 'pending'",
+            )?;
+            for (call_id, outcome) in outcomes {
+                match outcome {
+                    Outcome::Delivered => {
+                        delivered.execute(params![call_id, sink, now_ms])?;
+                    }
+                    Outcome::Retry {
+                        at_ms,
+                        error,
+                        counted,
+                    } => {
+                        retry.execute(params![call_id, sink, at_ms, i64::from(*counted), error])?;
+                    }
+                    Outcome::Dead { error } => {
+                        dead.execute(params![call_id, sink, now_ms, error])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Delivery counts per sink (the configured ones, plus any with rows).
+    pub fn counts(&self) -> Result<Vec<SinkCounts>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sink,
+                    SUM(state = 'pending'), SUM(state = 'delivered'), SUM(state = 'dead'),
+                    MIN(CASE WHEN state = 'pending' THEN created_ms END)
+             FROM deliveries GROUP BY sink ORDER BY sink",
+        )?;
+        let mut out: Vec<SinkCounts> = stmt
+            .query_map([], |r| {
+                Ok(SinkCounts {
+                    sink: r.get(0)?,
+                    pending: r.get::<_, i64>(1)?.try_into().unwrap_or_default(),
+                    delivered: r.get::<_, i64>(2)?.try_into().unwrap_or_default(),
+                    dead: r.get::<_, i64>(3)?.try_into().unwrap_or_default(),
+                    oldest_pending_ms: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        for s in &self.sinks {
+            if !out.iter().any(|c| &c.sink == s) {
+                out.push(SinkCounts {
+                    sink: s.clone(),
+                    ..SinkCounts::default()
+                });
+            }
+        }
+        out.sort_by(|a, b| a.sink.cmp(&b.sink));
+        Ok(out)
+    }
+
+    /// The most recent dead letters, newest first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT call_id, sink, attempts, last_error, done_ms FROM deliveries
+             WHERE state = 'dead' ORDER BY done_ms DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(DeadLetter {
+                call_id: r.get(0)?,
+                sink: r.get(1)?,
+                attempts: r.get(2)?,
+                last_error: r.get(3)?,
+                done_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rejected inputs kept so far.
+    pub fn reject_count(&self) -> Result<u64, OutboxError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
+        Ok(n.try_into().unwrap_or_default())
+    }
+
+    /// Calls stored so far.
+    pub fn call_count(&self) -> Result<u64, OutboxError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM calls", [], |r| r.get(0))?;
+        Ok(n.try_into().unwrap_or_default())
+    }
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The sink took the call.
+    Delivered,
+    /// Try again at `at_ms`.
+    Retry {
+        /// When (ms since the epoch).
+        at_ms: i64,
+        /// What went wrong.
+        error: String,
+        /// Whether this counts as an attempt (a sink that was paused or unreachable before the
+        /// call was even sent does not use up the call's attempts).
+        counted: bool,
+    },
+    /// Give up and keep it as a dead letter.
+    Dead {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+fn direction_str(call: &Call) -> &'static str {
+    match call.direction {
+        call_assembler::CallDirection::Inbound => "inbound",
+        call_assembler::CallDirection::Outbound => "outbound",
+        call_assembler::CallDirection::Internal => "internal",
+    }
+}

@@ -1,0 +1,209 @@
+//! The outbox on a real SQLite file.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
+use cdr_sinks::outbox::{Batch, JournalEntry, Outbox, Outcome, Reject};
+
+fn db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cdr-sinks-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("outbox.db")
+}
+
+fn calls(n: usize) -> Vec<Call> {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
+    )
+    .unwrap();
+    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
+    let mut out = Vec::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| l.len() > 2) {
+        asm.handle_record(
+            Instant::now(),
+            &smdr_parse::SmdrRecord::parse(line).unwrap(),
+        );
+        while let Some(o) = asm.poll_output() {
+            if let Output::Call(c) = o {
+                out.push(c);
+            }
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn a_call_is_queued_once_per_sink_whatever_happens() {
+    let path = db("once");
+    let sinks = vec!["webhook".to_owned(), "jsonl:-".to_owned()];
+    let mut o = Outbox::open(&path, &sinks).unwrap();
+    let c = calls(3);
+    let r = o
+        .commit(
+            &Batch {
+                calls: c.clone(),
+                ..Batch::default()
+            },
+            1_000,
+        )
+        .unwrap();
+    assert_eq!((r.calls, r.duplicates, r.deliveries), (3, 0, 6));
+    // The same calls again (a replay after a crash): nothing new is queued.
+    let mut o2 = Outbox::open(&path, &sinks).unwrap();
+    let r = o2
+        .commit(
+            &Batch {
+                calls: c.clone(),
+                ..Batch::default()
+            },
+            2_000,
+        )
+        .unwrap();
+    assert_eq!((r.calls, r.duplicates, r.deliveries), (0, 3, 0));
+    let due = o.due("webhook", 1_000, 10).unwrap();
+    assert_eq!(due.len(), 3);
+    assert_eq!(due[0].call_id, c[0].id);
+    let body: Call = serde_json::from_slice(&due[0].body).unwrap();
+    assert_eq!(body, c[0]);
+    assert!(
+        o.due("webhook", 999, 10).unwrap().is_empty(),
+        "not due before created"
+    );
+}
+
+#[test]
+fn outcomes_move_deliveries_through_their_states() {
+    let path = db("states");
+    let mut o = Outbox::open(&path, &["webhook".to_owned()]).unwrap();
+    let c = calls(3);
+    o.commit(
+        &Batch {
+            calls: c.clone(),
+            ..Batch::default()
+        },
+        0,
+    )
+    .unwrap();
+    o.record(
+        "webhook",
+        &[
+            (c[0].id.clone(), Outcome::Delivered),
+            (
+                c[1].id.clone(),
+                Outcome::Retry {
+                    at_ms: 5_000,
+                    error: "HTTP 500".into(),
+                    counted: true,
+                },
+            ),
+            (
+                c[2].id.clone(),
+                Outcome::Dead {
+                    error: "HTTP 400".into(),
+                },
+            ),
+        ],
+        100,
+    )
+    .unwrap();
+    assert!(o.due("webhook", 4_999, 10).unwrap().is_empty());
+    let due = o.due("webhook", 5_000, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].call_id.as_str(), due[0].attempts),
+        (c[1].id.as_str(), 1)
+    );
+    assert_eq!(o.next_due("webhook").unwrap(), Some(5_000));
+    let counts = o.counts().unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(
+        (counts[0].pending, counts[0].delivered, counts[0].dead),
+        (1, 1, 1)
+    );
+    assert_eq!(counts[0].oldest_pending_ms, Some(0));
+    let dead = o.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].call_id, c[2].id);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 400"));
+    // An uncounted retry (sink unreachable) does not use up an attempt.
+    o.record(
+        "webhook",
+        &[(
+            c[1].id.clone(),
+            Outcome::Retry {
+                at_ms: 6_000,
+                error: "refused".into(),
+                counted: false,
+            },
+        )],
+        200,
+    )
+    .unwrap();
+    assert_eq!(o.due("webhook", 6_000, 10).unwrap()[0].attempts, 1);
+}
+
+#[test]
+fn journal_state_and_rejects_survive_reopening() {
+    let path = db("journal");
+    {
+        let mut o = Outbox::open(&path, &[]).unwrap();
+        o.commit(
+            &Batch {
+                journal_add: vec![
+                    JournalEntry {
+                        source: "smdr".into(),
+                        call_key: "1/a".into(),
+                        line: b"first".to_vec(),
+                    },
+                    JournalEntry {
+                        source: "smdr".into(),
+                        call_key: "2/b".into(),
+                        line: b"second".to_vec(),
+                    },
+                    JournalEntry {
+                        source: "smdr".into(),
+                        call_key: "1/a".into(),
+                        line: b"third".to_vec(),
+                    },
+                ],
+                rejects: vec![Reject {
+                    source: "smdr".into(),
+                    reason: "bad".into(),
+                    raw: b"\xff\xfe".to_vec(),
+                }],
+                state: Some(("smdr".into(), b"{\"epoch\":2}".to_vec())),
+                ..Batch::default()
+            },
+            0,
+        )
+        .unwrap();
+        o.commit(
+            &Batch {
+                journal_remove: vec![("smdr".into(), "2/b".into())],
+                ..Batch::default()
+            },
+            1,
+        )
+        .unwrap();
+    }
+    let o = Outbox::open(&path, &[]).unwrap();
+    let j: Vec<Vec<u8>> = o
+        .journal("smdr")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.line)
+        .collect();
+    assert_eq!(j, [b"first".to_vec(), b"third".to_vec()]);
+    assert!(o.journal("other").unwrap().is_empty());
+    assert_eq!(
+        o.state("smdr").unwrap().as_deref(),
+        Some(&b"{\"epoch\":2}"[..])
+    );
+    assert_eq!(o.reject_count().unwrap(), 1);
+}
