@@ -136,16 +136,31 @@ async fn relay_connects_to_a_listening_pbx_and_reconnects() {
     assert!(relay.terminate().success());
 }
 
+/// Sends one line and waits until the receiver has seen `n` requests in all.
+async fn send_and_wait(
+    stream: &mut TcpStream,
+    line: &[u8],
+    rx: &Receiver,
+    n: usize,
+    relay: &Relay,
+) -> Vec<Received> {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(line).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = rx.received.lock().unwrap().clone();
+        if seen.len() >= n {
+            return seen;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", relay.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_retried_honoured_or_dead_lettered() {
     let dir = tempdir("failures");
     let rx = Receiver::start(None, 200).await;
-    {
-        let mut s = rx.script.lock().unwrap();
-        s.queue.push_back((500, None));
-        s.queue.push_back((429, Some(("retry-after", "2".into()))));
-        s.queue.push_back((400, None));
-    }
     let db = dir.join("relay.db");
     let relay = Relay::start(
         &[
@@ -163,56 +178,65 @@ async fn failures_are_retried_honoured_or_dead_lettered() {
         true,
         true,
     );
-    // One call at a time, so the scripted answers go to known calls.
+    // One single-record call at a time, so each scripted answer goes to a known call.
     let bytes = std::fs::read(fixture("ccbc_rw180105_day_34fields.txt")).unwrap();
     let lines = fixture_lines(&bytes);
-    let first = &lines[..1];
-    let addr = relay.smdr.unwrap();
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    use tokio::io::AsyncWriteExt;
-    stream.write_all(&first[0]).await.unwrap();
-    // 500, then 429 with Retry-After: 2, then 400: dead.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while rx.received.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let seen = rx.received.lock().unwrap().clone();
+    let mut stream = TcpStream::connect(relay.smdr.unwrap()).await.unwrap();
+    let id = |r: &Received| r.headers["webhook-id"].to_str().unwrap().to_owned();
+
+    // 500, then 200: retried, under the same id, with the same body.
+    rx.script.lock().unwrap().queue.push_back((500, None));
+    let seen = send_and_wait(&mut stream, &lines[0], &rx, 2, &relay).await;
     assert_eq!(
         seen.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [500, 429, 400],
-        "{}",
-        relay.log()
+        [500, 200]
     );
+    assert_eq!((id(&seen[0]), &seen[0].body), (id(&seen[1]), &seen[1].body));
+
+    // 429 with Retry-After: 2, then 200: the retry waits at least 2 s.
+    rx.script
+        .lock()
+        .unwrap()
+        .queue
+        .push_back((429, Some(("retry-after", "2".into()))));
+    let seen = send_and_wait(&mut stream, &lines[1], &rx, 4, &relay).await;
+    assert_eq!(
+        seen[2..].iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    assert_eq!(id(&seen[2]), id(&seen[3]));
     assert!(
-        seen[2].at.duration_since(seen[1].at) >= Duration::from_secs(2),
+        seen[3].at.duration_since(seen[2].at) >= Duration::from_secs(2),
         "Retry-After honoured"
     );
-    let ids: BTreeSet<_> = seen
-        .iter()
-        .map(|r| r.headers["webhook-id"].clone())
-        .collect();
-    assert_eq!(ids.len(), 1, "retries carry the same id");
+
+    // 400: a dead letter at once, never retried.
+    rx.script.lock().unwrap().queue.push_back((400, None));
+    let seen = send_and_wait(&mut stream, &lines[2], &rx, 5, &relay).await;
+    assert_eq!(seen[4].status, 400);
+    let dead_id = id(&seen[4]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.received.lock().unwrap().len(), 5, "a 400 is not retried");
+
     // The dead letter is visible in the API and the metrics.
     let http = relay.http.unwrap();
     let dead = get(&format!("http://{http}/api/v1/dead-letters")).await;
-    assert!(
-        dead.contains(ids.first().unwrap().to_str().unwrap()),
-        "{dead}"
-    );
+    assert!(dead.contains(&dead_id), "{dead}");
     let metrics = get(&format!("http://{http}/metrics")).await;
-    assert!(
+    let line = |name: &str| {
         metrics
             .lines()
-            .any(|l| l.starts_with("cdr_relay_outbox_dead{")
-                && l.contains("sink=\"webhook\"")
-                && (l.ends_with(" 1") || l.ends_with(" 1.0"))),
-        "{metrics}"
+            .find(|l| l.starts_with(name) && l.contains("sink=\"webhook\""))
+            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+            .to_owned()
+    };
+    assert!(
+        line("cdr_relay_outbox_dead{").ends_with(" 1.0")
+            || line("cdr_relay_outbox_dead{").ends_with(" 1")
     );
-    // The next call goes through.
-    stream.write_all(&lines[1]).await.unwrap();
-    let ok = rx.wait_accepted(1, Duration::from_secs(20)).await;
-    assert_eq!(ok.len(), 1);
+    assert!(line("cdr_relay_deliveries_total{").contains("webhook"));
+    let call = get(&format!("http://{http}/api/v1/calls/{dead_id}")).await;
+    assert!(call.contains("\"dead\""), "{call}");
     assert!(relay.terminate().success());
 }
 

@@ -137,6 +137,95 @@ pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1c_3a52_0f0e_4d8e_9b1f_7a2c_5
 
 /// The stable id of a call: UUID v5 over `source/site/key`.
 pub fn stable_id(source: Source, site: &str, key: &str) -> String {
-    let name = format!("{}/{}/{}", source.as_str(), site, key);
-    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
+    stable_id_of(&[
+        source.as_str().as_bytes(),
+        b"/",
+        site.as_bytes(),
+        b"/",
+        key.as_bytes(),
+    ])
+}
+
+/// [`stable_id`] over a name given in pieces (no intermediate string).
+pub(crate) fn stable_id_of(pieces: &[&[u8]]) -> String {
+    let mut name = [0u8; 256];
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let uuid = if len <= name.len() {
+        let mut at = 0;
+        for p in pieces {
+            if let Some(dst) = name.get_mut(at..at + p.len()) {
+                dst.copy_from_slice(p);
+            }
+            at += p.len();
+        }
+        Uuid::new_v5(&ID_NAMESPACE, name.get(..len).unwrap_or_default())
+    } else {
+        Uuid::new_v5(&ID_NAMESPACE, &pieces.concat())
+    };
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid.hyphenated().encode_lower(&mut buf).to_owned()
+}
+
+/// Writes `YYYY{d}MM{d}DD{m}HH:MM:SS` into a fixed buffer (for years 0 to 9999).
+pub(crate) fn format_timestamp(t: &NaiveDateTime, date_sep: u8, mid: u8) -> [u8; 19] {
+    use chrono::{Datelike, Timelike};
+    let mut b = *b"0000/00/00 00:00:00";
+    let two = |v: u32| [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
+    let y = u32::try_from(t.year()).unwrap_or(0).min(9999);
+    let parts: [(usize, [u8; 2]); 7] = [
+        (0, two(y / 100)),
+        (2, two(y % 100)),
+        (5, two(t.month())),
+        (8, two(t.day())),
+        (11, two(t.hour())),
+        (14, two(t.minute())),
+        (17, two(t.second())),
+    ];
+    for (at, d) in parts {
+        if let Some(dst) = b.get_mut(at..at + 2) {
+            dst.copy_from_slice(&d);
+        }
+    }
+    for at in [4, 7] {
+        if let Some(c) = b.get_mut(at) {
+            *c = date_sep;
+        }
+    }
+    if let Some(c) = b.get_mut(10) {
+        *c = mid;
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_formatting_matches_chrono() {
+        for s in [
+            "2017-05-26T00:00:57",
+            "0999-01-02T03:04:05",
+            "2100-12-31T23:59:59",
+        ] {
+            let t: NaiveDateTime = s.parse().unwrap();
+            assert_eq!(
+                &format_timestamp(&t, b'/', b' ')[..],
+                t.format("%Y/%m/%d %H:%M:%S").to_string().as_bytes()
+            );
+            assert_eq!(&format_timestamp(&t, b'-', b'T')[..], s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn stable_id_is_uuid_v5_of_the_name() {
+        let id = stable_id(Source::Smdr, "hq", "1000000/2017-05-26T12:54:46");
+        let want = Uuid::new_v5(&ID_NAMESPACE, b"smdr/hq/1000000/2017-05-26T12:54:46");
+        assert_eq!(id, want.to_string());
+        let long = "x".repeat(300);
+        assert_eq!(
+            stable_id(Source::Smdr, &long, "k"),
+            Uuid::new_v5(&ID_NAMESPACE, format!("smdr/{long}/k").as_bytes()).to_string()
+        );
+    }
 }

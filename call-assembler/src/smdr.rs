@@ -7,7 +7,9 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use smdr_parse::{DeviceKind, Direction, SmdrRecord};
 
-use crate::call::{Call, CallDirection, FlushReason, Party, Source, stable_id};
+use crate::call::{
+    Call, CallDirection, FlushReason, Party, Source, format_timestamp, stable_id_of,
+};
 use crate::{Anomaly, Output};
 
 /// Settings of an [`SmdrAssembler`].
@@ -414,7 +416,8 @@ fn build_smdr_call(
     let first = records.first();
     let call_id = first.map_or(0, |r| r.call_id);
     let start_time = first.map_or(NaiveDateTime::MIN, |r| r.call_start);
-    let start = start_time.format("%Y/%m/%d %H:%M:%S").to_string();
+    let start_bytes = format_timestamp(&start_time, b'/', b' ');
+    let start = String::from_utf8_lossy(&start_bytes).into_owned();
     let sum = |f: fn(&SmdrRecord<'static>) -> u32| {
         records.iter().fold(0u32, |acc, r| acc.saturating_add(f(r)))
     };
@@ -459,11 +462,18 @@ fn build_smdr_call(
             .unwrap_or_default()
     };
     Call {
-        id: stable_id(
-            Source::Smdr,
-            site,
-            &format!("{call_id}/{}", start_time.format("%Y-%m-%dT%H:%M:%S")),
-        ),
+        id: {
+            let mut digits = [0u8; 20];
+            let id_digits = u64_digits(call_id, &mut digits);
+            stable_id_of(&[
+                b"smdr/",
+                site.as_bytes(),
+                b"/",
+                id_digits,
+                b"/",
+                &format_timestamp(&start_time, b'-', b'T'),
+            ])
+        },
         source: Source::Smdr,
         site: site.to_owned(),
         call_id: call_id.to_string(),
@@ -486,4 +496,20 @@ fn build_smdr_call(
         flush_reason: flushed,
         records,
     }
+}
+
+/// The decimal digits of `n`, written at the end of `buf`.
+fn u64_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(c) = buf.get_mut(at) {
+            *c = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
 }
