@@ -208,6 +208,21 @@ impl Outbox {
         })
     }
 
+    /// Opens an existing outbox for reading only (the web page, the API): nothing is created or
+    /// written, so it may run beside the writer. `sinks` are the configured sink names, listed by
+    /// [`Outbox::counts`] even before they have rows. Fails if the file does not exist.
+    pub fn open_read_only(path: &Path, sinks: &[String]) -> Result<Self, OutboxError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(Self {
+            conn,
+            sinks: sinks.to_vec(),
+        })
+    }
+
     /// The underlying connection, for read-only queries of the store.
     pub fn connection(&self) -> &Connection {
         &self.conn

@@ -207,3 +207,38 @@ fn journal_state_and_rejects_survive_reopening() {
     );
     assert_eq!(o.reject_count().unwrap(), 1);
 }
+
+#[test]
+fn a_read_only_handle_sees_commits_and_writes_nothing() {
+    let path = db("readonly");
+    assert!(
+        Outbox::open_read_only(&path, &[]).is_err(),
+        "does not create the file"
+    );
+    let mut w = Outbox::open(&path, &["webhook".to_owned()]).unwrap();
+    let r = Outbox::open_read_only(&path, &["webhook".to_owned(), "jsonl:-".to_owned()]).unwrap();
+    w.commit(
+        &Batch {
+            calls: calls(2),
+            ..Batch::default()
+        },
+        0,
+    )
+    .unwrap();
+    let counts = r.counts().unwrap();
+    let names: Vec<&str> = counts.iter().map(|c| c.sink.as_str()).collect();
+    assert_eq!(names, ["jsonl:-", "webhook"]);
+    assert_eq!(counts[1].pending, 2);
+    assert_eq!(r.call_count().unwrap(), 2);
+    let mut r = r;
+    assert!(
+        r.commit(
+            &Batch {
+                calls: calls(3),
+                ..Batch::default()
+            },
+            1
+        )
+        .is_err()
+    );
+}
