@@ -1,6 +1,7 @@
 //! The one completed-call type every source produces and every sink consumes.
 
 use chrono::NaiveDateTime;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use smdr_parse::SmdrRecord;
 use uuid::Uuid;
@@ -63,9 +64,9 @@ pub enum FlushReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Party {
     /// The device as the source writes it (`E232`, `T9001`, a channel name, ...).
-    pub device: String,
+    pub device: CompactString,
     /// The name shown for it (may be empty).
-    pub name: String,
+    pub name: CompactString,
 }
 
 /// A completed (or flushed) call, the same type for every source.
@@ -81,16 +82,16 @@ pub struct Call {
     /// Which kind of system it came from.
     pub source: Source,
     /// The site (PBX) name from configuration; empty when not configured.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub site: String,
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub site: CompactString,
     /// The source's own call identifier (SMDR: the Call ID, which restarts on PBX reboots).
-    pub call_id: String,
+    pub call_id: CompactString,
     /// PBX boot epoch: how many PBX restarts the assembler had seen when the call started (SMDR;
     /// informational, not part of [`Call::id`]).
     #[serde(default)]
     pub boot_epoch: u32,
     /// The start as the source wrote it (SMDR: `YYYY/MM/DD HH:MM:SS`, PBX local time).
-    pub start: String,
+    pub start: CompactString,
     /// The start, typed (PBX local time; ISO 8601 in JSON).
     pub start_time: NaiveDateTime,
     /// The end, typed (for SMDR derived from the start plus every segment's ring, connected,
@@ -107,12 +108,12 @@ pub struct Call {
     /// Inbound, outbound or internal.
     pub direction: CallDirection,
     /// The calling number.
-    pub caller: String,
+    pub caller: CompactString,
     /// The number called.
-    pub called: String,
+    pub called: CompactString,
     /// The digits dialled (SMDR: for inbound calls the DDI).
     #[serde(default)]
-    pub dialled: String,
+    pub dialled: CompactString,
     /// Whether any segment was connected.
     pub answered: bool,
     /// Who answered first (SMDR: the first non-trunk party of the first connected segment for

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
+use compact_str::{CompactString, ToCompactString};
 use serde::{Deserialize, Serialize};
 use smdr_parse::{DeviceKind, Direction, SmdrRecord};
 
@@ -400,8 +401,8 @@ impl SmdrAssembler {
 
 fn party(device: Option<smdr_parse::Device>, name: &smdr_parse::Text<'_>) -> Option<Party> {
     device.map(|d| Party {
-        device: d.to_string(),
-        name: name.to_str_lossy().into_owned(),
+        device: d.to_compact_string(),
+        name: CompactString::from(&*name.to_str_lossy()),
     })
 }
 
@@ -417,7 +418,7 @@ fn build_smdr_call(
     let call_id = first.map_or(0, |r| r.call_id);
     let start_time = first.map_or(NaiveDateTime::MIN, |r| r.call_start);
     let start_bytes = format_timestamp(&start_time, b'/', b' ');
-    let start = String::from_utf8_lossy(&start_bytes).into_owned();
+    let start = CompactString::from_utf8_lossy(&start_bytes);
     let sum = |f: fn(&SmdrRecord<'static>) -> u32| {
         records.iter().fold(0u32, |acc, r| acc.saturating_add(f(r)))
     };
@@ -458,7 +459,7 @@ fn build_smdr_call(
     });
     let text = |f: for<'r> fn(&'r SmdrRecord<'static>) -> &'r smdr_parse::Text<'static>| {
         first
-            .map(|r| f(r).to_str_lossy().into_owned())
+            .map(|r| CompactString::from(&*f(r).to_str_lossy()))
             .unwrap_or_default()
     };
     Call {
@@ -475,8 +476,8 @@ fn build_smdr_call(
             ])
         },
         source: Source::Smdr,
-        site: site.to_owned(),
-        call_id: call_id.to_string(),
+        site: CompactString::from(site),
+        call_id: call_id.to_compact_string(),
         boot_epoch: epoch,
         start,
         start_time,

@@ -95,8 +95,8 @@ fn replay(file: &str, bytes: &[u8]) -> (Vec<Group>, Vec<Anomaly>, Vec<Call>) {
                 .collect();
             Group {
                 file: file.to_owned(),
-                call_id: c.call_id.clone(),
-                call_start: c.start.clone(),
+                call_id: c.call_id.to_string(),
+                call_start: c.start.to_string(),
                 final_line: c.complete.then(|| *lines.last().unwrap()),
                 lines,
                 complete: c.complete,
