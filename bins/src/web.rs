@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cdr_sinks::outbox::SinkCounts;
+use cdr_sinks::outbox::{Outbox, SinkCounts};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -476,17 +476,27 @@ async fn readyz(shared: &Arc<Shared>) -> Resp {
 
 /// The outbox counts of every sink with rows, plus the registered sinks without any.
 async fn sink_counts(shared: &Arc<Shared>) -> Result<Vec<SinkCounts>, String> {
-    let mut counts = with_store(shared, Store::counts).await?;
-    for sink in shared.state.metrics.sink_names() {
-        if !counts.iter().any(|c| c.sink == sink) {
-            counts.push(SinkCounts {
-                sink,
-                ..SinkCounts::default()
-            });
+    let path = shared.state.db.clone();
+    let sinks = shared.state.metrics.sink_names();
+    tokio::task::spawn_blocking(move || {
+        if !path.exists() {
+            // No database yet: every registered sink, with nothing in it.
+            let mut counts: Vec<SinkCounts> = sinks
+                .into_iter()
+                .map(|sink| SinkCounts {
+                    sink,
+                    ..SinkCounts::default()
+                })
+                .collect();
+            counts.sort_by(|a, b| a.sink.cmp(&b.sink));
+            return Ok(counts);
         }
-    }
-    counts.sort_by(|a, b| a.sink.cmp(&b.sink));
-    Ok(counts)
+        Outbox::open_read_only(&path, &sinks)
+            .and_then(|o| o.counts())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("database task failed: {e}"))?
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -614,29 +624,6 @@ impl Store {
             Some(body) => Ok(Some((body, deliveries(&tx, id)?))),
             None => Ok(None),
         }
-    }
-
-    /// Delivery counts per sink with rows (the same as `Outbox::counts`, read-only).
-    fn counts(&self) -> rusqlite::Result<Vec<SinkCounts>> {
-        let Some(conn) = &self.conn else {
-            return Ok(Vec::new());
-        };
-        let mut stmt = conn.prepare(
-            "SELECT sink,
-                    SUM(state = 'pending'), SUM(state = 'delivered'), SUM(state = 'dead'),
-                    MIN(CASE WHEN state = 'pending' THEN created_ms END)
-             FROM deliveries GROUP BY sink ORDER BY sink",
-        )?;
-        stmt.query_map([], |r| {
-            Ok(SinkCounts {
-                sink: r.get(0)?,
-                pending: r.get::<_, i64>(1)?.try_into().unwrap_or_default(),
-                delivered: r.get::<_, i64>(2)?.try_into().unwrap_or_default(),
-                dead: r.get::<_, i64>(3)?.try_into().unwrap_or_default(),
-                oldest_pending_ms: r.get(4)?,
-            })
-        })?
-        .collect()
     }
 
     /// The latest dead letters, newest first (as `Outbox::dead_letters`, plus a few of the
@@ -853,56 +840,26 @@ impl CallFilter {
 
 /// The `key=value` pairs of a query string, percent-decoded (`+` is a space).
 fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-/// Percent-decodes `s` (and turns `+` into a space); invalid escapes are kept as they are and
-/// invalid UTF-8 is replaced.
+/// Percent-decodes a path segment; invalid UTF-8 is replaced.
 fn decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let mut ahead = bytes.clone();
-                match (ahead.next().and_then(hex), ahead.next().and_then(hex)) {
-                    (Some(hi), Some(lo)) => {
-                        out.push((hi << 4) | lo);
-                        bytes = ahead;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Percent-encodes everything but the unreserved characters of RFC 3986.
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1486,7 +1443,7 @@ mod tests {
 
     #[test]
     fn decodes_and_encodes_query_values() {
-        assert_eq!(decode("a+b%20c%2Bd"), "a b c+d");
+        assert_eq!(decode("a+b%20c%2Bd"), "a+b c+d", "a path keeps its +");
         assert_eq!(decode("100%"), "100%");
         assert_eq!(decode("%zz%4"), "%zz%4");
         assert_eq!(decode("%C3%A9"), "é");

@@ -16,7 +16,11 @@ fn http_get(path: &str) -> Option<String> {
     use std::io::Read;
     let mut s = TcpStream::connect("127.0.0.1:8080").ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -67,6 +71,8 @@ fn embedded_defaults_listen_store_and_show_calls() {
     // The newest call of the day file is on the first page.
     assert!(page.contains("7782549947"), "{page}");
     assert!(dir.join("cdr-relay.db").exists());
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     assert!(child.wait().unwrap().success());
 }
