@@ -54,21 +54,13 @@ async fn stream_to_listening_relay(seed: u64) {
     let dir = tempdir(&format!("listen-{seed}"));
     let rx = Receiver::start(None, 200).await;
     let db = dir.join("relay.db");
-    let relay = Relay::start(
-        &[
-            "--smdr-listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--db",
-            db.to_str().unwrap(),
-        ],
+    let relay = Relay::listening(
+        &db,
         &[
             ("SMDR_WEBHOOK_URL", &rx.url()),
             ("SMDR_WEBHOOK_KEY", "Bearer relay-test"),
             ("SMDR_WEBHOOK_SECRET", &format!("whsec_{SECRET}")),
         ],
-        true,
         true,
     );
     let bytes = std::fs::read(fixture("ccbc/ccbc_2017-12-16_transfers.txt")).unwrap();
@@ -162,20 +154,12 @@ async fn failures_are_retried_honoured_or_dead_lettered() {
     let dir = tempdir("failures");
     let rx = Receiver::start(None, 200).await;
     let db = dir.join("relay.db");
-    let relay = Relay::start(
-        &[
-            "--smdr-listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--db",
-            db.to_str().unwrap(),
-        ],
+    let relay = Relay::listening(
+        &db,
         &[
             ("SMDR_WEBHOOK_URL", &rx.url()),
             ("SMDR_WEBHOOK_RETRY_DELAY", "1"),
         ],
-        true,
         true,
     );
     // One single-record call at a time, so each scripted answer goes to a known call.
@@ -253,20 +237,12 @@ async fn receiver_down_for_the_whole_first_run() {
     let bytes = std::fs::read(fixture("ccbc/ccbc_2017-12-16_transfers.txt")).unwrap();
     let expected = expected_calls(&bytes);
     {
-        let relay = Relay::start(
-            &[
-                "--smdr-listen",
-                "127.0.0.1:0",
-                "--http",
-                "off",
-                "--db",
-                db.to_str().unwrap(),
-            ],
+        let relay = Relay::listening(
+            &db,
             &[
                 ("SMDR_WEBHOOK_URL", &url),
                 ("SMDR_WEBHOOK_RETRY_DELAY", "1"),
             ],
-            true,
             false,
         );
         let addr = relay.smdr.unwrap();
@@ -281,20 +257,12 @@ async fn receiver_down_for_the_whole_first_run() {
         assert!(relay.terminate().success());
     }
     let rx = Receiver::start(Some(port), 200).await;
-    let relay = Relay::start(
-        &[
-            "--smdr-listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--db",
-            db.to_str().unwrap(),
-        ],
+    let relay = Relay::listening(
+        &db,
         &[
             ("SMDR_WEBHOOK_URL", &url),
             ("SMDR_WEBHOOK_RETRY_DELAY", "1"),
         ],
-        true,
         false,
     );
     rx.wait_accepted(expected.len(), Duration::from_secs(60))
@@ -316,20 +284,12 @@ async fn sigkill_at_random_points_loses_nothing() {
     let mut round = 0u64;
     while sent < lines.len() {
         round += 1;
-        let relay = Relay::start(
-            &[
-                "--smdr-listen",
-                "127.0.0.1:0",
-                "--http",
-                "off",
-                "--db",
-                db.to_str().unwrap(),
-            ],
+        let relay = Relay::listening(
+            &db,
             &[
                 ("SMDR_WEBHOOK_URL", &rx.url()),
                 ("SMDR_WEBHOOK_RETRY_DELAY", "1"),
             ],
-            true,
             false,
         );
         let addr = relay.smdr.unwrap();
@@ -349,20 +309,12 @@ async fn sigkill_at_random_points_loses_nothing() {
     }
     assert!(round >= 3, "killed {round} times");
     // A last run delivers whatever was still queued.
-    let relay = Relay::start(
-        &[
-            "--smdr-listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--db",
-            db.to_str().unwrap(),
-        ],
+    let relay = Relay::listening(
+        &db,
         &[
             ("SMDR_WEBHOOK_URL", &rx.url()),
             ("SMDR_WEBHOOK_RETRY_DELAY", "1"),
         ],
-        true,
         false,
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -410,22 +362,14 @@ async fn sentry_gets_dead_letters_and_honest_cron_check_ins() {
     let dsn = format!("http://publickey@{}/42", sentry.addr);
     let cron = format!("http://{}/api/0/cron/relay/key/?env=test", sentry.addr);
     let db = dir.join("relay.db");
-    let relay = Relay::start(
-        &[
-            "--smdr-listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--db",
-            db.to_str().unwrap(),
-        ],
+    let relay = Relay::listening(
+        &db,
         &[
             ("SMDR_WEBHOOK_URL", &hook.url()),
             ("SMDR_SENTRY_DSN", &dsn),
             ("SMDR_SENTRY_CRON_URL", &cron),
             ("SMDR_SENTRY_CRON_INTERVAL", "1"),
         ],
-        true,
         false,
     );
     // No PBX yet: the check-in says error.

@@ -128,6 +128,19 @@ impl Relay {
         relay
     }
 
+    /// A relay listening for the PBX on a free port, with its database at `db` and, with
+    /// `web`, its web server on a free port.
+    pub fn listening(db: &Path, envs: &[(&str, &str)], web: bool) -> Self {
+        let db = db.to_str().unwrap();
+        let http = if web { "127.0.0.1:0" } else { "off" };
+        Self::start(
+            &["--smdr-listen", "127.0.0.1:0", "--http", http, "--db", db],
+            envs,
+            true,
+            web,
+        )
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id();
