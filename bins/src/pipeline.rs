@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use call_assembler::{
-    Anomaly, Call, Output, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState,
+    Anomaly, Call, OpenCallState, Output, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState,
 };
 use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
 use serde::{Deserialize, Serialize};
@@ -94,8 +94,13 @@ impl SmdrPipeline {
             highest: saved.highest,
             open: open
                 .into_iter()
-                .map(|(_, lines)| (saved.epoch, lines))
+                .map(|(_, lines)| OpenCallState {
+                    epoch: saved.epoch,
+                    part: 0,
+                    lines,
+                })
                 .collect(),
+            flushed: Vec::new(),
         };
         let (asm, bad) = SmdrAssembler::restore(config, now, &state);
         let mut p = Self {

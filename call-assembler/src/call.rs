@@ -90,6 +90,11 @@ pub struct Call {
     /// informational, not part of [`Call::id`]).
     #[serde(default)]
     pub boot_epoch: u32,
+    /// 0 for a whole call. When records of a call arrive after it was emitted incomplete, they
+    /// form part 1 (then 2, ...), with an id of its own, so no record is dropped as a duplicate
+    /// of the flushed part.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u32,
     /// The start as the source wrote it (SMDR: `YYYY/MM/DD HH:MM:SS`, PBX local time).
     pub start: CompactString,
     /// The start, typed (PBX local time; ISO 8601 in JSON).
@@ -131,6 +136,10 @@ pub struct Call {
     /// SMDR: the call's records in arrival order (the webhook body's `records[]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<SmdrRecord<'static>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The namespace of every [`stable_id`] (a fixed random UUID; never change it).

@@ -27,7 +27,7 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 pub use call::{Call, CallDirection, FlushReason, ID_NAMESPACE, Party, Source, stable_id};
-pub use smdr::{SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
+pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
 
 /// What an assembler hands back from `poll_output`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,16 @@ pub enum Anomaly {
         call_id: u64,
         /// Its call start.
         call_start: NaiveDateTime,
+    },
+    /// A record arrived for a call that was already emitted incomplete; it starts the call's
+    /// next part ([`Call::part`]).
+    LateRecord {
+        /// Its Call ID.
+        call_id: u64,
+        /// Its call start.
+        call_start: NaiveDateTime,
+        /// The part it starts.
+        part: u32,
     },
     /// A record identical to one already held for its open call was dropped.
     DuplicateRecord {

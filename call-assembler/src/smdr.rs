@@ -29,6 +29,9 @@ pub struct SmdrAssemblerConfig {
     pub call_id_base: u64,
     /// A record can only mark a restart if its Call ID is below `call_id_base + restart_window`.
     pub restart_window: u64,
+    /// How many calls flushed incomplete are remembered, so that their late records form a
+    /// later part under its own id ([`Call::part`]) instead of reusing the flushed call's id.
+    pub remember_flushed: usize,
 }
 
 impl Default for SmdrAssemblerConfig {
@@ -39,6 +42,7 @@ impl Default for SmdrAssemblerConfig {
             max_open_calls: 100_000,
             call_id_base: 1_000_000,
             restart_window: 10_000,
+            remember_flushed: 10_000,
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct SmdrStats {
     pub restarts: u64,
     /// Records dropped as exact duplicates of a record already in their open call.
     pub duplicates: u64,
+    /// Calls started by a record that arrived after its call was flushed incomplete.
+    pub late: u64,
 }
 
 type Key = (u64, NaiveDateTime);
@@ -67,6 +73,8 @@ struct OpenCall {
     generation: u64,
     deadline: Instant,
     epoch: u32,
+    /// 0, or n when this call's key was flushed incomplete n times before (see [`Call::part`]).
+    part: u32,
     records: Vec<SmdrRecord<'static>>,
 }
 
@@ -79,8 +87,24 @@ pub struct SmdrAssemblerState {
     pub epoch: u32,
     /// The highest Call ID seen in this epoch and its call start, for restart detection.
     pub highest: Option<(u64, NaiveDateTime)>,
-    /// Open calls, oldest first: each is its records' wire lines in arrival order, and its epoch.
-    pub open: Vec<(u32, Vec<Vec<u8>>)>,
+    /// Open calls, oldest first.
+    pub open: Vec<OpenCallState>,
+    /// Calls emitted incomplete that are still remembered (oldest first), with the part number
+    /// their next late record starts.
+    #[serde(default)]
+    pub flushed: Vec<((u64, NaiveDateTime), u32)>,
+}
+
+/// One open call in an [`SmdrAssemblerState`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenCallState {
+    /// Its PBX boot epoch.
+    pub epoch: u32,
+    /// Its part number ([`Call::part`]).
+    #[serde(default)]
+    pub part: u32,
+    /// Its records' wire lines, in arrival order.
+    pub lines: Vec<Vec<u8>>,
 }
 
 /// Groups SMDR records into calls: a sans-IO state machine (no IO, no clock).
@@ -130,6 +154,9 @@ pub struct SmdrAssembler {
     last_now: Option<Instant>,
     seq: u64,
     stats: SmdrStats,
+    /// Keys of calls flushed incomplete, with the next part number; bounded by `flushed_order`.
+    flushed: BTreeMap<Key, u32>,
+    flushed_order: VecDeque<Key>,
 }
 
 impl SmdrAssembler {
@@ -145,6 +172,8 @@ impl SmdrAssembler {
             last_now: None,
             seq: 0,
             stats: SmdrStats::default(),
+            flushed: BTreeMap::new(),
+            flushed_order: VecDeque::new(),
         }
     }
 
@@ -158,12 +187,23 @@ impl SmdrAssembler {
         let mut asm = Self::new(config);
         let mut bad = Vec::new();
         asm.last_now = Some(now);
-        for (epoch, lines) in &state.open {
-            for line in lines {
+        for call in &state.open {
+            for line in &call.lines {
                 match SmdrRecord::parse(line) {
-                    Ok(r) => asm.add_to_open(now, *epoch, r.into_owned()),
+                    Ok(r) => {
+                        let key = (r.call_id, r.call_start);
+                        asm.add_to_open(now, call.epoch, r.into_owned());
+                        if let Some(open) = asm.open.get_mut(&key) {
+                            open.part = call.part;
+                        }
+                    }
                     Err(_) => bad.push(line.clone()),
                 }
+            }
+        }
+        for (key, part) in &state.flushed {
+            if asm.flushed.insert(*key, *part).is_none() {
+                asm.flushed_order.push_back(*key);
             }
         }
         asm.epoch = state.epoch;
@@ -180,7 +220,16 @@ impl SmdrAssembler {
             highest: self.highest,
             open: open
                 .into_iter()
-                .map(|c| (c.epoch, c.records.iter().map(SmdrRecord::to_line).collect()))
+                .map(|c| OpenCallState {
+                    epoch: c.epoch,
+                    part: c.part,
+                    lines: c.records.iter().map(SmdrRecord::to_line).collect(),
+                })
+                .collect(),
+            flushed: self
+                .flushed_order
+                .iter()
+                .filter_map(|k| self.flushed.get(k).map(|p| (*k, *p)))
                 .collect(),
         }
     }
@@ -205,7 +254,8 @@ impl SmdrAssembler {
             }
         } else if !record.continuation {
             // The common case: a call of one record. It never enters the open map.
-            let call = self.build_call(self.epoch, vec![record.clone().into_owned()], None);
+            let part = self.part_of(key);
+            let call = self.build_call(self.epoch, part, vec![record.clone().into_owned()], None);
             self.emit(call);
             return;
         }
@@ -213,7 +263,7 @@ impl SmdrAssembler {
             self.add_to_open(now, self.epoch, record.clone().into_owned());
         } else if let Some(mut open) = self.open.remove(&key) {
             open.records.push(record.clone().into_owned());
-            let call = self.build_call(open.epoch, open.records, None);
+            let call = self.build_call(open.epoch, open.part, open.records, None);
             self.emit(call);
             self.drop_stale_deadlines();
         }
@@ -229,8 +279,12 @@ impl SmdrAssembler {
             }
             self.deadlines.pop_front();
             if let Some(open) = self.open.remove(&key) {
-                let call =
-                    self.build_call(open.epoch, open.records, Some(FlushReason::IdleTimeout));
+                let call = self.build_call(
+                    open.epoch,
+                    open.part,
+                    open.records,
+                    Some(FlushReason::IdleTimeout),
+                );
                 self.emit(call);
             }
             self.drop_stale_deadlines();
@@ -324,11 +378,17 @@ impl SmdrAssembler {
         }
         self.seq += 1;
         let seq = self.seq;
+        let part = if self.open.contains_key(&key) {
+            0
+        } else {
+            self.part_of(key)
+        };
         let open = self.open.entry(key).or_insert_with(|| OpenCall {
             first_seq: seq,
             generation: 0,
             deadline,
             epoch,
+            part,
             records: Vec::new(),
         });
         open.records.push(record);
@@ -363,7 +423,12 @@ impl SmdrAssembler {
         self.drop_stale_deadlines();
         if let Some((_, key, _)) = self.deadlines.pop_front() {
             if let Some(open) = self.open.remove(&key) {
-                let call = self.build_call(open.epoch, open.records, Some(FlushReason::Evicted));
+                let call = self.build_call(
+                    open.epoch,
+                    open.part,
+                    open.records,
+                    Some(FlushReason::Evicted),
+                );
                 self.emit(call);
             }
             self.drop_stale_deadlines();
@@ -375,7 +440,7 @@ impl SmdrAssembler {
         open.sort_by_key(|c| c.first_seq);
         self.deadlines.clear();
         for c in open {
-            let call = self.build_call(c.epoch, c.records, Some(reason));
+            let call = self.build_call(c.epoch, c.part, c.records, Some(reason));
             self.emit(call);
         }
     }
@@ -385,17 +450,49 @@ impl SmdrAssembler {
             self.stats.complete += 1;
         } else {
             self.stats.incomplete += 1;
+            // Records of this call that still come will form a later part with its own id.
+            if let Some(r) = call.records.first() {
+                let key = (r.call_id, r.call_start);
+                if self
+                    .flushed
+                    .insert(key, call.part.saturating_add(1))
+                    .is_none()
+                {
+                    self.flushed_order.push_back(key);
+                }
+                while self.flushed_order.len() > self.config.remember_flushed {
+                    if let Some(old) = self.flushed_order.pop_front() {
+                        self.flushed.remove(&old);
+                    }
+                }
+            }
         }
         self.outputs.push_back(Output::Call(call));
+    }
+
+    /// The part number of a call starting now under `key`: 0, or n after n flushed parts, in
+    /// which case the late record is reported.
+    fn part_of(&mut self, key: Key) -> u32 {
+        let part = self.flushed.get(&key).copied().unwrap_or(0);
+        if part > 0 {
+            self.stats.late += 1;
+            self.outputs.push_back(Output::Anomaly(Anomaly::LateRecord {
+                call_id: key.0,
+                call_start: key.1,
+                part,
+            }));
+        }
+        part
     }
 
     fn build_call(
         &self,
         epoch: u32,
+        part: u32,
         records: Vec<SmdrRecord<'static>>,
         flushed: Option<FlushReason>,
     ) -> Call {
-        build_smdr_call(&self.config.site, epoch, records, flushed)
+        build_smdr_call(&self.config.site, epoch, part, records, flushed)
     }
 }
 
@@ -410,6 +507,7 @@ fn party(device: Option<smdr_parse::Device>, name: &smdr_parse::Text<'_>) -> Opt
 fn build_smdr_call(
     site: &str,
     epoch: u32,
+    part: u32,
     records: Vec<SmdrRecord<'static>>,
     flushed: Option<FlushReason>,
 ) -> Call {
@@ -466,19 +564,30 @@ fn build_smdr_call(
         id: {
             let mut digits = [0u8; 20];
             let id_digits = u64_digits(call_id, &mut digits);
-            stable_id_of(&[
+            let mut part_digits = [0u8; 20];
+            let part_digits = u64_digits(u64::from(part), &mut part_digits);
+            let start = format_timestamp(&start_time, b'-', b'T');
+            let mut name: [&[u8]; 8] = [
                 b"smdr/",
                 site.as_bytes(),
                 b"/",
                 id_digits,
                 b"/",
-                &format_timestamp(&start_time, b'-', b'T'),
-            ])
+                &start,
+                b"/part-",
+                part_digits,
+            ];
+            // A whole call's id has no part suffix.
+            stable_id_of(
+                name.get_mut(..if part == 0 { 6 } else { 8 })
+                    .unwrap_or_default(),
+            )
         },
         source: Source::Smdr,
         site: CompactString::from(site),
         call_id: call_id.to_compact_string(),
         boot_epoch: epoch,
+        part,
         start,
         start_time,
         end_time,

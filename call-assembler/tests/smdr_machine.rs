@@ -76,6 +76,51 @@ fn idle_call_is_flushed_at_its_deadline_and_not_before() {
 }
 
 #[test]
+fn records_after_a_flush_form_a_later_part_with_its_own_id() {
+    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
+    let t0 = Instant::now();
+    feed(&mut asm, t0, &line(1000001, "10:00:00", true, "E201"));
+    asm.handle_timeout(t0 + 4 * HOUR);
+    let flushed = calls(drain(&mut asm));
+    assert_eq!(flushed.len(), 1);
+    assert_eq!((flushed[0].part, flushed[0].complete), (0, false));
+    // The final record comes hours late: it is reported and delivered under a new id.
+    let out = feed(
+        &mut asm,
+        t0 + 5 * HOUR,
+        &line(1000001, "10:00:00", false, "E202"),
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Anomaly(Anomaly::LateRecord {
+            call_id: 1000001,
+            part: 1,
+            ..
+        })
+    )));
+    let late = calls(out);
+    assert_eq!(late.len(), 1);
+    assert_eq!((late[0].part, late[0].complete), (1, true));
+    assert_ne!(late[0].id, flushed[0].id);
+    assert_eq!(late[0].call_id, flushed[0].call_id);
+    assert_eq!(asm.stats().late, 1);
+    // A call that was never flushed keeps the id of part 0, which has no suffix.
+    let whole = calls(feed(
+        &mut asm,
+        t0,
+        &line(1000002, "10:01:00", false, "E203"),
+    ));
+    assert_eq!(
+        whole[0].id,
+        call_assembler::stable_id(
+            call_assembler::Source::Smdr,
+            "",
+            "1000002/2017-05-26T10:01:00"
+        )
+    );
+}
+
+#[test]
 fn time_going_backwards_is_clamped() {
     let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
     let t0 = Instant::now() + HOUR;

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use call_assembler::{
-    Anomaly, Call, FlushReason, Output, SmdrAssembler, SmdrAssemblerConfig, SmdrStats, Source,
+    Anomaly, Call, FlushReason, OpenCallState, Output, SmdrAssembler, SmdrAssemblerConfig,
+    SmdrStats, Source,
 };
 use chrono::NaiveDateTime;
 use libfuzzer_sys::fuzz_target;
@@ -152,6 +153,7 @@ struct OpenCall {
     /// `now` (as clamped) when its last record came: its deadline is this + the idle timeout.
     last_active: Instant,
     epoch: u32,
+    part: u32,
     records: Vec<SmdrRecord<'static>>,
 }
 
@@ -163,6 +165,7 @@ enum Expected {
         records: Vec<SmdrRecord<'static>>,
         flushed: Option<FlushReason>,
         epoch: u32,
+        part: u32,
     },
     Anomaly(Anomaly),
 }
@@ -188,8 +191,10 @@ struct Harness {
     duplicates: u64,
     finals_handled: HashMap<Key, u64>,
     completes_emitted: HashMap<Key, u64>,
-    id_of_key: HashMap<Key, String>,
-    key_of_id: HashMap<String, Key>,
+    id_of_key: HashMap<(Key, u32), String>,
+    key_of_id: HashMap<String, (Key, u32)>,
+    /// Keys flushed incomplete, with the part their next record starts.
+    flushed: HashMap<Key, u32>,
 }
 
 impl Harness {
@@ -208,6 +213,7 @@ impl Harness {
                 RestartWindow::Narrow => 8,
                 RestartWindow::Wide => 10_000,
             },
+            remember_flushed: 1_000_000,
         };
         Self {
             asm: SmdrAssembler::new(config.clone()),
@@ -228,6 +234,7 @@ impl Harness {
             completes_emitted: HashMap::new(),
             id_of_key: HashMap::new(),
             key_of_id: HashMap::new(),
+            flushed: HashMap::new(),
         }
     }
 
@@ -261,12 +268,30 @@ impl Harness {
         let Some(call) = self.open.remove(&key) else {
             unreachable!("closing a call the model does not hold")
         };
+        if flushed.is_some() {
+            self.flushed.insert(key, call.part + 1);
+        }
         Expected::Call {
             key,
             records: call.records,
             flushed,
             epoch: call.epoch,
+            part: call.part,
         }
+    }
+
+    /// The part a new call under `key` is: a key flushed before starts a later part, reported.
+    fn part_for(&mut self, key: Key, expected: &mut Vec<Expected>) -> u32 {
+        let part = self.flushed.get(&key).copied().unwrap_or(0);
+        if part > 0 {
+            self.stats.late += 1;
+            expected.push(Expected::Anomaly(Anomaly::LateRecord {
+                call_id: key.0,
+                call_start: key.1,
+                part,
+            }));
+        }
+        part
     }
 
     fn record(&mut self, record: SmdrRecord<'static>) {
@@ -320,19 +345,23 @@ impl Harness {
             }));
         } else if !record.continuation {
             // The final record: it closes its open call, or is a call of its own.
-            let (records, epoch) = match self.open.remove(&k) {
+            let (records, epoch, part) = match self.open.remove(&k) {
                 Some(call) => {
                     let mut records = call.records;
                     records.push(record);
-                    (records, call.epoch)
+                    (records, call.epoch, call.part)
                 }
-                None => (vec![record], self.epoch),
+                None => {
+                    let part = self.part_for(k, &mut expected);
+                    (vec![record], self.epoch, part)
+                }
             };
             expected.push(Expected::Call {
                 key: k,
                 records,
                 flushed: None,
                 epoch,
+                part,
             });
         } else {
             if !is_open && self.open.len() >= self.config.max_open_calls.max(1) {
@@ -341,11 +370,17 @@ impl Harness {
             }
             self.seq += 1;
             let (seq, epoch) = (self.seq, self.epoch);
+            let part = if is_open {
+                0
+            } else {
+                self.part_for(k, &mut expected)
+            };
             let call = self.open.entry(k).or_insert_with(|| OpenCall {
                 first_seq: seq,
                 last_seq: seq,
                 last_active: at,
                 epoch,
+                part,
                 records: Vec::new(),
             });
             call.records.push(record);
@@ -442,8 +477,9 @@ impl Harness {
                         records,
                         flushed,
                         epoch,
+                        part,
                     },
-                ) => self.check_call(call, *key, records, *flushed, *epoch, what),
+                ) => self.check_call(call, (*key, *part), records, *flushed, *epoch, what),
                 _ => panic!("{what}: got {out:#?}, expected {want:#?}"),
             }
         }
@@ -453,7 +489,7 @@ impl Harness {
     fn check_call(
         &mut self,
         call: &Call,
-        key: Key,
+        (key, part): (Key, u32),
         records: &[SmdrRecord<'static>],
         flushed: Option<FlushReason>,
         epoch: u32,
@@ -493,11 +529,15 @@ impl Harness {
         assert_eq!(call.hold, sum(|r| r.hold_time));
         assert_eq!(call.park, sum(|r| r.park_time));
         assert_eq!(call.answered, records.iter().any(|r| r.connected_time > 0));
-        // The id is stable: one id per (Call ID, Call Start) and one key per id.
-        let id = self.id_of_key.entry(key).or_insert_with(|| call.id.clone());
-        assert_eq!(*id, call.id, "{what}: two ids for {key:?}");
-        let k = self.key_of_id.entry(call.id.clone()).or_insert(key);
-        assert_eq!(*k, key, "{what}: id {} for two keys", call.id);
+        assert_eq!(call.part, part, "{what}: call {key:?} has the wrong part");
+        // The id is stable: one id per (Call ID, Call Start, part) and one of those per id.
+        let id = self
+            .id_of_key
+            .entry((key, part))
+            .or_insert_with(|| call.id.clone());
+        assert_eq!(*id, call.id, "{what}: two ids for {key:?} part {part}");
+        let k = self.key_of_id.entry(call.id.clone()).or_insert((key, part));
+        assert_eq!(*k, (key, part), "{what}: id {} for two keys", call.id);
 
         self.in_calls += records.len() as u64;
         if call.complete {
@@ -527,15 +567,16 @@ impl Harness {
         let state = asm.export_state();
         assert_eq!(state.epoch, self.epoch, "{what}: exported epoch");
         assert_eq!(state.highest, self.highest, "{what}: exported highest");
-        let model: Vec<(u32, Vec<Vec<u8>>)> = self
+        let model: Vec<OpenCallState> = self
             .by_age()
             .iter()
             .map(|k| {
                 let call = &self.open[k];
-                (
-                    call.epoch,
-                    call.records.iter().map(SmdrRecord::to_line).collect(),
-                )
+                OpenCallState {
+                    epoch: call.epoch,
+                    part: call.part,
+                    lines: call.records.iter().map(SmdrRecord::to_line).collect(),
+                }
             })
             .collect();
         assert_eq!(
@@ -543,12 +584,12 @@ impl Harness {
             "{what}: open calls differ from the model"
         );
         assert!(
-            state.open.iter().all(|(epoch, _)| *epoch == self.epoch),
+            state.open.iter().all(|c| c.epoch == self.epoch),
             "{what}: an open call from an earlier epoch"
         );
 
         // Every record handled is in one emitted call, was a duplicate, or is still open.
-        let open_records: u64 = state.open.iter().map(|(_, lines)| lines.len() as u64).sum();
+        let open_records: u64 = state.open.iter().map(|c| c.lines.len() as u64).sum();
         assert_eq!(
             self.handled,
             self.in_calls + self.duplicates + open_records,
