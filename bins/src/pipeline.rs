@@ -52,6 +52,8 @@ pub struct SmdrPipeline {
     batch: Batch,
     events: Vec<Event>,
     counts: PipelineCounts,
+    /// The assembler's incomplete-call count when its flushed calls were last saved.
+    saved_incomplete: u64,
 }
 
 /// The journal key of a call: `call_id/start`.
@@ -60,18 +62,33 @@ fn key(call_id: u64, start: chrono::NaiveDateTime) -> String {
 }
 
 impl SmdrPipeline {
-    /// A pipeline whose open calls are rebuilt from `journal` (lines in arrival order) and
-    /// `state` (what the last batch saved). `source` names the journal (`smdr` or `smdr/<site>`).
+    /// The name under which the calls flushed incomplete are saved, beside `source`'s state.
+    pub fn flushed_state_name(source: &str) -> String {
+        format!("{source}/flushed")
+    }
+
+    /// A pipeline whose open calls are rebuilt from `journal` (lines in arrival order), `state`
+    /// and `flushed` (what the batches saved under `source` and
+    /// [`SmdrPipeline::flushed_state_name`]). `source` names the journal (`smdr` or
+    /// `smdr/<site>`).
     pub fn restore(
         source: &str,
         config: SmdrAssemblerConfig,
         now: Instant,
         journal: &[JournalEntry],
         state: Option<&[u8]>,
+        flushed: Option<&[u8]>,
     ) -> Self {
         let saved: SavedState = state
             .and_then(|s| serde_json::from_slice(s).ok())
             .unwrap_or_default();
+        let flushed: Vec<((u64, chrono::NaiveDateTime), u32)> = flushed
+            .and_then(|s| serde_json::from_slice(s).ok())
+            .unwrap_or_default();
+        let part_of: std::collections::HashMap<String, u32> = flushed
+            .iter()
+            .map(|((id, start), part)| (key(*id, *start), *part))
+            .collect();
         // Group the journal by call, keeping the order of first appearance. Every open call is
         // of the current epoch: a restart flushes all calls open before it.
         let mut open: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
@@ -92,18 +109,21 @@ impl SmdrPipeline {
         let state = SmdrAssemblerState {
             epoch: saved.epoch,
             highest: saved.highest,
+            // An open call whose key was flushed before is that key's later part.
             open: open
                 .into_iter()
-                .map(|(_, lines)| OpenCallState {
+                .map(|(key, lines)| OpenCallState {
                     epoch: saved.epoch,
-                    part: 0,
+                    part: part_of.get(&key).copied().unwrap_or(0),
                     lines,
                 })
                 .collect(),
-            flushed: Vec::new(),
+            flushed,
         };
         let (asm, bad) = SmdrAssembler::restore(config, now, &state);
+        let saved_incomplete = asm.stats().incomplete;
         let mut p = Self {
+            saved_incomplete,
             source: source.to_owned(),
             framer: SmdrFramer::default(),
             asm,
@@ -217,14 +237,23 @@ impl SmdrPipeline {
     pub fn take_batch(&mut self) -> Batch {
         let mut batch = std::mem::take(&mut self.batch);
         if !batch.is_empty() {
-            let state = self.asm.export_state();
             let saved = SavedState {
-                epoch: state.epoch,
-                highest: state.highest,
+                epoch: self.asm.epoch(),
+                highest: self.asm.highest(),
             };
-            batch.state = serde_json::to_vec(&saved)
-                .ok()
-                .map(|s| (self.source.clone(), s));
+            if let Ok(s) = serde_json::to_vec(&saved) {
+                batch.states.push((self.source.clone(), s));
+            }
+            // The flushed calls change only when a call is emitted incomplete: save them then.
+            let incomplete = self.asm.stats().incomplete;
+            if incomplete != self.saved_incomplete {
+                if let Ok(s) = serde_json::to_vec(&self.asm.flushed()) {
+                    batch
+                        .states
+                        .push((Self::flushed_state_name(&self.source), s));
+                    self.saved_incomplete = incomplete;
+                }
+            }
         }
         batch
     }

@@ -115,10 +115,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             .with_context(|| format!("opening the database {}", config.db.display()))?
     };
     let outbox = Arc::new(Mutex::new(outbox));
-    let (journal, state) = {
+    let (journal, state, flushed) = {
         let source = source_name.clone();
         with_outbox(&outbox, move |o| {
-            Ok((o.journal(&source)?, o.state(&source)?))
+            let flushed = o.state(&SmdrPipeline::flushed_state_name(&source))?;
+            Ok((o.journal(&source)?, o.state(&source)?, flushed))
         })
         .await?
     };
@@ -133,6 +134,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         Instant::now(),
         &journal,
         state.as_deref(),
+        flushed.as_deref(),
     );
     if !journal.is_empty() {
         tracing::info!(

@@ -426,3 +426,43 @@ async fn sentry_gets_dead_letters_and_honest_cron_check_ins() {
     );
     assert!(relay.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_record_after_a_flush_and_a_restart_is_delivered_as_a_later_part() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempdir("late");
+    let db = dir.join("relay.db");
+    let rx = Receiver::start(None, 200).await;
+    let envs = [
+        ("SMDR_WEBHOOK_URL", rx.url()),
+        ("SMDR_IDLE_TIMEOUT", "1".to_owned()),
+    ];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // A call's first record (continuation 1), then silence: flushed incomplete after 1 s.
+    let first = b"2017/05/26 10:00:00,00:00:17,3,6049471660,I,203,6049471660,,0,1000001,1,E201,Name,T9001,Line 1.0,0,0\r\n";
+    let last = b"2017/05/26 10:00:00,00:00:09,0,6049471660,I,203,6049471660,,0,1000001,0,E202,Name,T9001,Line 1.0,0,0\r\n";
+    {
+        let relay = Relay::listening(&db, &envs, false);
+        let mut pbx = TcpStream::connect(relay.smdr.unwrap()).await.unwrap();
+        pbx.write_all(first).await.unwrap();
+        let got = rx.wait_accepted(1, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), 1, "{}", relay.log());
+        relay.kill9();
+    }
+    let relay = Relay::listening(&db, &envs, false);
+    let mut pbx = TcpStream::connect(relay.smdr.unwrap()).await.unwrap();
+    pbx.write_all(last).await.unwrap();
+    let got = rx.wait_accepted(2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2, "{}", relay.log());
+    let calls: Vec<serde_json::Value> = got
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(calls[0]["complete"], false);
+    assert_eq!(calls[0]["flush_reason"], "idle_timeout");
+    assert_eq!(calls[1]["complete"], true);
+    assert_eq!(calls[1]["part"], 1);
+    assert_eq!(calls[0]["call_id"], calls[1]["call_id"]);
+    assert_ne!(calls[0]["id"], calls[1]["id"], "the late part has its own id");
+    assert!(relay.terminate().success());
+}

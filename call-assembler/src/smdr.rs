@@ -226,11 +226,7 @@ impl SmdrAssembler {
                     lines: c.records.iter().map(SmdrRecord::to_line).collect(),
                 })
                 .collect(),
-            flushed: self
-                .flushed_order
-                .iter()
-                .filter_map(|k| self.flushed.get(k).map(|p| (*k, *p)))
-                .collect(),
+            flushed: self.flushed(),
         }
     }
 
@@ -317,6 +313,21 @@ impl SmdrAssembler {
     /// Whether nothing is open and nothing waits to be polled.
     pub fn is_idle(&self) -> bool {
         self.open.is_empty() && self.outputs.is_empty()
+    }
+
+    /// The highest Call ID of the current epoch and its call start (restart detection state).
+    pub fn highest(&self) -> Option<(u64, NaiveDateTime)> {
+        self.highest
+    }
+
+    /// The calls emitted incomplete that are remembered, oldest first, with the part number
+    /// their next record starts (as in [`SmdrAssemblerState::flushed`]). Changes only when a
+    /// call is emitted incomplete ([`SmdrStats::incomplete`] grows).
+    pub fn flushed(&self) -> Vec<((u64, NaiveDateTime), u32)> {
+        self.flushed_order
+            .iter()
+            .filter_map(|k| self.flushed.get(k).map(|p| (*k, *p)))
+            .collect()
     }
 
     /// The current PBX boot epoch (0 until the first restart is seen).

@@ -61,8 +61,9 @@ pub struct Batch {
     pub calls: Vec<Call>,
     /// Rejected input.
     pub rejects: Vec<Reject>,
-    /// A source's small state to save with the batch (for SMDR the assembler's epoch).
-    pub state: Option<(String, Vec<u8>)>,
+    /// Small named states to save with the batch (for SMDR the assembler's epoch, and the calls
+    /// it flushed incomplete); each replaces the value saved under its name before.
+    pub states: Vec<(String, Vec<u8>)>,
 }
 
 impl Batch {
@@ -72,7 +73,7 @@ impl Batch {
             && self.journal_remove.is_empty()
             && self.calls.is_empty()
             && self.rejects.is_empty()
-            && self.state.is_none()
+            && self.states.is_empty()
     }
 }
 
@@ -288,7 +289,7 @@ impl Outbox {
             for r in &batch.rejects {
                 reject.execute(params![r.source, now_ms, r.reason, r.raw])?;
             }
-            if let Some((source, state)) = &batch.state {
+            for (source, state) in &batch.states {
                 tx.execute(
                     "INSERT INTO source_state (source, state) VALUES (?1, ?2)
                      ON CONFLICT (source) DO UPDATE SET state = excluded.state",

@@ -177,7 +177,7 @@ fn journal_state_and_rejects_survive_reopening() {
                     reason: "bad".into(),
                     raw: b"\xff\xfe".to_vec(),
                 }],
-                state: Some(("smdr".into(), b"{\"epoch\":2}".to_vec())),
+                states: vec![("smdr".into(), b"{\"epoch\":2}".to_vec())],
                 ..Batch::default()
             },
             0,
