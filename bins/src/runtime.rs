@@ -24,6 +24,11 @@ use crate::source::{self, SourceEvent, TcpOptions};
 /// How long in-flight deliveries may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Source reads (up to 64 KiB each) grouped into one outbox commit at most: under a burst the
+/// queue never empties, and an unbounded group would hold the whole burst in memory and make it
+/// durable only at its end (see BENCHMARKS.md, "End to end").
+const MAX_GROUP: usize = 16;
+
 /// What a run did, for the summary line.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -271,10 +276,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             }
             Some(Some(ev)) => {
                 ended |= handle(&mut pipeline, &metrics, &connected, ev);
-                // Group what is already queued into the same commit.
-                while !ended {
+                // Group what is already queued into the same commit, up to MAX_GROUP reads.
+                let mut grouped = 1;
+                while !ended && grouped < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(ev) => ended |= handle(&mut pipeline, &metrics, &connected, ev),
+                        Ok(ev) => {
+                            grouped += 1;
+                            ended |= handle(&mut pipeline, &metrics, &connected, ev);
+                        }
                         Err(_) => break,
                     }
                 }

@@ -463,6 +463,9 @@ async fn a_late_record_after_a_flush_and_a_restart_is_delivered_as_a_later_part(
     assert_eq!(calls[1]["complete"], true);
     assert_eq!(calls[1]["part"], 1);
     assert_eq!(calls[0]["call_id"], calls[1]["call_id"]);
-    assert_ne!(calls[0]["id"], calls[1]["id"], "the late part has its own id");
+    assert_ne!(
+        calls[0]["id"], calls[1]["id"],
+        "the late part has its own id"
+    );
     assert!(relay.terminate().success());
 }

@@ -242,3 +242,44 @@ fn a_read_only_handle_sees_commits_and_writes_nothing() {
         .is_err()
     );
 }
+
+#[test]
+fn a_database_without_delivery_order_is_migrated() {
+    let path = db("migrate");
+    {
+        // The layout before `deliveries.seq` existed.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                source TEXT NOT NULL, site TEXT NOT NULL, call_id TEXT NOT NULL,
+                start_time TEXT NOT NULL, end_time TEXT NOT NULL, direction TEXT NOT NULL,
+                caller TEXT NOT NULL, called TEXT NOT NULL, answered INTEGER NOT NULL,
+                complete INTEGER NOT NULL, duration INTEGER NOT NULL, body BLOB NOT NULL,
+                created_ms INTEGER NOT NULL);
+             CREATE TABLE deliveries (call_id TEXT NOT NULL, sink TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+                attempts INTEGER NOT NULL DEFAULT 0, next_ms INTEGER NOT NULL,
+                created_ms INTEGER NOT NULL, done_ms INTEGER, last_error TEXT,
+                PRIMARY KEY (call_id, sink)) WITHOUT ROWID;
+             CREATE INDEX deliveries_due ON deliveries(sink, state, next_ms);
+             INSERT INTO calls (id, source, site, call_id, start_time, end_time, direction,
+                caller, called, answered, complete, duration, body, created_ms)
+                VALUES ('b', 'smdr', '', '2', 't', 't', 'inbound', '', '', 0, 1, 0, X'7B7D', 0),
+                       ('a', 'smdr', '', '1', 't', 't', 'inbound', '', '', 0, 1, 0, X'7B7D', 0);
+             INSERT INTO deliveries (call_id, sink, state, next_ms, created_ms)
+                VALUES ('a', 'webhook', 'pending', 0, 0), ('b', 'webhook', 'pending', 0, 0);",
+        )
+        .unwrap();
+    }
+    let o = Outbox::open(&path, &["webhook".to_owned()]).unwrap();
+    // Arrival order (calls.seq: b, then a) survives the migration.
+    let due: Vec<String> = o
+        .due("webhook", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.call_id)
+        .collect();
+    assert_eq!(due, ["b", "a"]);
+    drop(o);
+    Outbox::open(&path, &[]).unwrap();
+}
