@@ -297,10 +297,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             break;
         }
     }
+    // On shutdown, what the source already read is still processed and committed.
+    while let Ok(ev) = rx.try_recv() {
+        ended |= handle(&mut pipeline, &metrics, &connected, ev);
+    }
     // Whatever was read is committed; for a replay, wait until every call has gone out.
     commit(&outbox, &mut pipeline, &metrics, &wakes, &mut reported).await?;
     if ended && !sink_names.is_empty() {
-        loop {
+        while !*shutdown.borrow() {
             let counts = with_outbox(&outbox, |o| Ok(o.counts()?)).await?;
             if counts.iter().all(|c| c.pending == 0) {
                 break;
