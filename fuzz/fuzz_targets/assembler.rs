@@ -524,7 +524,8 @@ impl Harness {
         let sum = |f: fn(&SmdrRecord<'static>) -> u32| {
             records.iter().fold(0u32, |acc, r| acc.saturating_add(f(r)))
         };
-        assert_eq!(call.duration, sum(|r| r.connected_time));
+        assert_eq!(call.duration, sum(SmdrRecord::segment_seconds));
+        assert_eq!(call.billsec, Some(sum(|r| r.connected_time)));
         assert_eq!(call.ring, sum(|r| r.ring_time));
         assert_eq!(call.hold, sum(|r| r.hold_time));
         assert_eq!(call.park, sum(|r| r.park_time));

@@ -2,6 +2,8 @@
 //!
 //! `smdr_checks` depends on `smdr_parse` and `std` only: `smdr-parse/tests/fuzz_corpus.rs`
 //! includes the same file with `#[path]`, so replaying the corpus on stable checks exactly what
-//! the fuzzer checks.
+//! the fuzzer checks. `ami_checks` does the same for `ami_proto`
+//! (`ami-proto/tests/fuzz_corpus.rs`).
 
+pub mod ami_checks;
 pub mod smdr_checks;
