@@ -1,5 +1,7 @@
 //! The one completed-call type every source produces and every sink consumes.
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDateTime;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -102,7 +104,8 @@ pub struct Call {
     /// The end, typed (for SMDR derived from the start plus every segment's ring, connected,
     /// hold and park time).
     pub end_time: NaiveDateTime,
-    /// Seconds the call was connected (talking), summed over its segments.
+    /// Seconds from the start to the end: ringing, talking, hold and park included (Asterisk's
+    /// `duration`; for SMDR the sum of every segment's ring, connected, hold and park time).
     pub duration: u32,
     /// Seconds of ringing, summed over its segments.
     pub ring: u32,
@@ -136,6 +139,99 @@ pub struct Call {
     /// SMDR: the call's records in arrival order (the webhook body's `records[]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<SmdrRecord<'static>>,
+    /// Asterisk: the call's Linkedid (the Uniqueid of its first channel; also in `call_id`).
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub linkedid: CompactString,
+    /// Asterisk: when the call was answered by a party (PBX local time), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_time: Option<NaiveDateTime>,
+    /// Seconds talking (Asterisk's `billsec`: from the answer to the end, 0 when unanswered;
+    /// for SMDR the sum of the segments' connected time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billsec: Option<u32>,
+    /// The outcome in Asterisk's CDR words (`ANSWERED`, `NO ANSWER`, `BUSY`, `FAILED`,
+    /// `CONGESTION`; SMDR calls are `ANSWERED` or `NO ANSWER`).
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub disposition: CompactString,
+    /// Asterisk: the channels of the call in order of creation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<Leg>,
+    /// Asterisk: blind and attended transfers, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<Transfer>,
+    /// Asterisk: recording file names seen (MixMonitor/Monitor), in order, without repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recordings: Vec<CompactString>,
+    /// Asterisk: the `Cdr` events of the call's channels (field name to value), in arrival order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdr: Vec<BTreeMap<CompactString, CompactString>>,
+}
+
+/// One channel of an Asterisk call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    /// Its Uniqueid (stable across renames and masquerades).
+    pub uniqueid: CompactString,
+    /// Its name when it was created (`SIP/trunk-0000001c`, `Local/2001@internal-0000002c;1`).
+    pub channel: CompactString,
+    /// Its last name, when a rename or masquerade changed it.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub renamed_to: CompactString,
+    /// Its caller id number and name.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub caller_num: CompactString,
+    /// Its caller id name.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub caller_name: CompactString,
+    /// The dialplan context it started in.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub context: CompactString,
+    /// The extension it started at (`s` and empty are left out).
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub exten: CompactString,
+    /// When it was created (PBX local time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<NaiveDateTime>,
+    /// When it went up (answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<NaiveDateTime>,
+    /// When it hung up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<NaiveDateTime>,
+    /// Its hangup cause (Q.850 number), when seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hangup_cause: Option<u16>,
+    /// The text of its hangup cause.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub hangup_cause_text: CompactString,
+    /// The Uniqueid of the channel that dialled it.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub dialed_by: CompactString,
+    /// The dial status its dial ended with (`ANSWER`, `NOANSWER`, `BUSY`, `CANCEL`, ...).
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub dial_status: CompactString,
+}
+
+/// A transfer within an Asterisk call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// `blind` or `attended`.
+    pub kind: CompactString,
+    /// When it happened (PBX local time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<NaiveDateTime>,
+    /// The Uniqueid of the channel that transferred.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub transferer: CompactString,
+    /// The Uniqueid of the channel that was transferred.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub transferee: CompactString,
+    /// Blind: `exten@context`; attended: the Uniqueid of the transfer target.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub target: CompactString,
+    /// Asterisk's result (`Success`, `Fail`, ...).
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub result: CompactString,
 }
 
 fn is_zero(n: &u32) -> bool {

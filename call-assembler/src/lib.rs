@@ -1,6 +1,9 @@
 //! Sans-IO assembly of call records into completed calls, and the [`Call`] model every source
 //! and sink shares.
 //!
+//! Two assemblers: [`SmdrAssembler`] (IP Office SMDR records) and [`AmiAssembler`] (Asterisk AMI
+//! channel, `Cdr` and `CEL` events, or CEL rows from a database or CSV file as [`CelRow`]).
+//!
 //! Phone systems report a call in pieces: IP Office writes one SMDR record per call segment,
 //! interleaved with other calls' records and in call-*end* order. An assembler collects the
 //! pieces and emits one [`Call`] when the last piece arrives, or an incomplete one when it never
@@ -20,13 +23,17 @@
 #![deny(missing_docs)]
 #![deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod asterisk;
 mod call;
 mod smdr;
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-pub use call::{Call, CallDirection, FlushReason, ID_NAMESPACE, Party, Source, stable_id};
+pub use asterisk::{AmiAssembler, AmiAssemblerConfig, AmiStats, CelRow};
+pub use call::{
+    Call, CallDirection, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer, stable_id,
+};
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
 
 /// What an assembler hands back from `poll_output`.
@@ -70,5 +77,21 @@ pub enum Anomaly {
         call_id: u64,
         /// Its call start.
         call_start: NaiveDateTime,
+    },
+    /// Asterisk: an event about a channel of a call that was already emitted (a `Cdr` or
+    /// `Hangup` later than the grace period); it was dropped.
+    AmiLateEvent {
+        /// The event name (`Cdr`, `Hangup`, ...).
+        event: String,
+        /// The channel's Uniqueid.
+        uniqueid: String,
+    },
+    /// Asterisk: a teardown event (`Hangup`, `Cdr`, ...) for a channel never seen before (for
+    /// example one that was up before the connection); it was dropped.
+    AmiUnknownChannel {
+        /// The event name.
+        event: String,
+        /// The channel's Uniqueid.
+        uniqueid: String,
     },
 }

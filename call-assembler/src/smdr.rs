@@ -571,6 +571,8 @@ fn build_smdr_call(
             .map(|r| CompactString::from(&*f(r).to_str_lossy()))
             .unwrap_or_default()
     };
+    let answered = records.iter().any(|r| r.connected_time > 0);
+    let talk = sum(|r| r.connected_time);
     Call {
         id: {
             let mut digits = [0u8; 20];
@@ -602,7 +604,7 @@ fn build_smdr_call(
         start,
         start_time,
         end_time,
-        duration: sum(|r| r.connected_time),
+        duration: total,
         ring: sum(|r| r.ring_time),
         hold: sum(|r| r.hold_time),
         park: sum(|r| r.park_time),
@@ -610,12 +612,20 @@ fn build_smdr_call(
         caller: text(|r| &r.caller),
         called: text(|r| &r.called_number),
         dialled: text(|r| &r.dialled_number),
-        answered: records.iter().any(|r| r.connected_time > 0),
+        answered,
         answered_by,
         parties,
         complete: flushed.is_none(),
         flush_reason: flushed,
         records,
+        linkedid: CompactString::default(),
+        answer_time: None,
+        billsec: Some(talk),
+        disposition: CompactString::const_new(if answered { "ANSWERED" } else { "NO ANSWER" }),
+        legs: Vec::new(),
+        transfers: Vec::new(),
+        recordings: Vec::new(),
+        cdr: Vec::new(),
     }
 }
 

@@ -1,0 +1,369 @@
+//! Replays the real Asterisk captures (`../shared/fixtures/asterisk/*/ami.raw`) and the
+//! panoramisk Asterisk 11 stream through `ami_proto`'s framer and the [`AmiAssembler`] on
+//! synthetic time, and compares the calls with Asterisk's own CDR rows (`truth.json`).
+//!
+//! # How Asterisk's CDR rows of one Linkedid map to the one call
+//!
+//! Asterisk writes one CDR row per channel leg and partner, so one call has several rows with
+//! different durations. The figures a user of "one completed call" expects are:
+//! * `duration`: the latest row `end` minus the earliest row `start` (the whole call);
+//! * `answer`: the earliest `answer` of an `ANSWERED` row, leaving out rows whose `lastapp` is
+//!   `Queue` (their answer is the caller's answer at queue entry, not an agent's) and rows of
+//!   the caller's own channel (uniqueid = linkedid) that have no `dstchannel` (the dialplan or
+//!   an Originate answering the caller);
+//! * `billsec`: the latest row `end` minus that `answer` (0 when there is none);
+//! * `disposition`: `ANSWERED` when there is such an answer, else the disposition of the
+//!   caller channel's first row (lowest `sequence`).
+//!
+//! CDR times have one-second resolution, so durations are compared within one second.
+
+// Tests may unwrap, index and panic; the base `Instant` of synthetic time has to come from the clock.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::disallowed_methods,
+    clippy::redundant_clone
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ami_proto::{AmiFramer, AmiMessage, Frame};
+use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, Output};
+use chrono::NaiveDateTime;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+}
+
+fn captures() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures().join("asterisk"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("ami.raw").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty());
+    dirs
+}
+
+fn config() -> AmiAssemblerConfig {
+    AmiAssemblerConfig {
+        site: "lab".into(),
+        ..AmiAssemblerConfig::default()
+    }
+}
+
+/// Replays a raw AMI stream; `now` = base + the event's offset from the first event time
+/// (`Timestamp:`, else a CEL `EventTime`), else the previous `now`.
+fn replay(bytes: &[u8], config: AmiAssemblerConfig) -> (Vec<Call>, AmiAssembler) {
+    let base = Instant::now();
+    let mut asm = AmiAssembler::new(config);
+    let mut framer = AmiFramer::default();
+    framer.push(bytes);
+    let mut first: Option<f64> = None;
+    let mut now = base;
+    let mut calls = Vec::new();
+    let mut frames = Vec::new();
+    while let Some(frame) = framer.next_frame() {
+        if let Frame::Message { bytes, .. } = frame {
+            frames.push(bytes.to_vec());
+        }
+    }
+    for bytes in &frames {
+        let msg = AmiMessage::parse(bytes).unwrap();
+        let secs = msg
+            .get_str("Timestamp")
+            .and_then(|t| t.parse::<f64>().ok())
+            .or_else(|| {
+                msg.get_str("EventTime")
+                    .and_then(|t| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+                    .map(|t| t.and_utc().timestamp() as f64)
+            });
+        if let Some(s) = secs {
+            let f = *first.get_or_insert(s);
+            now = now.max(base + Duration::from_secs_f64((s - f).max(0.0)));
+        }
+        asm.handle_timeout(now);
+        asm.handle_message(now, &msg);
+        drain(&mut asm, &mut calls);
+    }
+    // Everything ends; let the grace period pass.
+    asm.handle_timeout(now + Duration::from_secs(10));
+    drain(&mut asm, &mut calls);
+    (calls, asm)
+}
+
+fn drain(asm: &mut AmiAssembler, calls: &mut Vec<Call>) {
+    while let Some(out) = asm.poll_output() {
+        if let Output::Call(c) = out {
+            calls.push(c);
+        }
+    }
+}
+
+struct Truth {
+    duration: i64,
+    billsec: i64,
+    disposition: String,
+}
+
+fn t(s: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok()
+}
+
+fn truth_of(linkedid: &str, rows: &[serde_json::Value]) -> Truth {
+    let field = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    let start = rows
+        .iter()
+        .filter_map(|r| t(&field(r, "start")))
+        .min()
+        .unwrap();
+    let end = rows
+        .iter()
+        .filter_map(|r| t(&field(r, "end")))
+        .max()
+        .unwrap();
+    let answer = rows
+        .iter()
+        .filter(|r| field(r, "disposition") == "ANSWERED")
+        .filter(|r| field(r, "lastapp") != "Queue")
+        .filter(|r| !(field(r, "uniqueid") == linkedid && field(r, "dstchannel").is_empty()))
+        .filter_map(|r| t(&field(r, "answer")))
+        .min();
+    let mut caller_rows: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| field(r, "uniqueid") == linkedid)
+        .collect();
+    if caller_rows.is_empty() {
+        caller_rows = rows.iter().collect();
+    }
+    caller_rows.sort_by_key(|r| field(r, "sequence").parse::<u64>().unwrap_or(0));
+    Truth {
+        duration: (end - start).num_seconds(),
+        billsec: answer.map_or(0, |a| (end - a).num_seconds()),
+        disposition: if answer.is_some() {
+            "ANSWERED".into()
+        } else {
+            field(caller_rows[0], "disposition")
+        },
+    }
+}
+
+#[test]
+fn captures_match_asterisks_own_cdr() {
+    let mut report = Vec::new();
+    for dir in captures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let raw = std::fs::read(dir.join("ami.raw")).unwrap();
+        let truth: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("truth.json")).unwrap()).unwrap();
+        let (calls, asm) = replay(&raw, config());
+        assert!(asm.is_idle(), "{name}: assembler not idle");
+        let truth_calls = truth["calls"].as_object().unwrap();
+        assert_eq!(calls.len(), truth_calls.len(), "{name}: number of calls");
+        for (linkedid, tc) in truth_calls {
+            let call = calls
+                .iter()
+                .find(|c| c.linkedid == *linkedid)
+                .unwrap_or_else(|| panic!("{name}: no call {linkedid}"));
+            assert!(call.complete, "{name}: call not complete");
+            let rows = tc["cdr"].as_array().unwrap();
+            let want = truth_of(linkedid, rows);
+            let billsec = i64::from(call.billsec.unwrap());
+            report.push(format!(
+                "{name}: duration {} vs {}, billsec {} vs {}, {} vs {}, answered_by {:?}",
+                call.duration,
+                want.duration,
+                billsec,
+                want.billsec,
+                call.disposition,
+                want.disposition,
+                call.answered_by.as_ref().map(|p| p.device.as_str())
+            ));
+            assert!(
+                (i64::from(call.duration) - want.duration).abs() <= 1,
+                "{name}: duration {} vs {}",
+                call.duration,
+                want.duration
+            );
+            assert!(
+                (billsec - want.billsec).abs() <= 1,
+                "{name}: billsec {} vs {}",
+                billsec,
+                want.billsec
+            );
+            assert_eq!(call.disposition, want.disposition, "{name}: disposition");
+            // Who answered: the intended answerer's name is in the party's device or number.
+            let intended = tc["intended"]
+                .as_array()
+                .and_then(|a| a.first())
+                .or_else(|| {
+                    truth["scenario_intended"]
+                        .as_array()
+                        .and_then(|a| a.first())
+                });
+            let want_by = intended
+                .and_then(|i| i["answered_by"].as_str())
+                .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned());
+            match (&want_by, &call.answered_by) {
+                (None, None) => {}
+                (Some(w), Some(p)) => assert!(
+                    p.device.contains(w.as_str()) || p.name == *w,
+                    "{name}: answered by {p:?}, want {w}"
+                ),
+                (w, p) => panic!("{name}: answered by {p:?}, want {w:?}"),
+            }
+            // One CDR row per Cdr event, all collected.
+            assert_eq!(call.cdr.len(), rows.len(), "{name}: cdr rows");
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+#[test]
+fn snapshot_assembled_calls_of_every_capture() {
+    for dir in captures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let raw = std::fs::read(dir.join("ami.raw")).unwrap();
+        let (calls, _) = replay(&raw, config());
+        insta::with_settings!({ snapshot_suffix => name.clone(), omit_expression => true }, {
+            insta::assert_yaml_snapshot!(calls);
+        });
+    }
+}
+
+#[test]
+fn panoramisk_originate_with_masquerade() {
+    let path = fixtures().join("ami/panoramisk/originate_with_events.yaml");
+    let raw = std::fs::read(path).unwrap();
+    // The PBX was on UTC+1: CEL EventTime is local; no `Timestamp:` headers.
+    let cfg = AmiAssemblerConfig {
+        utc_offset_secs: 3600,
+        ..config()
+    };
+    let base = Instant::now();
+    let mut asm = AmiAssembler::new(cfg);
+    let mut framer = AmiFramer::default();
+    framer.push(&raw);
+    let mut frames = Vec::new();
+    while let Some(frame) = framer.next_frame() {
+        if let Frame::Message { bytes, .. } = frame {
+            frames.push(bytes.to_vec());
+        }
+    }
+    let mut first = None;
+    let mut now = base;
+    let mut calls = Vec::new();
+    let mut emitted_at_zombie = false;
+    for bytes in &frames {
+        let msg = AmiMessage::parse(bytes).unwrap();
+        if let Some(s) = msg
+            .get_str("EventTime")
+            .and_then(|t| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+        {
+            let f = *first.get_or_insert(s);
+            now = now.max(base + (s - f).to_std().unwrap());
+        }
+        asm.handle_timeout(now);
+        asm.handle_message(now, &msg);
+        drain(&mut asm, &mut calls);
+        if msg
+            .get_str("Channel")
+            .is_some_and(|c| c.contains("<ZOMBIE>"))
+            && msg.get_str("Event") == Some("Hangup")
+        {
+            emitted_at_zombie = !calls.is_empty() || asm.open_calls() != 1;
+            // Even long after the zombie hangup (with the rest still up) nothing is emitted.
+        }
+    }
+    assert!(!emitted_at_zombie, "emitted at the zombie hangup");
+    assert!(calls.is_empty(), "emitted before the grace period");
+    asm.handle_timeout(now + Duration::from_secs(5));
+    drain(&mut asm, &mut calls);
+    assert!(asm.is_idle());
+    assert_eq!(calls.len(), 1);
+    let c = &calls[0];
+    assert_eq!(c.linkedid, "1414510600.0");
+    assert!(c.complete);
+    let mut uids: Vec<&str> = c.legs.iter().map(|l| l.uniqueid.as_str()).collect();
+    uids.sort();
+    assert_eq!(
+        uids,
+        [
+            "1414510600.0",
+            "1414510600.1",
+            "1414510601.2",
+            "1414510609.3"
+        ]
+    );
+    assert!(c.legs.iter().all(|l| l.end.is_some()), "{:?}", c.legs);
+    assert!(c.duration.abs_diff(18) <= 1, "duration {}", c.duration);
+    assert!(
+        c.billsec.unwrap().abs_diff(5) <= 1,
+        "billsec {:?}",
+        c.billsec
+    );
+    assert_eq!(c.disposition, "ANSWERED");
+    assert_eq!(c.caller, "259");
+    assert_eq!(c.called, "254");
+    assert_eq!(c.answered_by.as_ref().unwrap().device, "SIP/uuuuu-00000001");
+    assert_eq!(c.start_time.to_string(), "2014-10-28 16:36:40");
+    insta::with_settings!({ omit_expression => true }, {
+        insta::assert_yaml_snapshot!(c);
+    });
+}
+
+#[test]
+fn cel_csv_alone_assembles_the_call() {
+    let path = fixtures().join("ami/asterisk-testsuite/cel_custom_CELMaster1.csv");
+    let text = std::fs::read_to_string(path).unwrap();
+    for (file, want_complete) in [
+        ("cel_custom_CELMaster1.csv", true),
+        ("cel_custom_CELMaster2.csv", true),
+    ] {
+        let text2;
+        let text = if file.ends_with("2.csv") {
+            text2 = std::fs::read_to_string(fixtures().join("ami/asterisk-testsuite").join(file))
+                .unwrap();
+            &text2
+        } else {
+            &text
+        };
+        let base = Instant::now();
+        let mut asm = AmiAssembler::new(config());
+        let mut calls = Vec::new();
+        let mut first: Option<f64> = None;
+        let mut now = base;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let row = call_assembler::CelRow::parse_csv_line(line).unwrap();
+            let s: f64 = row.eventtime.parse().unwrap();
+            let f = *first.get_or_insert(s);
+            now = base + Duration::from_secs_f64(s - f);
+            asm.handle_timeout(now);
+            asm.handle_cel_row(now, &row);
+            drain(&mut asm, &mut calls);
+        }
+        asm.handle_timeout(now + Duration::from_secs(5));
+        drain(&mut asm, &mut calls);
+        assert!(asm.is_idle(), "{file}");
+        assert_eq!(calls.len(), 1, "{file}");
+        let c = &calls[0];
+        assert_eq!(c.complete, want_complete);
+        assert_eq!(c.legs.len(), 3, "{file}");
+        assert_eq!(c.disposition, "ANSWERED");
+        assert!(
+            c.duration.abs_diff(18) <= 1,
+            "{file}: duration {}",
+            c.duration
+        );
+        assert!(
+            c.billsec.unwrap().abs_diff(17) <= 1,
+            "{file}: billsec {:?}",
+            c.billsec
+        );
+        assert!(c.legs.iter().all(|l| l.hangup_cause == Some(16)), "{file}");
+    }
+}
