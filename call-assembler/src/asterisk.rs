@@ -1003,12 +1003,7 @@ impl AmiAssembler {
     }
 
     fn clamp(&mut self, now: Instant) -> Instant {
-        let now = match self.last_now {
-            Some(last) if now < last => last,
-            _ => now,
-        };
-        self.last_now = Some(now);
-        now
+        crate::clamp_now(&mut self.last_now, now)
     }
 
     fn apply(&mut self, now: Instant, mut ev: Ev) {

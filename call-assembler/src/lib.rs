@@ -95,3 +95,14 @@ pub enum Anomaly {
         uniqueid: String,
     },
 }
+
+/// Time that goes backwards is clamped to the latest `now` seen (STYLE.md: never panic, never
+/// move a deadline earlier because a caller's clock stepped back).
+pub(crate) fn clamp_now(
+    last: &mut Option<std::time::Instant>,
+    now: std::time::Instant,
+) -> std::time::Instant {
+    let now = last.map_or(now, |l| l.max(now));
+    *last = Some(now);
+    now
+}

@@ -346,12 +346,7 @@ impl SmdrAssembler {
     }
 
     fn clamp(&mut self, now: Instant) -> Instant {
-        let now = match self.last_now {
-            Some(last) if now < last => last,
-            _ => now,
-        };
-        self.last_now = Some(now);
-        now
+        crate::clamp_now(&mut self.last_now, now)
     }
 
     fn detect_restart(&mut self, record: &SmdrRecord<'_>) {
