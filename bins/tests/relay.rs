@@ -290,20 +290,29 @@ async fn sigkill_at_random_points_loses_nothing() {
                 ("SMDR_WEBHOOK_URL", &rx.url()),
                 ("SMDR_WEBHOOK_RETRY_DELAY", "1"),
             ],
-            false,
+            true,
         );
         let addr = relay.smdr.unwrap();
         let n = (37 + (round * 97) as usize % 120).min(lines.len() - sent);
         let batch = &lines[sent..sent + n];
-        // Send, give the relay a moment to commit (a PBX only considers a record sent once the
-        // peer has read it), then kill it at a varying point: mid-delivery, mid-commit, idle.
+        // Send and wait until the relay has committed every record (SMDR has no
+        // acknowledgement: bytes read but not committed when a relay dies are lost to it, see
+        // the README), then kill it at a varying point of the delivery: mid-request,
+        // mid-outcome, idle.
         let mut stream = TcpStream::connect(addr).await.unwrap();
         use tokio::io::AsyncWriteExt;
         for line in batch {
             stream.write_all(line).await.unwrap();
         }
         stream.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(150 + (round * 53) % 250)).await;
+        let metrics = format!("http://{}/metrics", relay.http.unwrap());
+        let committed = format!("cdr_relay_records_in_total{{source=\"smdr\"}} {n}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !get(&metrics).await.lines().any(|l| l == committed) {
+            assert!(std::time::Instant::now() < deadline, "{}", relay.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis((round * 53) % 250)).await;
         relay.kill9();
         sent += n;
     }
