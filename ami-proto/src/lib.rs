@@ -25,9 +25,10 @@
 //! * reports malformed input as a [`ParseError`] naming the byte offset. It never panics on any
 //!   input.
 //!
-//! What it does not do: no IO, no clock, no async runtime; no TCP, TLS, login sequencing,
-//! keepalive or reconnect (the client belongs behind a `tokio` feature on top of this core).
-//! Joining events into calls is `call-assembler`'s job.
+//! What the core does not do: no IO, no clock, no async runtime. TCP, TLS, login, keepalive,
+//! reconnect and the resync after it live in the optional `client` module, behind the `tokio`
+//! feature; without that feature the crate depends on no runtime. Joining events into calls is
+//! `call-assembler`'s job.
 //!
 //! ```
 //! use ami_proto::{AmiFramer, AmiMessage, CelEventKind, Event, Frame, HeaderBuf};
@@ -114,3 +115,6 @@ pub use framer::{
 };
 pub use message::{AmiMessage, HeaderBuf, Headers};
 pub use time::{Timestamp, parse_local_datetime};
+
+#[cfg(feature = "tokio")]
+pub mod client;
