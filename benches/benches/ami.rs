@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use ami_proto::{AmiFramer, AmiMessage, Event, Frame, HeaderBuf, Parsed, parse_ami, skip_message};
+use cdr_benches::{CHUNK, corpus_bytes, fixture_dir};
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{AllocProfiler, Bencher, black_box};
 
@@ -24,11 +25,6 @@ fn main() {
     report();
     divan::main();
 }
-
-/// Size of the corpus when measuring.
-const BENCH_BYTES: usize = 32 * 1024 * 1024;
-/// Chunk size pushed into the framer, as a socket read would deliver it.
-const CHUNK: usize = 64 * 1024;
 
 /// The bytes every bench runs over, and what is in them.
 struct Corpus {
@@ -48,18 +44,6 @@ struct Corpus {
 }
 
 static CORPUS: LazyLock<Corpus> = LazyLock::new(load);
-
-/// `cargo bench` passes `--bench`; `cargo test --benches` does not (divan's test mode).
-fn measuring() -> bool {
-    std::env::args().any(|a| a == "--bench") && !std::env::args().any(|a| a == "--test")
-}
-
-fn fixture_dir() -> PathBuf {
-    std::env::var_os("AMI_FIXTURES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
-        PathBuf::from,
-    )
-}
 
 /// The files under `dir/*/` whose name passes `keep`, sorted.
 fn files_in_subdirs(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
@@ -83,7 +67,7 @@ fn files_in_subdirs(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
 }
 
 fn load() -> Corpus {
-    let dir = fixture_dir();
+    let dir = fixture_dir("AMI_FIXTURES", "");
     let streams = files_in_subdirs(&dir.join("asterisk"), |p| p.ends_with("ami.raw"))
         .into_iter()
         .chain(files_in_subdirs(&dir.join("ami"), |p| {
@@ -101,12 +85,7 @@ fn load() -> Corpus {
         }
     }
     assert!(one.len() > 500_000, "fixtures missing in {}", dir.display());
-    let copies = if measuring() {
-        BENCH_BYTES.div_ceil(one.len())
-    } else {
-        1
-    };
-    let bytes = one.repeat(copies);
+    let (bytes, copies) = corpus_bytes(&one);
     let lines = memchr::memchr_iter(b'\n', &bytes).count();
     let (mut frames, mut messages, mut headers, mut call_events) = (0, 0, 0, 0);
     let mut framer = AmiFramer::default();

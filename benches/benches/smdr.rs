@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use call_assembler::{Output, SmdrAssembler, SmdrAssemblerConfig};
+use cdr_benches::{CHUNK, corpus_bytes, fixture_dir};
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{AllocProfiler, Bencher, black_box};
 use smdr_parse::{Frame, Parsed, SmdrFramer, SmdrRecord, parse_smdr, skip_line};
@@ -26,10 +27,6 @@ fn main() {
     divan::main();
 }
 
-/// Size of the corpus when measuring.
-const BENCH_BYTES: usize = 32 * 1024 * 1024;
-/// Chunk size pushed into the framer, as a socket read would deliver it.
-const CHUNK: usize = 64 * 1024;
 /// Synthetic time between two records for the assembler (a busy PBX).
 const RECORD_GAP: Duration = Duration::from_secs(10);
 
@@ -55,19 +52,6 @@ static RECORDS: LazyLock<Vec<SmdrRecord<'static>>> = LazyLock::new(|| {
     out
 });
 
-/// `cargo bench` passes `--bench`; `cargo test --benches` does not (divan's test mode).
-fn measuring() -> bool {
-    let mut args = std::env::args();
-    args.any(|a| a == "--bench") && !std::env::args().any(|a| a == "--test")
-}
-
-fn fixture_dir() -> PathBuf {
-    std::env::var_os("SMDR_FIXTURES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/smdr"),
-        PathBuf::from,
-    )
-}
-
 fn txt_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
@@ -79,7 +63,7 @@ fn txt_files(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 fn load() -> Corpus {
-    let dir = fixture_dir();
+    let dir = fixture_dir("SMDR_FIXTURES", "smdr");
     let mut one = Vec::new();
     for path in txt_files(&dir)
         .into_iter()
@@ -93,12 +77,7 @@ fn load() -> Corpus {
         }
     }
     assert!(one.len() > 100_000, "fixtures missing in {}", dir.display());
-    let copies = if measuring() {
-        BENCH_BYTES.div_ceil(one.len())
-    } else {
-        1
-    };
-    let bytes = one.repeat(copies);
+    let (bytes, copies) = corpus_bytes(&one);
     let lines = memchr::memchr_iter(b'\n', &bytes).count();
     let mut records = 0;
     for_each_record(&bytes, |_| records += 1);
