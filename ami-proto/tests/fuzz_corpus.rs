@@ -15,7 +15,6 @@
     clippy::indexing_slicing
 )]
 
-use std::panic;
 use std::path::{Path, PathBuf};
 
 #[allow(dead_code, unreachable_pub)]
@@ -29,35 +28,12 @@ use ami_checks::{FramerInput, check_ami_framer, check_ami_parse};
 /// asks for the entry to be removed.
 const KNOWN_OPEN: &[&str] = &[];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../fuzz/src/replay.rs"]
+mod replay;
 
-/// The files of `dir` (relative to `fuzz/`), sorted; none if it does not exist.
-fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir)) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(String, Vec<u8>)> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Runs `check`; the panic message if it failed.
-fn failure(check: impl FnOnce() + panic::UnwindSafe) -> Option<String> {
-    panic::catch_unwind(check).err().map(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default()
-    })
+fn fuzz() -> PathBuf {
+    replay::fuzz_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn check_framer_file(bytes: &[u8]) {
@@ -68,56 +44,24 @@ fn check_framer_file(bytes: &[u8]) {
 
 #[test]
 fn corpus_ami_parse() {
-    let files = files("corpus/ami_parse");
-    assert!(files.len() >= 20, "only {} seed files", files.len());
-    for (name, bytes) in &files {
-        if let Some(msg) = failure(|| check_ami_parse(bytes)) {
-            panic!("corpus/ami_parse/{name}: {msg}");
-        }
-    }
+    replay::replay_corpus(&fuzz(), "ami_parse", 20, check_ami_parse);
 }
 
 #[test]
 fn corpus_ami_framer() {
-    let files = files("corpus/ami_framer");
-    assert!(files.len() >= 10, "only {} seed files", files.len());
-    for (name, bytes) in &files {
-        if let Some(msg) = failure(|| check_framer_file(bytes)) {
-            panic!("corpus/ami_framer/{name}: {msg}");
-        }
-    }
+    replay::replay_corpus(&fuzz(), "ami_framer", 10, check_framer_file);
 }
 
 #[test]
 fn kept_crash_inputs() {
-    let mut unexpected = Vec::new();
-    let mut seen = Vec::new();
-    for (target, check) in [
-        ("ami_parse", check_ami_parse as fn(&[u8])),
-        ("ami_framer", check_framer_file),
-    ] {
-        for (name, bytes) in files(&format!("artifacts-kept/{target}")) {
-            let id = format!("{target}/{name}");
-            let failed = failure(|| check(&bytes));
-            let open = KNOWN_OPEN.contains(&id.as_str());
-            match (failed, open) {
-                (Some(msg), false) => unexpected.push(format!("{id} fails: {msg}")),
-                (None, true) => unexpected.push(format!(
-                    "{id} passes now: remove it from KNOWN_OPEN (the bug is fixed)"
-                )),
-                _ => {}
-            }
-            seen.push(id);
-        }
-    }
-    for id in KNOWN_OPEN {
-        if !seen.iter().any(|s| s == id) {
-            unexpected.push(format!(
-                "{id} is in KNOWN_OPEN but not in fuzz/artifacts-kept"
-            ));
-        }
-    }
-    assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
+    replay::replay_kept(
+        &fuzz(),
+        &[
+            ("ami_parse", check_ami_parse as fn(&[u8])),
+            ("ami_framer", check_framer_file),
+        ],
+        KNOWN_OPEN,
+    );
 }
 
 #[test]
@@ -144,7 +88,7 @@ fn the_model_and_the_framer_agree_on_every_fixture() {
                     input.push(if header[0] == 255 { 1 } else { 37 });
                 }
                 input.extend_from_slice(&payload);
-                if let Some(msg) = failure(|| check_ami_framer(&input)) {
+                if let Some(msg) = replay::failure(|| check_ami_framer(&input)) {
                     panic!("{}: {header:?}: {msg}", p.display());
                 }
             }

@@ -9,8 +9,7 @@
 //! `fuzz/artifacts-kept/framer` through `check_framer`. The `assembler` target's inputs are
 //! `arbitrary`-encoded operations and are only replayed by `cargo fuzz run assembler`.
 
-use std::panic;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../fuzz/src/smdr_checks.rs"]
@@ -23,39 +22,12 @@ use smdr_checks::{FramerInput, check_framer, check_parse_smdr};
 /// asks for the entry to be removed.
 const KNOWN_OPEN: &[&str] = &[];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../fuzz/src/replay.rs"]
+mod replay;
 
-/// The files of `dir` (relative to `fuzz/`), sorted; none if it does not exist.
-fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir)) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(String, Vec<u8>)> = entries
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let bytes = std::fs::read(&p).expect("readable corpus file");
-            (name, bytes)
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Runs `check` on `bytes`; the panic message if it failed.
-fn failure(check: impl FnOnce() + panic::UnwindSafe) -> Option<String> {
-    panic::catch_unwind(check).err().map(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default()
-    })
+fn fuzz() -> PathBuf {
+    replay::fuzz_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn check_framer_file(bytes: &[u8]) {
@@ -66,54 +38,22 @@ fn check_framer_file(bytes: &[u8]) {
 
 #[test]
 fn corpus_parse_smdr() {
-    let files = files("corpus/parse_smdr");
-    assert!(files.len() >= 20, "only {} seed files", files.len());
-    for (name, bytes) in &files {
-        if let Some(msg) = failure(|| check_parse_smdr(bytes)) {
-            panic!("corpus/parse_smdr/{name}: {msg}");
-        }
-    }
+    replay::replay_corpus(&fuzz(), "parse_smdr", 20, check_parse_smdr);
 }
 
 #[test]
 fn corpus_framer() {
-    let files = files("corpus/framer");
-    assert!(files.len() >= 10, "only {} seed files", files.len());
-    for (name, bytes) in &files {
-        if let Some(msg) = failure(|| check_framer_file(bytes)) {
-            panic!("corpus/framer/{name}: {msg}");
-        }
-    }
+    replay::replay_corpus(&fuzz(), "framer", 10, check_framer_file);
 }
 
 #[test]
 fn kept_crash_inputs() {
-    let mut unexpected = Vec::new();
-    let mut seen = Vec::new();
-    for (target, check) in [
-        ("parse_smdr", check_parse_smdr as fn(&[u8])),
-        ("framer", check_framer_file),
-    ] {
-        for (name, bytes) in files(&format!("artifacts-kept/{target}")) {
-            let id = format!("{target}/{name}");
-            let failed = failure(|| check(&bytes));
-            let open = KNOWN_OPEN.contains(&id.as_str());
-            match (failed, open) {
-                (Some(msg), false) => unexpected.push(format!("{id} fails: {msg}")),
-                (None, true) => unexpected.push(format!(
-                    "{id} passes now: remove it from KNOWN_OPEN (the bug is fixed)"
-                )),
-                _ => {}
-            }
-            seen.push(id);
-        }
-    }
-    for id in KNOWN_OPEN {
-        if !seen.iter().any(|s| s == id) {
-            unexpected.push(format!(
-                "{id} is in KNOWN_OPEN but not in fuzz/artifacts-kept"
-            ));
-        }
-    }
-    assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
+    replay::replay_kept(
+        &fuzz(),
+        &[
+            ("parse_smdr", check_parse_smdr as fn(&[u8])),
+            ("framer", check_framer_file),
+        ],
+        KNOWN_OPEN,
+    );
 }
