@@ -58,7 +58,7 @@ pub struct SmdrPipeline {
 
 /// The journal key of a call: `call_id/start`.
 fn key(call_id: u64, start: chrono::NaiveDateTime) -> String {
-    format!("{call_id}/{}", start.format("%Y-%m-%dT%H:%M:%S"))
+    format!("{call_id}/{}", call_assembler::iso_timestamp(&start))
 }
 
 impl SmdrPipeline {

@@ -272,6 +272,13 @@ pub(crate) fn stable_id_of(pieces: &[&[u8]]) -> String {
     uuid.hyphenated().encode_lower(&mut buf).to_owned()
 }
 
+/// `YYYY-MM-DDTHH:MM:SS` (years 0 to 9999) without chrono's formatter and without allocating:
+/// the form of [`Call::start_time`] in JSON and of the store's time columns.
+pub fn iso_timestamp(t: &NaiveDateTime) -> CompactString {
+    let b = format_timestamp(t, b'-', b'T');
+    CompactString::from_utf8_lossy(&b)
+}
+
 /// Writes `YYYY{d}MM{d}DD{m}HH:MM:SS` into a fixed buffer (for years 0 to 9999).
 pub(crate) fn format_timestamp(t: &NaiveDateTime, date_sep: u8, mid: u8) -> [u8; 19] {
     use chrono::{Datelike, Timelike};
@@ -320,6 +327,7 @@ mod tests {
                 t.format("%Y/%m/%d %H:%M:%S").to_string().as_bytes()
             );
             assert_eq!(&format_timestamp(&t, b'-', b'T')[..], s.as_bytes());
+            assert_eq!(iso_timestamp(&t), s);
         }
     }
 

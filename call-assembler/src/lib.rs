@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 pub use asterisk::{AmiAssembler, AmiAssemblerConfig, AmiStats, CelRow};
 pub use call::{
-    Call, CallDirection, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer, stable_id,
+    Call, CallDirection, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer, iso_timestamp,
+    stable_id,
 };
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
 

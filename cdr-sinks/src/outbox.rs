@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use call_assembler::iso_timestamp;
+
 use crate::Call;
 
 /// An outbox operation failed.
@@ -268,8 +270,8 @@ impl Outbox {
                     call.source.as_str(),
                     call.site.as_str(),
                     call.call_id.as_str(),
-                    call.start_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
-                    call.end_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    iso_timestamp(&call.start_time).as_str(),
+                    iso_timestamp(&call.end_time).as_str(),
                     direction_str(call),
                     call.caller.as_str(),
                     call.called.as_str(),
