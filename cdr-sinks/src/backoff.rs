@@ -71,10 +71,17 @@ impl RetryPolicy {
         };
         let delay = jittered.max(retry_after.map_or(0, duration_ms));
         let at = now_ms.saturating_add(delay);
-        if !self.max_age.is_zero() && at.saturating_sub(created_ms) > duration_ms(self.max_age) {
+        if self.is_too_old(created_ms, at) {
             return RetryDecision::DeadLetter;
         }
         RetryDecision::RetryAt(at)
+    }
+}
+
+impl RetryPolicy {
+    /// Whether a delivery created at `created_ms` is past the maximum age at `at_ms`.
+    pub fn is_too_old(&self, created_ms: i64, at_ms: i64) -> bool {
+        !self.max_age.is_zero() && at_ms.saturating_sub(created_ms) > duration_ms(self.max_age)
     }
 }
 

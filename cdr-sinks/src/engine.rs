@@ -250,10 +250,7 @@ fn decide(
                 tracing::warn!(sink = %name, %error, "sink unreachable");
             }
             *blocked = Some(blocked.map_or(until, |b: i64| b.max(until)));
-            if worker.policy.max_age.as_millis() > 0
-                && now.saturating_sub(p.created_ms)
-                    > i64::try_from(worker.policy.max_age.as_millis()).unwrap_or(i64::MAX)
-            {
+            if worker.policy.is_too_old(p.created_ms, now) {
                 return dead(error);
             }
             Outcome::Retry {
