@@ -16,6 +16,11 @@
 //!   [`AmiAssemblerConfig::grace`] later, so `Cdr` and `Hangup` events that Asterisk sends
 //!   just after `LINKEDID_END` still join it. A call with no event for
 //!   [`AmiAssemblerConfig::idle_timeout`] is emitted incomplete ([`FlushReason::IdleTimeout`]).
+//! * **After a call is emitted**, any event about one of its channels is late: it is dropped
+//!   and reported ([`Anomaly::AmiLateEvent`]), so it never reopens the call. A *new* channel
+//!   with the Linkedid of an emitted call starts a later part of it ([`Call::part`] 1, 2, ...)
+//!   with an id of its own, so no two records share an id. Both are remembered for the last
+//!   [`AmiAssemblerConfig::remember_emitted`] calls' channels and keys.
 //!
 //! # Times
 //!
@@ -47,10 +52,52 @@
 //!   its number (the Local channel's extension, else its caller id number).
 //! * `caller`: the caller leg's first caller id number (the caller leg is the one whose
 //!   Uniqueid is the Linkedid); `called`: the last extension (not `s`/`h`) its dialplan ran.
-//! * `direction`: inbound when the caller leg is a trunk, outbound when another leg is, else
-//!   internal; a trunk is a channel whose name starts with one of
-//!   [`AmiAssemblerConfig::trunk_channel_prefixes`] or whose first context is one of
-//!   [`AmiAssemblerConfig::trunk_contexts`].
+//! * `direction`, by the first rule that applies:
+//!   1. inbound when the caller leg is a trunk;
+//!   2. outbound when another leg is a trunk (a trunk is a channel whose name when created
+//!      starts with one of [`AmiAssemblerConfig::trunk_channel_prefixes`] or whose first
+//!      context is one of [`AmiAssemblerConfig::trunk_contexts`]);
+//!   3. with [`AmiAssemblerConfig::internal_number_max_len`] set to `n`: inbound when `caller`
+//!      has more than `n` digits, else outbound when `called` has more than `n` digits (only
+//!      the ASCII digits count: `+44 20 7946 0000` has 12);
+//!   4. else internal.
+//! * `tenant`: the latest non-empty `TenantID` (Asterisk 22, on channel events) of the caller
+//!   leg, else of the first other leg that has one (in order of creation); else the first of
+//!   [`AmiAssemblerConfig::tenant_rules`] that matches the caller leg, else the first that
+//!   matches another leg, in order of creation (see [`TenantRule`]); else empty.
+//!
+//! # Progressive mode
+//!
+//! With [`AmiAssemblerConfig::progress_interval`] set to `Some(iv)`, a call is reported while
+//! it lasts as well as when it is over. Every record of one call has the same [`Call::id`] and
+//! a [`Call::update`] with a sequence number counting from 0:
+//!
+//! * `Started` (0), right after the input that created the call (its first channel), a
+//!   snapshot as the call stands then;
+//! * `Updated` (1, 2, ...) every `iv` after the call's creation on the monotonic `now` (at
+//!   creation + iv, + 2·iv, ...; a late [`AmiAssembler::handle_timeout`] sends one and skips
+//!   to the next point after it), while the call is open and not finished (none while it waits
+//!   out its grace period); [`AmiAssembler::poll_timeout`] includes the next one;
+//! * `Ended`, the final record: the same call complete mode would emit (complete, or flushed
+//!   with its reason), with the next sequence number.
+//!
+//! Snapshots are incomplete (`complete: false`, no `flush_reason`), and their `end_time` is the
+//! time the snapshot was taken (or the last event, if later), so `duration` grows. A call's id
+//! is fixed by its first record: if its Linkedid changes afterwards (an Asterisk 11
+//! provisional call, or a channel that joins a call begun before the connection), later
+//! records keep that id while `call_id` and `linkedid` show the new Linkedid. When calls merge,
+//! the surviving (older) call's records go on with its sequence; the merged call's records
+//! simply stop: its `Started` (and any `Updated`) is superseded by the survivor's records and
+//! no `Ended` follows under its id.
+//!
+//! # Reconnects and journaling
+//!
+//! After the AMI connection was lost, [`AmiAssembler::resync`] with the PBX's channel list
+//! closes the calls that ended during the gap ([`FlushReason::Resync`]) and adopts the channels
+//! that began during it. For a relay that journals open calls across restarts,
+//! [`AmiAssembler::last_key`] names the call each input was applied to and
+//! [`AmiAssembler::take_retired`] the keys whose calls are done (the contract, and what a
+//! replayed journal does not restore, are on [`AmiAssembler::last_key`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -61,7 +108,8 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::call::{
-    Call, CallDirection, FlushReason, Leg, Party, Source, Transfer, format_timestamp, stable_id,
+    Call, CallDirection, CallUpdate, FlushReason, Leg, Party, Source, Transfer, UpdateEvent,
+    format_timestamp, stable_id, stable_id_of,
 };
 use crate::{Anomaly, Output};
 
@@ -90,6 +138,53 @@ pub struct AmiAssemblerConfig {
     /// The PBX's offset from UTC in seconds, applied to epoch times (`Timestamp:`, epoch CEL
     /// times) so that every time in a call is PBX local time.
     pub utc_offset_secs: i32,
+    /// `None` (the default): complete mode, one record per call when it is over. `Some(iv)`:
+    /// progressive mode, a `Started` snapshot when a call is first seen, an `Updated` one every
+    /// `iv` (from the call's creation, on the monotonic clock) while it lasts, and the final
+    /// record as `Ended` (see [`Call::update`] and the module docs, "Progressive mode"). A zero
+    /// interval sends `Started` and `Ended` only.
+    pub progress_interval: Option<Duration>,
+    /// Direction by number length, when no trunk rule decided: a call whose caller number has
+    /// more digits than this is inbound, else one whose called number has more digits is
+    /// outbound, else internal (see the module docs, "The call's figures"). `None`: no such
+    /// rule (a call no trunk rule decided is internal).
+    pub internal_number_max_len: Option<usize>,
+    /// Rules giving a call its tenant when no channel carries Asterisk 22's `TenantID`, tried
+    /// in order (see [`TenantRule`]).
+    pub tenant_rules: Vec<TenantRule>,
+}
+
+/// A rule giving a call its tenant ([`Call::tenant`]): when `field` of a channel (for
+/// [`RuleField::Called`], the call's `called`) starts with `prefix`, the tenant is `tenant`.
+///
+/// Rules are tried in order on the caller leg first: the first rule that matches it decides.
+/// If none matches the caller leg, the other legs are tried the same way in order of creation.
+/// An empty `prefix` matches anything (a catch-all rule, best put last). A non-empty
+/// `TenantID` on any channel (Asterisk 22) wins over every rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRule {
+    /// Which value of the channel is compared.
+    pub field: RuleField,
+    /// What it must start with (case-sensitive).
+    pub prefix: String,
+    /// The tenant the rule gives.
+    pub tenant: String,
+}
+
+/// The channel value a [`TenantRule`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleField {
+    /// The dialplan context the channel started in.
+    Context,
+    /// The channel's name when it was created (`PJSIP/acme-00000001`).
+    Channel,
+    /// The channel's caller id number.
+    Caller,
+    /// The call's `called` number (the same for every leg).
+    Called,
+    /// The channel's latest non-empty `AccountCode` (AMI events only: [`CelRow`] has none).
+    Accountcode,
 }
 
 impl Default for AmiAssemblerConfig {
@@ -109,6 +204,9 @@ impl Default for AmiAssemblerConfig {
             ],
             trunk_channel_prefixes: Vec::new(),
             utc_offset_secs: 0,
+            progress_interval: None,
+            internal_number_max_len: None,
+            tenant_rules: Vec::new(),
         }
     }
 }
@@ -132,6 +230,11 @@ pub struct AmiStats {
     pub unknown: u64,
     /// Legs, rows or items dropped over the per-call limits.
     pub dropped: u64,
+    /// Progressive mode: `Started` and `Updated` snapshots emitted (final records are counted
+    /// in `complete` and `incomplete`).
+    pub snapshots: u64,
+    /// Calls emitted incomplete by [`AmiAssembler::resync`] (also counted in `incomplete`).
+    pub resynced: u64,
 }
 
 /// One CEL row as a database or `cel_custom` CSV backend stores it, for
@@ -306,6 +409,9 @@ struct Ev {
     cid_name: Option<CompactString>,
     exten: Option<CompactString>,
     context: Option<CompactString>,
+    /// Asterisk 22's `TenantID`.
+    tenant: Option<CompactString>,
+    accountcode: Option<CompactString>,
     up: bool,
     kind: Kind,
 }
@@ -427,6 +533,8 @@ fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
         cid_name: f.value("CallerIDName"),
         exten: f.value("Exten"),
         context: f.value("Context"),
+        tenant: f.value("TenantID"),
+        accountcode: f.value("AccountCode"),
         up: f.text("ChannelState").as_deref() == Some("6"),
         kind: Kind::Update,
     };
@@ -455,6 +563,8 @@ fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
                 ev.uid = f.value("DestUniqueid");
                 ev.linkedid = f.value("DestLinkedid");
                 ev.channel = f.value("DestChannel");
+                ev.tenant = f.value("DestTenantID");
+                ev.accountcode = f.value("DestAccountCode");
                 ev.kind = Kind::Update;
             }
             ev.exten = None;
@@ -511,6 +621,8 @@ fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
             ev.uid = f.value("Uniqueid1");
             ev.channel = f.value("Channel1");
             ev.cid_num = None;
+            ev.tenant = None;
+            ev.accountcode = None;
             if f.text("Bridgestate").as_deref() == Some("Link") {
                 ev.kind = Kind::Pair {
                     other_uid: f.value("Uniqueid2"),
@@ -524,6 +636,8 @@ fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
             ev.uid = a;
             ev.channel = f.value("Channel1");
             ev.exten = None;
+            ev.tenant = None;
+            ev.accountcode = None;
             ev.kind = Kind::LocalPair { other: b? };
             // Asterisk 12+ names the halves LocalOne/LocalTwo and carries Linkedids.
             ev.uid.as_ref()?;
@@ -550,6 +664,8 @@ fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
             ev.cid_num = None;
             ev.exten = None;
             ev.context = None;
+            ev.tenant = None;
+            ev.accountcode = None;
             let target = match (f.value("Extension"), f.value("Context")) {
                 (Some(e), Some(c)) => compact_str::format_compact!("{e}@{c}"),
                 (Some(e), None) => e,
@@ -572,6 +688,8 @@ fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
             ev.cid_num = None;
             ev.exten = None;
             ev.context = None;
+            ev.tenant = None;
+            ev.accountcode = None;
             ev.kind = Kind::Transfer(Transfer {
                 kind: "attended".into(),
                 time: None,
@@ -749,6 +867,10 @@ struct LegState {
     dialed_by: CompactString,
     dial_status: CompactString,
     bridges: Vec<CompactString>,
+    /// The latest non-empty `TenantID`.
+    tenant: CompactString,
+    /// The latest non-empty `AccountCode`.
+    accountcode: CompactString,
 }
 
 impl LegState {
@@ -789,6 +911,15 @@ struct OpenCall {
     last: Stamp,
     finished_at: Option<Instant>,
     deadline: Instant,
+    /// The `now` the call was created at (progressive updates count from it).
+    created_at: Instant,
+    /// The call's id once fixed (at its first emitted record), with the key and part it was
+    /// made from.
+    id: Option<(String, CompactString, u32)>,
+    /// Progressive mode: records emitted so far (the next record's sequence).
+    next_seq: u32,
+    /// Progressive mode: when the next `Updated` snapshot is due (then also in `updates`).
+    update_at: Option<Instant>,
 }
 
 impl OpenCall {
@@ -855,6 +986,22 @@ pub struct AmiAssembler {
     /// Bridge id to the Uniqueids in it.
     bridges: BTreeMap<CompactString, Vec<CompactString>>,
     timers: BTreeSet<(Instant, u64)>,
+    /// Progressive mode: when each open, unfinished call's next `Updated` snapshot is due.
+    updates: BTreeSet<(Instant, u64)>,
+    /// Calls created by the current input whose `Started` snapshot is not out yet.
+    pending_started: Vec<u64>,
+    /// The call the current input was applied to.
+    touched: Option<u64>,
+    /// The call the last `handle_message` / `handle_cel_row` was applied to.
+    last_call: Option<u64>,
+    /// Keys of emitted calls not yet taken by `take_retired`.
+    retired: VecDeque<CompactString>,
+    /// Whether `take_retired` was ever called (until then `retired` is bounded).
+    retired_taken: bool,
+    /// Keys whose call id was given out, with the highest part (bounded by
+    /// `remember_emitted`, oldest forgotten first).
+    given_ids: BTreeMap<CompactString, u32>,
+    given_order: VecDeque<CompactString>,
     outputs: VecDeque<Output>,
     anchor: Option<(NaiveDateTime, Instant)>,
     last_now: Option<Instant>,
@@ -875,6 +1022,14 @@ impl AmiAssembler {
             names: BTreeMap::new(),
             bridges: BTreeMap::new(),
             timers: BTreeSet::new(),
+            updates: BTreeSet::new(),
+            pending_started: Vec::new(),
+            touched: None,
+            last_call: None,
+            retired: VecDeque::new(),
+            retired_taken: false,
+            given_ids: BTreeMap::new(),
+            given_order: VecDeque::new(),
             outputs: VecDeque::new(),
             anchor: None,
             last_now: None,
@@ -891,13 +1046,16 @@ impl AmiAssembler {
     /// `Bridge` and `LocalBridge`), Hangup, Rename, BlindTransfer, AttendedTransfer, VarSet
     /// (recording file names), Cdr and CEL; other events only matter for a changed Linkedid;
     /// responses are ignored. Copies what it keeps. Afterwards drain
-    /// [`AmiAssembler::poll_output`] and re-read [`AmiAssembler::poll_timeout`].
+    /// [`AmiAssembler::poll_output`] (and [`AmiAssembler::take_retired`] when journaling), read
+    /// [`AmiAssembler::last_key`] if journaling, and re-read [`AmiAssembler::poll_timeout`].
     pub fn handle_message(&mut self, now: Instant, msg: &AmiMessage<'_>) {
         let now = self.clamp(now);
         self.stats.messages += 1;
+        self.touched = None;
         if let Some(ev) = convert(msg, self.config.utc_offset_secs) {
             self.apply(now, ev);
         }
+        self.finish_input(now);
     }
 
     /// Feeds one CEL row from a database or CSV backend (the same logic as AMI `CEL` events;
@@ -905,6 +1063,7 @@ impl AmiAssembler {
     pub fn handle_cel_row(&mut self, now: Instant, row: &CelRow) {
         let now = self.clamp(now);
         self.stats.messages += 1;
+        self.touched = None;
         let list = FieldList(vec![
             ("Event", b"CEL".as_slice()),
             ("EventName", row.eventtype.as_bytes()),
@@ -924,23 +1083,265 @@ impl AmiAssembler {
         if let Some(ev) = convert(&list, self.config.utc_offset_secs) {
             self.apply(now, ev);
         }
+        self.finish_input(now);
     }
 
-    /// Emits every call whose deadline has passed at `now`. Safe to call at any time.
+    /// After one input: remember the call it was applied to and send the `Started` snapshots
+    /// of the calls it created.
+    fn finish_input(&mut self, now: Instant) {
+        self.last_call = self.touched.take();
+        self.send_started(now);
+    }
+
+    /// Reconciles the open calls with the PBX's channel list after a reconnect: call it with
+    /// the `CoreShowChannel` events that answer `CoreShowChannels` (ami-proto's client reports
+    /// them as one `Resync`), at the `now` the list was complete.
+    ///
+    /// * Every leg of an open call that has not hung up and whose Uniqueid is not in the list
+    ///   is marked ended at the resync (its `end` is `now` placed on the wall clock, as for
+    ///   events without a time). A call none of whose legs is alive any more is emitted
+    ///   incomplete with [`FlushReason::Resync`]; a call whose end had already been seen
+    ///   (`LINKEDID_END`, or every leg hung up) is left to finish as usual.
+    /// * A listed channel the assembler tracks is treated as an event at the resync: it may
+    ///   carry a changed Linkedid (merging calls), an answer (`ChannelState` 6) or a bridge
+    ///   (`BridgeId`) that were missed; a bridge it is no longer in is left.
+    /// * A listed channel the assembler does not know (a call that began during the gap) is
+    ///   adopted as a new leg of its Linkedid's call (a new call if that is not open), created
+    ///   at the resync minus its `Duration` (`HH:MM:SS`) and, when up, answered at the resync
+    ///   (the real answer time is not in the list), so its later events, `Hangup` included,
+    ///   find it. Channels of calls already emitted are not adopted (their events are late).
+    ///
+    /// Calls with live channels stay open. [`AmiAssembler::last_key`] is `None` afterwards: the
+    /// resync is not journaled (see there). Drain [`AmiAssembler::poll_output`] afterwards.
+    pub fn resync(&mut self, now: Instant, channels: &[AmiMessage<'_>]) {
+        let now = self.clamp(now);
+        self.touched = None;
+        let stamp = Stamp {
+            at: now,
+            wall: None,
+        };
+        let mut alive: BTreeSet<CompactString> = BTreeSet::new();
+        let mut listed: Vec<(Instant, usize, Ev, Option<CompactString>)> = Vec::new();
+        for (i, m) in channels.iter().enumerate() {
+            let Some(uid) = m.value("Uniqueid") else {
+                continue;
+            };
+            alive.insert(uid.clone());
+            let start = m
+                .text("Duration")
+                .and_then(|d| parse_hms(&d))
+                .and_then(|secs| now.checked_sub(Duration::from_secs(secs)))
+                .unwrap_or(now);
+            let ev = Ev {
+                name: "CoreShowChannel",
+                wall: None,
+                uid: Some(uid),
+                linkedid: m.value("Linkedid"),
+                channel: m.value("Channel"),
+                cid_num: m.value("CallerIDNum"),
+                cid_name: m.value("CallerIDName"),
+                exten: m.value("Exten"),
+                context: m.value("Context"),
+                tenant: m.value("TenantID"),
+                accountcode: m.value("AccountCode"),
+                up: m.text("ChannelState").as_deref() == Some("6"),
+                kind: Kind::Update,
+            };
+            listed.push((start, i, ev, m.value("BridgeId")));
+        }
+        // Channels that began during the gap, oldest first, so legs keep their creation order.
+        let mut adopt: Vec<&(Instant, usize, Ev, Option<CompactString>)> = listed
+            .iter()
+            .filter(|(_, _, ev, _)| {
+                ev.uid
+                    .as_ref()
+                    .is_some_and(|u| !self.channels.contains_key(u) && !self.emitted.contains(u))
+            })
+            .collect();
+        adopt.sort_by_key(|(start, i, _, _)| (*start, *i));
+        let adopt: Vec<Ev> = adopt
+            .into_iter()
+            .map(|(_, _, ev, _)| Ev {
+                up: false,
+                kind: Kind::NewChannel,
+                ..ev.clone()
+            })
+            .collect();
+        let starts: BTreeMap<CompactString, Instant> = listed
+            .iter()
+            .filter_map(|(start, _, ev, _)| ev.uid.clone().map(|u| (u, *start)))
+            .collect();
+        for ev in adopt {
+            let Some(uid) = ev.uid.clone() else { continue };
+            let created = Stamp {
+                at: starts.get(&uid).copied().unwrap_or(now),
+                wall: None,
+            };
+            self.apply_channel(now, created, ev, Kind::NewChannel);
+        }
+        // Every listed channel that is tracked now: what it says it is at the resync.
+        for (_, _, ev, bridge) in listed {
+            let Some(uid) = ev.uid.clone() else { continue };
+            let Some(&id) = self.channels.get(&uid) else {
+                continue;
+            };
+            let bridge = bridge.filter(|b| !b.is_empty());
+            let mut left = Vec::new();
+            let mut enter = None;
+            if let Some(leg) = self.calls.get_mut(&id).and_then(|c| c.leg_mut(&uid)) {
+                if leg.hungup.is_some() {
+                    continue;
+                }
+                left = leg
+                    .bridges
+                    .iter()
+                    .filter(|b| Some(*b) != bridge.as_ref())
+                    .cloned()
+                    .collect();
+                leg.bridges.retain(|b| Some(b) == bridge.as_ref());
+                if bridge.as_ref().is_some_and(|b| !leg.bridges.contains(b)) {
+                    enter = bridge;
+                }
+            }
+            for b in &left {
+                self.leave_bridge(&uid, b);
+            }
+            let kind = match enter {
+                Some(bridge) => Kind::BridgeEnter {
+                    bridge,
+                    holding: false,
+                },
+                None => Kind::Update,
+            };
+            // Only the state: the names, numbers and dialplan place were read on adoption.
+            let ev = Ev { exten: None, ..ev };
+            self.apply_channel(now, stamp, ev, kind);
+        }
+        // Legs that are gone.
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            let already_over = call.finished_at.is_some();
+            let mut gone: Vec<(CompactString, CompactString)> = Vec::new();
+            let mut vanished = false;
+            for leg in call
+                .legs
+                .iter_mut()
+                .filter(|l| l.hungup.is_none() && !alive.contains(&l.uid))
+            {
+                vanished = true;
+                leg.hungup = Some(stamp);
+                for b in std::mem::take(&mut leg.bridges) {
+                    gone.push((leg.uid.clone(), b));
+                }
+            }
+            let none_alive = call.legs.iter().all(|l| l.hungup.is_some());
+            let no_legs = call.legs.is_empty();
+            if vanished {
+                call.last = stamp;
+            }
+            for (uid, b) in gone {
+                self.leave_bridge(&uid, &b);
+            }
+            if none_alive && !already_over && (vanished || no_legs) {
+                self.stats.resynced += 1;
+                self.emit(id, Some(FlushReason::Resync), now);
+            } else if vanished {
+                self.refresh(id, now);
+            }
+        }
+        self.touched = None;
+        self.last_call = None;
+        self.send_started(now);
+    }
+
+    /// The key under which to journal the input just handled: after
+    /// [`AmiAssembler::handle_message`] or [`AmiAssembler::handle_cel_row`], the key of the open
+    /// call the input was applied to (the call's current Linkedid), or `None` when it changed no
+    /// open call (ignored, a response, a late or unknown channel's event, an event unrelated to
+    /// calls). `None` after [`AmiAssembler::resync`] and the other calls.
+    ///
+    /// # Journaling
+    ///
+    /// A relay that must not lose open calls over a restart stores each input with
+    /// `Some(key)` under that key, deletes the inputs stored under every key that
+    /// [`AmiAssembler::take_retired`] returns (those stored before that take: a key may come
+    /// back later for a new call), and on start replays what is left, in the order it was
+    /// handled, through a fresh assembler with the same configuration before going on with
+    /// new input. The calls that were open are rebuilt with the same ids, legs and figures
+    /// (times come from the events' `Timestamp:` headers; an event without a time is placed
+    /// by the replay's `now`). What the journal does not carry:
+    ///
+    /// * a [`AmiAssembler::resync`]: its effects are lost on replay (legs it ended are open
+    ///   again, channels it adopted are unknown again, so their `Hangup` is an
+    ///   [`Anomaly::AmiUnknownChannel`]); the resync after the reconnect that follows a
+    ///   restart settles both;
+    /// * the memory of emitted calls: after a restart, an event about a channel of a call
+    ///   emitted before is not recognised as late, and a new call under a Linkedid emitted
+    ///   before is part 0 again (same id as the emitted one);
+    /// * progressive mode's sequence numbers: a rebuilt call sends `Started` again with
+    ///   sequence 0 (the same id), and counts on from there;
+    /// * the time an input arrived: deadlines (grace, idle timeout, updates) of rebuilt calls
+    ///   count from the replay.
+    pub fn last_key(&self) -> Option<&str> {
+        self.last_call
+            .and_then(|id| self.calls.get(&id))
+            .map(|c| c.linkedid.as_str())
+    }
+
+    /// Keys that no open call uses any more, since the last take: for every call emitted
+    /// (complete, flushed, evicted, resynced: every final record), its Linkedid and every key
+    /// merged into it (Linkedids of merged calls, provisional keys of Asterisk 11 channels
+    /// without a Linkedid), i.e. every key [`AmiAssembler::last_key`] returned for its inputs.
+    /// Call it after draining [`AmiAssembler::poll_output`]; a key may be returned again later
+    /// when a new call uses it.
+    ///
+    /// Until the first call, only the most recent [`AmiAssemblerConfig::remember_emitted`]
+    /// keys are kept (an assembler nobody journals for does not grow); from the first call on,
+    /// every key is kept until taken, so take them after every input.
+    pub fn take_retired(&mut self) -> Vec<String> {
+        self.retired_taken = true;
+        self.retired.drain(..).map(String::from).collect()
+    }
+
+    /// Emits every call whose deadline has passed at `now`, and in progressive mode every
+    /// `Updated` snapshot due. Safe to call at any time.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clamp(now);
-        while let Some(&(deadline, id)) = self.timers.first() {
-            if deadline > now {
-                break;
-            }
-            self.timers.remove(&(deadline, id));
-            if let Some(call) = self.calls.get(&id) {
-                let reason = if call.finished_at.is_some() {
-                    None
-                } else {
-                    Some(FlushReason::IdleTimeout)
-                };
-                self.emit(id, reason);
+        loop {
+            let deadline = self.timers.first().copied().filter(|t| t.0 <= now);
+            let update = self.updates.first().copied().filter(|t| t.0 <= now);
+            match (deadline, update) {
+                // At equal times the call's end goes first (no snapshot just before it).
+                (Some(d), u) if u.is_none_or(|u| d.0 <= u.0) => {
+                    let (deadline, id) = d;
+                    self.timers.remove(&(deadline, id));
+                    if let Some(call) = self.calls.get(&id) {
+                        let reason = if call.finished_at.is_some() {
+                            None
+                        } else {
+                            Some(FlushReason::IdleTimeout)
+                        };
+                        self.emit(id, reason, now);
+                    }
+                }
+                (_, Some((at, id))) => {
+                    self.updates.remove(&(at, id));
+                    let finished = match self.calls.get_mut(&id) {
+                        Some(call) => {
+                            call.update_at = None;
+                            call.finished_at.is_some()
+                        }
+                        None => continue,
+                    };
+                    if !finished {
+                        self.snapshot(id, UpdateEvent::Updated, now);
+                        self.schedule_update(id, now);
+                    }
+                }
+                _ => break,
             }
         }
     }
@@ -948,7 +1349,7 @@ impl AmiAssembler {
     /// Emits every open call as it stands: finished ones complete, the others incomplete
     /// ([`FlushReason::EndOfInput`]), oldest first.
     pub fn flush(&mut self, now: Instant) {
-        self.clamp(now);
+        let now = self.clamp(now);
         let ids: Vec<u64> = self.calls.keys().copied().collect();
         for id in ids {
             let reason = match self.calls.get(&id) {
@@ -956,15 +1357,23 @@ impl AmiAssembler {
                 Some(_) => Some(FlushReason::EndOfInput),
                 None => continue,
             };
-            self.emit(id, reason);
+            self.emit(id, reason, now);
         }
         self.timers.clear();
+        self.updates.clear();
+        self.pending_started.clear();
     }
 
-    /// When [`AmiAssembler::handle_timeout`] should next be called, or `None` when no call is
+    /// When [`AmiAssembler::handle_timeout`] should next be called (a call's grace or idle
+    /// deadline, or in progressive mode its next `Updated` snapshot), or `None` when no call is
     /// open. Changes after every `handle_*` call.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|t| t.0)
+        let deadline = self.timers.first().map(|t| t.0);
+        let update = self.updates.first().map(|t| t.0);
+        match (deadline, update) {
+            (Some(d), Some(u)) => Some(d.min(u)),
+            (d, u) => d.or(u),
+        }
     }
 
     /// The next output, or `None`. Drain after every `handle_*` call.
@@ -982,7 +1391,8 @@ impl AmiAssembler {
         self.channels.len()
     }
 
-    /// Whether nothing is open and nothing waits to be polled.
+    /// Whether nothing is open and nothing waits to be polled (keys waiting for
+    /// [`AmiAssembler::take_retired`] do not count).
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()
             && self.outputs.is_empty()
@@ -990,6 +1400,8 @@ impl AmiAssembler {
             && self.by_linkedid.is_empty()
             && self.bridges.is_empty()
             && self.timers.is_empty()
+            && self.updates.is_empty()
+            && self.pending_started.is_empty()
     }
 
     /// Counters.
@@ -1024,6 +1436,7 @@ impl AmiAssembler {
                     return;
                 };
                 self.stats.events += 1;
+                self.touched = Some(id);
                 if let Some(call) = self.calls.get_mut(&id) {
                     // For an alias this is the "merged" kind of end: the call goes on.
                     if call.linkedid == lid {
@@ -1039,6 +1452,7 @@ impl AmiAssembler {
                     return;
                 };
                 self.stats.events += 1;
+                self.touched = Some(id);
                 let max = self.config.max_items_per_call;
                 if let Some(call) = self.calls.get_mut(&id) {
                     if call.cdr.len() < max {
@@ -1057,6 +1471,7 @@ impl AmiAssembler {
                     .copied();
                 let Some(id) = id else { return };
                 self.stats.events += 1;
+                self.touched = Some(id);
                 let max = self.config.max_items_per_call;
                 if let Some(call) = self.calls.get_mut(&id) {
                     let dup = call
@@ -1119,7 +1534,7 @@ impl AmiAssembler {
     fn new_call(&mut self, now: Instant, stamp: Stamp, linkedid: CompactString) -> u64 {
         if self.calls.len() >= self.config.max_open_calls.max(1) {
             if let Some(&(_, victim)) = self.timers.first() {
-                self.emit(victim, Some(FlushReason::Evicted));
+                self.emit(victim, Some(FlushReason::Evicted), now);
             }
         }
         self.seq += 1;
@@ -1144,9 +1559,17 @@ impl AmiAssembler {
                 last: stamp,
                 finished_at: None,
                 deadline,
+                created_at: now,
+                id: None,
+                next_seq: 0,
+                update_at: None,
             },
         );
         self.timers.insert((deadline, id));
+        self.touched = Some(id);
+        if self.config.progress_interval.is_some() {
+            self.pending_started.push(id);
+        }
         id
     }
 
@@ -1216,6 +1639,14 @@ impl AmiAssembler {
             return;
         };
         self.timers.remove(&(old.deadline, from));
+        if let Some(at) = old.update_at {
+            self.updates.remove(&(at, from));
+        }
+        // In progressive mode its records stop here (the survivor's go on): its id is not
+        // given out again.
+        if let Some((_, key, part)) = &old.id {
+            self.give_id(key, *part);
+        }
         self.stats.merges += 1;
         let max_legs = self.config.max_legs_per_call;
         let max = self.config.max_items_per_call;
@@ -1270,6 +1701,11 @@ impl AmiAssembler {
 
     fn apply_channel(&mut self, now: Instant, stamp: Stamp, ev: Ev, kind: Kind) {
         let Some(uid) = ev.uid.clone() else { return };
+        if !self.channels.contains_key(&uid) && self.emitted.contains(&uid) {
+            // A channel of a call already emitted: late, whatever the event.
+            self.known(&uid, ev.name);
+            return;
+        }
         let teardown = matches!(kind, Kind::Hangup { .. } | Kind::ChanEnd);
         let Some(mut id) = self.locate(now, stamp, &uid, ev.linkedid.as_ref(), !teardown) else {
             if teardown {
@@ -1300,6 +1736,7 @@ impl AmiAssembler {
         if let Some(&cur) = self.channels.get(&uid) {
             id = cur;
         }
+        self.touched = Some(id);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1348,6 +1785,12 @@ impl AmiAssembler {
             }
             if ev.up {
                 set_time(&mut leg.answered, stamp);
+            }
+            if let Some(t) = &ev.tenant {
+                leg.tenant = t.clone();
+            }
+            if let Some(a) = &ev.accountcode {
+                leg.accountcode = a.clone();
             }
         }
         if let Some(c) = new_called {
@@ -1493,7 +1936,7 @@ impl AmiAssembler {
         }
     }
 
-    /// Recomputes whether the call is finished and its deadline.
+    /// Recomputes whether the call is finished, its deadline and its next update.
     fn refresh(&mut self, id: u64, now: Instant) {
         let (grace, idle) = (self.config.grace, self.config.idle_timeout);
         let Some(call) = self.calls.get_mut(&id) else {
@@ -1516,13 +1959,77 @@ impl AmiAssembler {
             call.deadline = deadline;
         }
         self.timers.insert((deadline, id));
+        // No `Updated` snapshot while a finished call waits out its grace period.
+        if call.finished_at.is_some() {
+            if let Some(at) = call.update_at.take() {
+                self.updates.remove(&(at, id));
+            }
+        } else if call.update_at.is_none() {
+            self.schedule_update(id, now);
+        }
     }
 
-    fn emit(&mut self, id: u64, reason: Option<FlushReason>) {
-        let Some(call) = self.calls.remove(&id) else {
+    /// Progressive mode: schedules the next `Updated` snapshot of an unfinished call whose
+    /// `Started` is out, at the first multiple of the interval after its creation that is
+    /// later than `now`.
+    fn schedule_update(&mut self, id: u64, now: Instant) {
+        let Some(iv) = self.config.progress_interval else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(at) = call.update_at.take() {
+            self.updates.remove(&(at, id));
+        }
+        if call.finished_at.is_some() || call.next_seq == 0 {
+            return;
+        }
+        if let Some(at) = next_tick(call.created_at, iv, now) {
+            call.update_at = Some(at);
+            self.updates.insert((at, id));
+        }
+    }
+
+    /// Progressive mode: the `Started` snapshots of the calls the last input created.
+    fn send_started(&mut self, now: Instant) {
+        if self.pending_started.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.pending_started) {
+            if self.calls.get(&id).is_some_and(|c| c.next_seq == 0) {
+                self.snapshot(id, UpdateEvent::Started, now);
+                self.schedule_update(id, now);
+            }
+        }
+    }
+
+    /// Emits a snapshot of an open call (progressive mode).
+    fn snapshot(&mut self, id: u64, event: UpdateEvent, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        fix_id(call, &self.config.site, &self.given_ids);
+        let sequence = call.next_seq;
+        call.next_seq = sequence.saturating_add(1);
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let mut record = self.build(call, None, Some(now));
+        record.update = Some(CallUpdate { sequence, event });
+        self.stats.snapshots += 1;
+        self.outputs.push_back(Output::Call(record));
+    }
+
+    /// Emits a call: complete when `reason` is `None`, else flushed for that reason.
+    fn emit(&mut self, id: u64, reason: Option<FlushReason>, now: Instant) {
+        let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
         self.timers.remove(&(call.deadline, id));
+        if let Some(at) = call.update_at.take() {
+            self.updates.remove(&(at, id));
+        }
         for lid in std::iter::once(&call.linkedid).chain(call.aliases.iter()) {
             if self.by_linkedid.get(lid) == Some(&id) {
                 self.by_linkedid.remove(lid);
@@ -1549,13 +2056,61 @@ impl AmiAssembler {
                 self.emitted.remove(&old);
             }
         }
+        for key in std::iter::once(&call.linkedid).chain(call.aliases.iter()) {
+            self.retired.push_back(key.clone());
+        }
+        if !self.retired_taken {
+            let keep = self.config.remember_emitted.max(1);
+            while self.retired.len() > keep {
+                self.retired.pop_front();
+            }
+        }
         if reason.is_none() {
             self.stats.complete += 1;
         } else {
             self.stats.incomplete += 1;
         }
-        let built = self.build(&call, reason);
+        fix_id(&mut call, &self.config.site, &self.given_ids);
+        if let Some((_, key, part)) = &call.id {
+            let (key, part) = (key.clone(), *part);
+            self.give_id(&key, part);
+        }
+        let mut built = self.build(&call, reason, None);
+        if self.config.progress_interval.is_some() {
+            if call.next_seq == 0 {
+                // Created and emitted by the same input: its `Started` goes out first.
+                let mut started = self.build(&call, None, Some(now));
+                started.update = Some(CallUpdate {
+                    sequence: 0,
+                    event: UpdateEvent::Started,
+                });
+                self.stats.snapshots += 1;
+                self.outputs.push_back(Output::Call(started));
+                call.next_seq = 1;
+            }
+            built.update = Some(CallUpdate {
+                sequence: call.next_seq,
+                event: UpdateEvent::Ended,
+            });
+        }
         self.outputs.push_back(Output::Call(built));
+    }
+
+    /// Remembers that the id of (`key`, `part`) was given out, so that a later call under the
+    /// same key gets the next part.
+    fn give_id(&mut self, key: &CompactString, part: u32) {
+        match self.given_ids.get_mut(key) {
+            Some(p) => *p = (*p).max(part),
+            None => {
+                self.given_ids.insert(key.clone(), part);
+                self.given_order.push_back(key.clone());
+            }
+        }
+        while self.given_order.len() > self.config.remember_emitted {
+            if let Some(old) = self.given_order.pop_front() {
+                self.given_ids.remove(&old);
+            }
+        }
     }
 
     /// The wall time of a stamp: its own, or placed by the latest anchor.
@@ -1596,7 +2151,15 @@ impl AmiAssembler {
             || self.config.trunk_contexts.iter().any(|c| *c == leg.context)
     }
 
-    fn build(&self, call: &OpenCall, reason: Option<FlushReason>) -> Call {
+    /// The record of a call: final (`snapshot_at` `None`; complete when `reason` is `None`)
+    /// or a snapshot taken at `snapshot_at` (incomplete, no reason, `update` left to the
+    /// caller).
+    fn build(
+        &self,
+        call: &OpenCall,
+        reason: Option<FlushReason>,
+        snapshot_at: Option<Instant>,
+    ) -> Call {
         let fallback = epoch_to_local(&call.linkedid, self.config.utc_offset_secs);
         let wall = |s: Stamp| self.wall(s, fallback, call.first.at);
         let start_time = call
@@ -1605,14 +2168,14 @@ impl AmiAssembler {
             .filter_map(|l| l.created.map(wall))
             .min()
             .unwrap_or_else(|| wall(call.first));
-        let end_time = if reason.is_none() {
-            call.legs
-                .iter()
-                .filter_map(|l| l.hungup.map(wall))
-                .max()
-                .unwrap_or_else(|| wall(call.last))
-        } else {
-            wall(call.last)
+        let last_hangup = || call.legs.iter().filter_map(|l| l.hungup.map(wall)).max();
+        let end_time = match (snapshot_at, reason) {
+            // A snapshot lasts until it is taken (or the last thing seen, if later).
+            (Some(at), _) => wall(Stamp { at, wall: None })
+                .max(wall(call.last))
+                .max(last_hangup().unwrap_or(start_time)),
+            (None, None) => last_hangup().unwrap_or_else(|| wall(call.last)),
+            (None, Some(_)) => wall(call.last),
         }
         .max(start_time);
         let caller = call.caller();
@@ -1665,9 +2228,17 @@ impl AmiAssembler {
                 }
             }
         };
+        let caller_num = caller.map(|c| c.cid_num.clone()).unwrap_or_default();
+        let longer = |n: &str| {
+            self.config
+                .internal_number_max_len
+                .is_some_and(|max| n.bytes().filter(u8::is_ascii_digit).count() > max)
+        };
         let direction = match caller {
             Some(c) if self.is_trunk(c) => CallDirection::Inbound,
             _ if call.legs.iter().any(|l| self.is_trunk(l)) => CallDirection::Outbound,
+            _ if longer(&caller_num) => CallDirection::Inbound,
+            _ if longer(&call.called) => CallDirection::Outbound,
             _ => CallDirection::Internal,
         };
         let mut parties: Vec<Party> = Vec::new();
@@ -1708,13 +2279,17 @@ impl AmiAssembler {
             })
             .collect();
         let start_bytes = format_timestamp(&start_time, b'-', b' ');
+        let (id, part) = match &call.id {
+            Some((id, _, part)) => (id.clone(), *part),
+            None => (call_id(&self.config.site, &call.linkedid, 0), 0),
+        };
         Call {
-            id: stable_id(Source::Ami, &self.config.site, &call.linkedid),
+            id,
             source: Source::Ami,
             site: CompactString::from(self.config.site.as_str()),
             call_id: call.linkedid.clone(),
             boot_epoch: 0,
-            part: 0,
+            part,
             start: CompactString::from_utf8_lossy(&start_bytes),
             start_time,
             end_time,
@@ -1723,13 +2298,14 @@ impl AmiAssembler {
             hold: 0,
             park: 0,
             direction,
-            caller: caller.map(|c| c.cid_num.clone()).unwrap_or_default(),
+            tenant: self.tenant(call),
+            caller: caller_num,
             called: call.called.clone(),
             dialled: call.called.clone(),
             answered: answer_time.is_some(),
             answered_by,
             parties,
-            complete: reason.is_none(),
+            complete: reason.is_none() && snapshot_at.is_none(),
             flush_reason: reason,
             records: Vec::new(),
             linkedid: call.linkedid.clone(),
@@ -1747,7 +2323,60 @@ impl AmiAssembler {
                 .collect(),
             recordings: call.recordings.clone(),
             cdr: call.cdr.clone(),
+            update: None,
         }
+    }
+
+    /// The tenant of a call: the first non-empty `TenantID` (caller leg first, then the others
+    /// in order of creation), else the first tenant rule matching the caller leg, else the
+    /// first matching another leg, else none.
+    fn tenant(&self, call: &OpenCall) -> CompactString {
+        let caller = call.caller();
+        let legs = || {
+            caller.into_iter().chain(
+                call.legs
+                    .iter()
+                    .filter(move |l| caller.is_none_or(|c| c.uid != l.uid)),
+            )
+        };
+        if let Some(l) = legs().find(|l| !l.tenant.is_empty()) {
+            return l.tenant.clone();
+        }
+        let rules = &self.config.tenant_rules;
+        if rules.is_empty() {
+            return CompactString::default();
+        }
+        let field = |leg: &LegState, f: RuleField| -> CompactString {
+            match f {
+                RuleField::Context => leg.context.clone(),
+                RuleField::Channel if leg.first_name.is_empty() => leg.name.clone(),
+                RuleField::Channel => leg.first_name.clone(),
+                RuleField::Caller => leg.cid_num.clone(),
+                RuleField::Called => call.called.clone(),
+                RuleField::Accountcode => leg.accountcode.clone(),
+            }
+        };
+        let none = LegState::default();
+        let mut any = false;
+        for leg in legs() {
+            any = true;
+            if let Some(r) = rules
+                .iter()
+                .find(|r| field(leg, r.field).starts_with(r.prefix.as_str()))
+            {
+                return CompactString::from(r.tenant.as_str());
+            }
+        }
+        if !any {
+            // A call without legs: only `Called` rules (and catch-alls) can match.
+            if let Some(r) = rules
+                .iter()
+                .find(|r| field(&none, r.field).starts_with(r.prefix.as_str()))
+            {
+                return CompactString::from(r.tenant.as_str());
+            }
+        }
+        CompactString::default()
     }
 
     /// The party that answered: the far end of the answering pair, seen from the caller.
@@ -1797,6 +2426,60 @@ impl AmiAssembler {
                 .is_some_and(|(b, h)| b == base && h == other_half)
         })
     }
+}
+
+/// The id of an Asterisk call: [`stable_id`] of its key for part 0, with `/part-N` after it for
+/// a later part.
+fn call_id(site: &str, key: &str, part: u32) -> String {
+    if part == 0 {
+        return stable_id(Source::Ami, site, key);
+    }
+    let digits = part.to_string();
+    stable_id_of(&[
+        b"ami/",
+        site.as_bytes(),
+        b"/",
+        key.as_bytes(),
+        b"/part-",
+        digits.as_bytes(),
+    ])
+}
+
+/// Fixes a call's id when it is first needed (its first record): the key is its Linkedid then,
+/// and the part the one after the last given out under that key.
+fn fix_id(call: &mut OpenCall, site: &str, given: &BTreeMap<CompactString, u32>) {
+    if call.id.is_none() {
+        let key = call.linkedid.clone();
+        let part = given.get(&key).map_or(0, |p| p.saturating_add(1));
+        call.id = Some((call_id(site, &key, part), key, part));
+    }
+}
+
+/// The first `created + k * iv` (k >= 1) later than `now`; `None` for a zero interval or past
+/// the end of time.
+fn next_tick(created: Instant, iv: Duration, now: Instant) -> Option<Instant> {
+    let step = iv.as_nanos();
+    if step == 0 {
+        return None;
+    }
+    let k = now.saturating_duration_since(created).as_nanos() / step + 1;
+    let offset = u64::try_from(step.checked_mul(k)?).ok()?;
+    created.checked_add(Duration::from_nanos(offset))
+}
+
+/// `HH:MM:SS` (or plain seconds) in seconds.
+fn parse_hms(text: &str) -> Option<u64> {
+    let mut secs: u64 = 0;
+    let mut parts = 0;
+    for p in text.trim().split(':') {
+        parts += 1;
+        if parts > 3 {
+            return None;
+        }
+        let n: u64 = p.trim().parse().ok()?;
+        secs = secs.checked_mul(60)?.checked_add(n)?;
+    }
+    Some(secs)
 }
 
 /// The extension of a Local channel name (`Local/2001@phones-0000002d;2` gives `2001`).
@@ -2036,5 +2719,561 @@ mod tests {
             "2014-10-28 16:36:40.500"
         );
         assert!(epoch_to_local("x", 0).is_none());
+    }
+
+    /// An event about channel `uid` of call `lid`, with more headers.
+    fn ev(event: &str, uid: &str, lid: &str, more: &[(&str, &str)]) -> AmiMessage<'static> {
+        let mut h = vec![("Event", event), ("Uniqueid", uid), ("Linkedid", lid)];
+        h.extend_from_slice(more);
+        msg(&h)
+    }
+
+    fn outputs(asm: &mut AmiAssembler) -> Vec<Output> {
+        std::iter::from_fn(|| asm.poll_output()).collect()
+    }
+
+    fn update(c: &Call) -> (u32, UpdateEvent) {
+        let u = c.update.unwrap();
+        (u.sequence, u.event)
+    }
+
+    fn progressive(secs: u64) -> AmiAssemblerConfig {
+        AmiAssemblerConfig {
+            progress_interval: Some(Duration::from_secs(secs)),
+            ..AmiAssemblerConfig::default()
+        }
+    }
+
+    #[test]
+    fn progressive_mode_sends_started_updates_and_ended() {
+        let base = Instant::now();
+        let at = |s: u64| base + Duration::from_secs(s);
+        let mut asm = AmiAssembler::new(progressive(10));
+        asm.handle_message(
+            at(0),
+            &ev(
+                "Newchannel",
+                "1.1",
+                "1.1",
+                &[
+                    ("Channel", "SIP/a-1"),
+                    ("CallerIDNum", "100"),
+                    ("Exten", "200"),
+                ],
+            ),
+        );
+        let started = drain(&mut asm);
+        assert_eq!(started.len(), 1);
+        let s = &started[0];
+        assert_eq!(update(s), (0, UpdateEvent::Started));
+        assert!(!s.complete && s.flush_reason.is_none());
+        assert_eq!((s.caller.as_str(), s.legs.len()), ("100", 1));
+        // The next update is due 10 s after the creation, before the idle deadline.
+        assert_eq!(asm.poll_timeout(), Some(at(10)));
+        asm.handle_message(
+            at(4),
+            &ev("Newchannel", "1.2", "1.1", &[("Channel", "SIP/b-2")]),
+        );
+        assert!(drain(&mut asm).is_empty(), "a new leg sends no snapshot");
+        asm.handle_timeout(at(9));
+        assert!(drain(&mut asm).is_empty());
+        asm.handle_timeout(at(10));
+        let u = drain(&mut asm);
+        assert_eq!(u.len(), 1);
+        assert_eq!(update(&u[0]), (1, UpdateEvent::Updated));
+        assert_eq!((u[0].legs.len(), u[0].duration), (2, 10));
+        assert_eq!(u[0].id, s.id);
+        // Called late: one snapshot, and the next on the 10 s grid.
+        asm.handle_timeout(at(35));
+        let u = drain(&mut asm);
+        assert_eq!(u.len(), 1);
+        assert_eq!(update(&u[0]), (2, UpdateEvent::Updated));
+        assert_eq!(asm.poll_timeout(), Some(at(40)));
+        // Finished: no update while it waits out the grace period.
+        for uid in ["1.1", "1.2"] {
+            asm.handle_message(at(39), &ev("Hangup", uid, "1.1", &[("Cause", "16")]));
+        }
+        assert_eq!(asm.poll_timeout(), Some(at(41)));
+        asm.handle_timeout(at(41));
+        let end = drain(&mut asm);
+        assert_eq!(end.len(), 1);
+        assert_eq!(update(&end[0]), (3, UpdateEvent::Ended));
+        assert!(end[0].complete);
+        assert_eq!(end[0].id, s.id);
+        assert_eq!(asm.stats().snapshots, 3);
+        assert!(asm.is_idle());
+        assert_eq!(asm.poll_timeout(), None);
+    }
+
+    #[test]
+    fn complete_mode_has_no_update_and_progressive_flush_ends_calls() {
+        let base = Instant::now();
+        let mut asm = AmiAssembler::new(AmiAssemblerConfig::default());
+        asm.handle_message(base, &ev("Newchannel", "1.1", "1.1", &[]));
+        asm.flush(base);
+        let c = drain(&mut asm);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].update, None);
+
+        let mut asm = AmiAssembler::new(progressive(0));
+        asm.handle_message(base, &ev("Newchannel", "1.1", "1.1", &[]));
+        // A zero interval: Started and Ended only, and no update deadline.
+        assert_eq!(
+            asm.poll_timeout(),
+            Some(base + AmiAssemblerConfig::default().idle_timeout)
+        );
+        asm.flush(base + Duration::from_secs(100));
+        let c = drain(&mut asm);
+        let seqs: Vec<_> = c.iter().map(update).collect();
+        assert_eq!(seqs, [(0, UpdateEvent::Started), (1, UpdateEvent::Ended)]);
+        assert_eq!(c[1].flush_reason, Some(FlushReason::EndOfInput));
+        assert!(asm.is_idle());
+    }
+
+    #[test]
+    fn progressive_merge_continues_the_older_calls_sequence() {
+        let base = Instant::now();
+        let at = |s: u64| base + Duration::from_secs(s);
+        let mut asm = AmiAssembler::new(progressive(5));
+        asm.handle_message(at(0), &ev("Newchannel", "1.1", "1.1", &[]));
+        asm.handle_timeout(at(5));
+        asm.handle_message(at(6), &ev("Newchannel", "2.1", "2.1", &[]));
+        let first = drain(&mut asm);
+        assert_eq!(first.len(), 3);
+        let (older, younger) = (first[0].id.clone(), first[2].id.clone());
+        assert_eq!(update(&first[2]), (0, UpdateEvent::Started));
+        // The younger call's channel joins the older call.
+        asm.handle_message(
+            at(7),
+            &ev("BridgeEnter", "2.1", "1.1", &[("BridgeUniqueid", "b")]),
+        );
+        assert_eq!(asm.open_calls(), 1);
+        asm.handle_timeout(at(10));
+        let u = drain(&mut asm);
+        assert_eq!(u.len(), 1);
+        assert_eq!(
+            (u[0].id.as_str(), update(&u[0])),
+            (older.as_str(), (2, UpdateEvent::Updated))
+        );
+        assert_eq!(u[0].legs.len(), 2);
+        asm.flush(at(11));
+        let end = drain(&mut asm);
+        assert_eq!(end.len(), 1);
+        assert_eq!(
+            (end[0].id.as_str(), update(&end[0])),
+            (older.as_str(), (3, UpdateEvent::Ended))
+        );
+        assert_ne!(older, younger);
+        let mut retired = asm.take_retired();
+        retired.sort();
+        assert_eq!(retired, ["1.1", "2.1"]);
+    }
+
+    #[test]
+    fn direction_by_number_length() {
+        let base = Instant::now();
+        let config = AmiAssemblerConfig {
+            internal_number_max_len: Some(4),
+            trunk_contexts: vec!["from-trunk".into()],
+            ..AmiAssemblerConfig::default()
+        };
+        let run = |caller: &str, exten: &str, context: &str| {
+            let mut asm = AmiAssembler::new(config.clone());
+            asm.handle_message(
+                base,
+                &ev(
+                    "Newchannel",
+                    "1.1",
+                    "1.1",
+                    &[
+                        ("CallerIDNum", caller),
+                        ("Exten", exten),
+                        ("Context", context),
+                    ],
+                ),
+            );
+            asm.flush(base);
+            drain(&mut asm).remove(0).direction
+        };
+        assert_eq!(
+            run("+44 20 7946 0000", "2001", "internal"),
+            CallDirection::Inbound
+        );
+        assert_eq!(
+            run("2001", "00442079460000", "internal"),
+            CallDirection::Outbound
+        );
+        assert_eq!(run("2001", "2002", "internal"), CallDirection::Internal);
+        assert_eq!(run("20011", "2002", "internal"), CallDirection::Inbound);
+        // A trunk rule decides first.
+        assert_eq!(
+            run("2001", "00442079460000", "from-trunk"),
+            CallDirection::Inbound
+        );
+        // Without the setting, length means nothing.
+        let mut asm = AmiAssembler::new(AmiAssemblerConfig::default());
+        asm.handle_message(
+            base,
+            &ev(
+                "Newchannel",
+                "1.1",
+                "1.1",
+                &[("CallerIDNum", "+442079460000")],
+            ),
+        );
+        asm.flush(base);
+        assert_eq!(drain(&mut asm)[0].direction, CallDirection::Internal);
+    }
+
+    #[test]
+    fn tenant_from_tenant_id_or_rules() {
+        let base = Instant::now();
+        let rule = |field, prefix: &str, tenant: &str| TenantRule {
+            field,
+            prefix: prefix.into(),
+            tenant: tenant.into(),
+        };
+        let config = AmiAssemblerConfig {
+            tenant_rules: vec![
+                rule(RuleField::Context, "acme-", "acme"),
+                rule(RuleField::Accountcode, "glob", "globex"),
+                rule(RuleField::Called, "9", "nines"),
+                rule(RuleField::Channel, "PJSIP/initech", "initech"),
+            ],
+            ..AmiAssemblerConfig::default()
+        };
+        let run = |legs: &[&[(&str, &str)]]| {
+            let mut asm = AmiAssembler::new(config.clone());
+            for (i, more) in legs.iter().enumerate() {
+                let uid = format!("1.{}", i + 1);
+                asm.handle_message(base, &ev("Newchannel", &uid, "1.1", more));
+            }
+            asm.flush(base);
+            drain(&mut asm).remove(0).tenant
+        };
+        assert_eq!(run(&[&[("Context", "acme-in")]]), "acme");
+        // The first rule matching the caller leg wins over later rules.
+        assert_eq!(
+            run(&[&[("Context", "acme-in"), ("AccountCode", "globex1")]]),
+            "acme"
+        );
+        assert_eq!(run(&[&[("AccountCode", "globex1")]]), "globex");
+        assert_eq!(run(&[&[("Exten", "9123")]]), "nines");
+        // The caller leg matched nothing: the other legs in order of creation.
+        assert_eq!(
+            run(&[
+                &[("Context", "internal")],
+                &[("Channel", "PJSIP/initech-0001")],
+                &[("Context", "acme-out")],
+            ]),
+            "initech"
+        );
+        assert_eq!(run(&[&[("Context", "internal")]]), "");
+        // Asterisk 22's TenantID wins over the rules, caller leg first (case-insensitive).
+        assert_eq!(
+            run(&[&[("Context", "acme-in")], &[("TenantID", "umbrella")],]),
+            "umbrella"
+        );
+        assert_eq!(
+            run(&[&[("tenantid", "wayne")], &[("TenantID", "umbrella")]]),
+            "wayne"
+        );
+        // The latest TenantID of a channel counts (the dialplan sets it after creation).
+        let mut asm = AmiAssembler::new(config.clone());
+        asm.handle_message(base, &ev("Newchannel", "1.1", "1.1", &[("TenantID", "")]));
+        asm.handle_message(
+            base,
+            &ev(
+                "VarSet",
+                "1.1",
+                "1.1",
+                &[("Variable", "X"), ("TenantID", "stark")],
+            ),
+        );
+        asm.flush(base);
+        assert_eq!(drain(&mut asm)[0].tenant, "stark");
+    }
+
+    fn show(uid: &str, lid: &str, more: &[(&str, &str)]) -> AmiMessage<'static> {
+        let mut h = vec![
+            ("Event", "CoreShowChannel"),
+            ("Uniqueid", uid),
+            ("Linkedid", lid),
+        ];
+        h.extend_from_slice(more);
+        msg(&h)
+    }
+
+    #[test]
+    fn resync_closes_calls_whose_channels_vanished() {
+        let base = Instant::now();
+        let at = |s: u64| base + Duration::from_secs(s);
+        let mut asm = AmiAssembler::new(AmiAssemblerConfig::default());
+        let ts = |s: u64| format!("{}.000000", 1_700_000_000 + s);
+        // Call 1.1: two legs, both vanish during the gap.
+        for uid in ["1.1", "1.2"] {
+            asm.handle_message(
+                at(0),
+                &ev("Newchannel", uid, "1.1", &[("Timestamp", &ts(0))]),
+            );
+        }
+        asm.handle_message(
+            at(1),
+            &ev(
+                "BridgeEnter",
+                "1.2",
+                "1.1",
+                &[("BridgeUniqueid", "b1"), ("Timestamp", &ts(1))],
+            ),
+        );
+        // Call 2.1: one leg hung up before the gap, the other is still up.
+        for uid in ["2.1", "2.2"] {
+            asm.handle_message(
+                at(2),
+                &ev("Newchannel", uid, "2.1", &[("Timestamp", &ts(2))]),
+            );
+        }
+        asm.handle_message(at(3), &ev("Hangup", "2.2", "2.1", &[("Timestamp", &ts(3))]));
+        assert!(drain(&mut asm).is_empty());
+        asm.resync(at(30), &[show("2.1", "2.1", &[("Duration", "00:00:28")])]);
+        assert_eq!(asm.last_key(), None);
+        let calls = drain(&mut asm);
+        assert_eq!(calls.len(), 1);
+        let c = &calls[0];
+        assert_eq!(c.linkedid, "1.1");
+        assert!(!c.complete);
+        assert_eq!(c.flush_reason, Some(FlushReason::Resync));
+        // Its end is the resync, placed on the wall clock by the last event with a time.
+        assert_eq!(c.duration, 30);
+        assert!(c.legs.iter().all(|l| l.end == Some(c.end_time)));
+        assert_eq!(asm.stats().resynced, 1);
+        assert_eq!(asm.take_retired(), ["1.1"]);
+        // The live call stays open and completes normally.
+        assert_eq!(asm.open_calls(), 1);
+        asm.handle_message(
+            at(40),
+            &ev("Hangup", "2.1", "2.1", &[("Timestamp", &ts(40))]),
+        );
+        asm.handle_timeout(at(45));
+        let calls = drain(&mut asm);
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].complete);
+        assert_eq!(calls[0].duration, 38);
+        assert!(outputs(&mut asm).is_empty());
+        assert!(asm.is_idle());
+        // An event of a resynced call's channel is late.
+        asm.handle_message(at(46), &ev("Hangup", "1.1", "1.1", &[]));
+        assert!(matches!(
+            outputs(&mut asm).as_slice(),
+            [Output::Anomaly(Anomaly::AmiLateEvent { .. })]
+        ));
+    }
+
+    #[test]
+    fn resync_adopts_channels_it_does_not_know() {
+        let base = Instant::now();
+        let at = |s: u64| base + Duration::from_secs(s);
+        let mut asm = AmiAssembler::new(AmiAssemblerConfig::default());
+        asm.handle_message(
+            at(0),
+            &ev(
+                "Newchannel",
+                "1.1",
+                "1.1",
+                &[("Timestamp", "1700000000.000000")],
+            ),
+        );
+        // During the gap, 1.1 dialled 1.2 (which answered), and call 3.1 began.
+        asm.resync(
+            at(100),
+            &[
+                show(
+                    "3.1",
+                    "3.1",
+                    &[
+                        ("Channel", "PJSIP/c-3"),
+                        ("CallerIDNum", "300"),
+                        ("Exten", "400"),
+                        ("Context", "internal"),
+                        ("ChannelState", "4"),
+                        ("Duration", "00:00:10"),
+                    ],
+                ),
+                show(
+                    "1.2",
+                    "1.1",
+                    &[
+                        ("Channel", "PJSIP/b-2"),
+                        ("ChannelState", "6"),
+                        ("BridgeId", "br"),
+                        ("Duration", "00:01:00"),
+                    ],
+                ),
+                show(
+                    "1.1",
+                    "1.1",
+                    &[
+                        ("Channel", "PJSIP/a-1"),
+                        ("ChannelState", "6"),
+                        ("BridgeId", "br"),
+                        ("Duration", "00:01:40"),
+                    ],
+                ),
+            ],
+        );
+        assert!(outputs(&mut asm).is_empty());
+        assert_eq!((asm.open_calls(), asm.open_channels()), (2, 3));
+        // Their hangups are not unknown channels.
+        for (s, uid, lid) in [
+            (110, "1.2", "1.1"),
+            (110, "1.1", "1.1"),
+            (120, "3.1", "3.1"),
+        ] {
+            asm.handle_message(at(s), &ev("Hangup", uid, lid, &[("Cause", "16")]));
+            assert_eq!(asm.last_key(), Some(lid));
+        }
+        asm.handle_timeout(at(200));
+        let out = outputs(&mut asm);
+        assert!(out.iter().all(|o| matches!(o, Output::Call(_))), "{out:?}");
+        let calls: Vec<Call> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Call(c) => Some(c),
+                Output::Anomaly(_) => None,
+            })
+            .collect();
+        assert_eq!(calls.len(), 2);
+        let one = calls.iter().find(|c| c.linkedid == "1.1").unwrap();
+        assert!(one.complete);
+        assert_eq!(one.legs.len(), 2);
+        // Answered during the gap (seen as a bridge at the resync): a lower bound of billsec.
+        assert_eq!(
+            (one.disposition.as_str(), one.billsec),
+            ("ANSWERED", Some(10))
+        );
+        assert_eq!(one.duration, 110);
+        let three = calls.iter().find(|c| c.linkedid == "3.1").unwrap();
+        assert!(three.complete);
+        // Created at the resync minus its Duration.
+        assert_eq!(three.duration, 30);
+        assert_eq!(
+            (three.caller.as_str(), three.called.as_str()),
+            ("300", "400")
+        );
+        assert_eq!(three.legs[0].channel, "PJSIP/c-3");
+        assert_eq!(asm.stats().unknown, 0);
+        assert!(asm.is_idle());
+    }
+
+    #[test]
+    fn resync_progressive_and_empty_list() {
+        let base = Instant::now();
+        let mut asm = AmiAssembler::new(progressive(60));
+        asm.handle_message(base, &ev("Newchannel", "1.1", "1.1", &[]));
+        asm.resync(base, &[show("2.1", "2.1", &[])]);
+        let out = drain(&mut asm);
+        let got: Vec<(&str, (u32, UpdateEvent), Option<FlushReason>)> = out
+            .iter()
+            .map(|c| (c.linkedid.as_str(), update(c), c.flush_reason))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("1.1", (0, UpdateEvent::Started), None),
+                ("1.1", (1, UpdateEvent::Ended), Some(FlushReason::Resync)),
+                ("2.1", (0, UpdateEvent::Started), None),
+            ]
+        );
+        // The PBX restarted: no channel at all.
+        asm.resync(base, &[]);
+        let out = drain(&mut asm);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].flush_reason, Some(FlushReason::Resync));
+        assert!(asm.is_idle());
+    }
+
+    #[test]
+    fn last_key_and_retired_keys() {
+        let base = Instant::now();
+        let mut asm = AmiAssembler::new(AmiAssemblerConfig::default());
+        asm.handle_message(base, &msg(&[("Response", "Success"), ("Ping", "Pong")]));
+        assert_eq!(asm.last_key(), None);
+        // Asterisk 11: no Linkedid, so a provisional key per channel.
+        asm.handle_message(base, &msg(&[("Event", "Newchannel"), ("Uniqueid", "5.1")]));
+        assert_eq!(asm.last_key(), Some("5.1"));
+        asm.handle_message(base, &msg(&[("Event", "Newchannel"), ("Uniqueid", "5.2")]));
+        assert_eq!(asm.last_key(), Some("5.2"));
+        asm.handle_message(
+            base,
+            &msg(&[
+                ("Event", "Dial"),
+                ("SubEvent", "Begin"),
+                ("UniqueID", "5.1"),
+                ("DestUniqueID", "5.2"),
+            ]),
+        );
+        assert_eq!(asm.last_key(), Some("5.1"));
+        // The real Linkedid arrives with CEL: the call takes it on.
+        asm.handle_message(
+            base,
+            &msg(&[
+                ("Event", "CEL"),
+                ("EventName", "ANSWER"),
+                ("UniqueID", "5.2"),
+                ("LinkedID", "4.9"),
+            ]),
+        );
+        assert_eq!(asm.last_key(), Some("4.9"));
+        asm.handle_message(base, &ev("Hangup", "7.7", "7.7", &[]));
+        assert_eq!(asm.last_key(), None, "unknown channel");
+        assert!(asm.take_retired().is_empty());
+        asm.flush(base);
+        let mut keys = asm.take_retired();
+        keys.sort();
+        assert_eq!(keys, ["4.9", "5.1", "5.2"]);
+        assert!(asm.take_retired().is_empty());
+    }
+
+    #[test]
+    fn retired_keys_are_bounded_until_taken() {
+        let base = Instant::now();
+        let mut asm = AmiAssembler::new(AmiAssemblerConfig {
+            remember_emitted: 3,
+            ..AmiAssemblerConfig::default()
+        });
+        for i in 0..10 {
+            let uid = format!("{i}.1");
+            asm.handle_message(base, &ev("Newchannel", &uid, &uid, &[]));
+        }
+        asm.flush(base);
+        assert_eq!(asm.take_retired(), ["7.1", "8.1", "9.1"]);
+        for i in 10..20 {
+            let uid = format!("{i}.1");
+            asm.handle_message(base, &ev("Newchannel", &uid, &uid, &[]));
+        }
+        asm.flush(base);
+        assert_eq!(asm.take_retired().len(), 10);
+    }
+
+    #[test]
+    fn a_new_channel_under_an_emitted_linkedid_is_a_later_part() {
+        let base = Instant::now();
+        let mut asm = AmiAssembler::new(AmiAssemblerConfig::default());
+        asm.handle_message(base, &ev("Newchannel", "1.1", "1.1", &[]));
+        asm.flush(base);
+        let first = drain(&mut asm).remove(0);
+        assert_eq!(first.part, 0);
+        // A late event of its channel is dropped; a new channel of its Linkedid is part 1.
+        asm.handle_message(
+            base,
+            &ev("Newstate", "1.1", "1.1", &[("ChannelState", "6")]),
+        );
+        assert_eq!((asm.open_calls(), asm.stats().late), (0, 1));
+        asm.handle_message(base, &ev("Newchannel", "1.2", "1.1", &[]));
+        asm.flush(base);
+        let second = drain(&mut asm).remove(0);
+        assert_eq!(second.part, 1);
+        assert_ne!(second.id, first.id);
+        assert_eq!(second.call_id, first.call_id);
     }
 }

@@ -60,6 +60,10 @@ pub enum FlushReason {
     Evicted,
     /// The input ended (end of a replayed file, or an explicit flush).
     EndOfInput,
+    /// Asterisk: after the AMI connection was lost, the call's channels were no longer in the
+    /// PBX's channel list when the client reconnected (`CoreShowChannels`), so its end was not
+    /// seen.
+    Resync,
 }
 
 /// One party of a call: a device and the name the PBX gave it.
@@ -94,7 +98,8 @@ pub struct Call {
     pub boot_epoch: u32,
     /// 0 for a whole call. When records of a call arrive after it was emitted incomplete, they
     /// form part 1 (then 2, ...), with an id of its own, so no record is dropped as a duplicate
-    /// of the flushed part.
+    /// of the flushed part. (Asterisk: new channels with the Linkedid of a call already
+    /// emitted.)
     #[serde(default, skip_serializing_if = "is_zero")]
     pub part: u32,
     /// The start as the source wrote it (SMDR: `YYYY/MM/DD HH:MM:SS`, PBX local time).
@@ -115,6 +120,10 @@ pub struct Call {
     pub park: u32,
     /// Inbound, outbound or internal.
     pub direction: CallDirection,
+    /// The tenant: Asterisk 22's `TenantID` of the call's channels or the first matching
+    /// tenant rule (see `AmiAssemblerConfig::tenant_rules`); empty when none.
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub tenant: CompactString,
     /// The calling number.
     pub caller: CompactString,
     /// The number called.
@@ -165,6 +174,38 @@ pub struct Call {
     /// Asterisk: the `Cdr` events of the call's channels (field name to value), in arrival order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cdr: Vec<BTreeMap<CompactString, CompactString>>,
+    /// Progressive mode only (`AmiAssemblerConfig::progress_interval`): which record of the call
+    /// this is. `None` in complete mode, where each call is emitted once, when it is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<CallUpdate>,
+}
+
+/// Where a record stands among the records of one call in progressive mode.
+///
+/// In progressive mode an assembler emits several records for one call, all with the same
+/// [`Call::id`], numbered by `sequence` from 0: [`UpdateEvent::Started`] when the call is first
+/// seen, [`UpdateEvent::Updated`] periodically while it lasts, and [`UpdateEvent::Ended`] on the
+/// final record (the completed or flushed call, with `complete` and `flush_reason` as in
+/// complete mode). The records before the last have `complete: false` and no `flush_reason`.
+/// In complete mode [`Call::update`] is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallUpdate {
+    /// The record's number among the call's records, from 0 (`Started`), strictly increasing.
+    pub sequence: u32,
+    /// What the record reports.
+    pub event: UpdateEvent,
+}
+
+/// What a progressive record of a call reports (see [`CallUpdate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateEvent {
+    /// The call was first seen (sequence 0): a snapshot of it as it stood then.
+    Started,
+    /// A periodic snapshot while the call lasts (not finished, not emitted).
+    Updated,
+    /// The final record: the completed call, or the call flushed incomplete.
+    Ended,
 }
 
 /// One channel of an Asterisk call.

@@ -30,10 +30,10 @@ mod smdr;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-pub use asterisk::{AmiAssembler, AmiAssemblerConfig, AmiStats, CelRow};
+pub use asterisk::{AmiAssembler, AmiAssemblerConfig, AmiStats, CelRow, RuleField, TenantRule};
 pub use call::{
-    Call, CallDirection, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer, iso_timestamp,
-    stable_id,
+    Call, CallDirection, CallUpdate, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer,
+    UpdateEvent, iso_timestamp, stable_id,
 };
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
 
@@ -80,7 +80,8 @@ pub enum Anomaly {
         call_start: NaiveDateTime,
     },
     /// Asterisk: an event about a channel of a call that was already emitted (a `Cdr` or
-    /// `Hangup` later than the grace period); it was dropped.
+    /// `Hangup` later than the grace period, any event of a channel whose call was flushed or
+    /// resynced); it was dropped.
     AmiLateEvent {
         /// The event name (`Cdr`, `Hangup`, ...).
         event: String,

@@ -604,6 +604,7 @@ fn build_smdr_call(
         hold: sum(|r| r.hold_time),
         park: sum(|r| r.park_time),
         direction,
+        tenant: CompactString::default(),
         caller: text(|r| &r.caller),
         called: text(|r| &r.called_number),
         dialled: text(|r| &r.dialled_number),
@@ -621,6 +622,7 @@ fn build_smdr_call(
         transfers: Vec::new(),
         recordings: Vec::new(),
         cdr: Vec::new(),
+        update: None,
     }
 }
 
