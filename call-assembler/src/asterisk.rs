@@ -1650,6 +1650,7 @@ impl AmiAssembler {
         self.stats.merges += 1;
         let max_legs = self.config.max_legs_per_call;
         let max = self.config.max_items_per_call;
+        let (anchor, offset) = (self.anchor, self.config.utc_offset_secs);
         let Some(call) = self.calls.get_mut(&into) else {
             return;
         };
@@ -1662,7 +1663,12 @@ impl AmiAssembler {
                 self.stats.dropped += 1;
             }
         }
-        call.legs.sort_by_key(|l| l.created.map(|s| s.at));
+        // In order of creation on the wall clock (as the calls will show it), so that a replay
+        // of the same events at other `now`s gives the same order.
+        let fallback = epoch_to_local(&call.linkedid, offset);
+        let first = call.first.at.min(old.first.at);
+        call.legs
+            .sort_by_key(|l| l.created.map(|s| wall_at(anchor, s, fallback, first)));
         for a in old.answers {
             if call.answers.len() < max {
                 call.answers.push(a);
@@ -2120,22 +2126,7 @@ impl AmiAssembler {
         fallback_epoch: Option<NaiveDateTime>,
         first: Instant,
     ) -> NaiveDateTime {
-        if let Some(w) = s.wall {
-            return w;
-        }
-        let (w0, t0) = match self.anchor {
-            Some(a) => a,
-            None => (
-                fallback_epoch.unwrap_or(DateTime::UNIX_EPOCH.naive_utc()),
-                first,
-            ),
-        };
-        let delta = if s.at >= t0 {
-            TimeDelta::from_std(s.at.duration_since(t0)).unwrap_or(TimeDelta::zero())
-        } else {
-            -TimeDelta::from_std(t0.duration_since(s.at)).unwrap_or(TimeDelta::zero())
-        };
-        w0.checked_add_signed(delta).unwrap_or(w0)
+        wall_at(self.anchor, s, fallback_epoch, first)
     }
 
     fn is_trunk(&self, leg: &LegState) -> bool {
@@ -2426,6 +2417,32 @@ impl AmiAssembler {
                 .is_some_and(|(b, h)| b == base && h == other_half)
         })
     }
+}
+
+/// The wall time of a stamp: its own, or placed by `anchor` (the latest event with a time and
+/// the `now` it came at), else by the call's fallback epoch at its first `now`.
+fn wall_at(
+    anchor: Option<(NaiveDateTime, Instant)>,
+    s: Stamp,
+    fallback_epoch: Option<NaiveDateTime>,
+    first: Instant,
+) -> NaiveDateTime {
+    if let Some(w) = s.wall {
+        return w;
+    }
+    let (w0, t0) = match anchor {
+        Some(a) => a,
+        None => (
+            fallback_epoch.unwrap_or(DateTime::UNIX_EPOCH.naive_utc()),
+            first,
+        ),
+    };
+    let delta = if s.at >= t0 {
+        TimeDelta::from_std(s.at.duration_since(t0)).unwrap_or(TimeDelta::zero())
+    } else {
+        -TimeDelta::from_std(t0.duration_since(s.at)).unwrap_or(TimeDelta::zero())
+    };
+    w0.checked_add_signed(delta).unwrap_or(w0)
 }
 
 /// The id of an Asterisk call: [`stable_id`] of its key for part 0, with `/part-N` after it for
