@@ -306,6 +306,12 @@ impl Client {
         self.events.recv().await
     }
 
+    /// The next event if one is already queued, without waiting; `None` when none is (or the
+    /// task has stopped). Lets a consumer gather a burst into one batch.
+    pub fn try_next_event(&mut self) -> Option<ClientEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// Messages dropped because the consumer was too slow (see the module docs).
     pub fn dropped(&self) -> u64 {
         self.stats.dropped.load(Ordering::Relaxed)

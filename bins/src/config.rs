@@ -9,6 +9,8 @@ use cdr_sinks::webhook::WebhookConfig;
 use clap::Parser;
 use serde::Deserialize;
 
+use call_assembler::{AmiAssemblerConfig, TenantRule};
+
 use crate::sinks::SinkSpec;
 
 /// The default address the relay listens on for the PBX when nothing else is configured.
@@ -18,18 +20,13 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// The default database file.
 pub const DEFAULT_DB: &str = "./cdr-relay.db";
 
-/// Collects Avaya IP Office SMDR, assembles the records of each call into one completed call,
-/// keeps every call in a local store with a web page, and delivers it to webhooks and other sinks.
+/// The settings every relay shares: sinks, store, web server, logging, Sentry, replay.
 ///
-/// With no configuration it listens for the PBX on 0.0.0.0:5100, stores calls in
-/// ./cdr-relay.db and serves the web page on http://127.0.0.1:8080. Point the IP Office SMDR
-/// output at this machine (Manager: System > CDR/SMDR > IP address and port), or set SMDR_ADDR
-/// when the PBX listens and the relay should connect. Every option can also be set by the
-/// environment variable shown, or in a TOML file given with --config (keys as the long flags,
-/// with `_` for `-`).
-#[derive(Debug, Clone, Default, Parser)]
-#[command(name = "smdr-relay", version, about, long_about)]
-pub struct Args {
+/// Environment variables: the names shown; `smdr-relay` also reads the SMDR webhook logger's
+/// names (`SMDR_WEBHOOK_URL`, `SMDR_SITE`, ... : `SMDR_` before the name) when the new one is
+/// not set.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
     /// A TOML file with settings (flags and environment variables override it).
     #[arg(long, value_name = "FILE", env = "CDR_RELAY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -38,72 +35,59 @@ pub struct Args {
     #[arg(long)]
     pub check_config: bool,
 
-    /// Replay SMDR from this file (`-` for standard input) instead of a PBX; exit once every
-    /// call has been delivered to every sink or dead-lettered.
+    /// Replay a capture from this file (`-` for standard input) instead of a PBX; exit once
+    /// every call has been delivered to every sink or dead-lettered.
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
 
     /// Sinks to deliver to, repeatable: `store`, `webhook`, `jsonl:PATH` (`jsonl:-` = stdout).
-    /// Default: the store, plus the webhook when SMDR_WEBHOOK_URL is set.
+    /// Default: the store, plus the webhook when WEBHOOK_URL is set.
     #[arg(long = "sink", value_name = "KIND[:ARG]")]
     pub sinks: Vec<SinkSpec>,
 
-    /// Connect to the PBX at HOST:PORT (the PBX listens; IP Office with SMDR IP 0.0.0.0).
-    #[arg(long, env = "SMDR_ADDR", value_name = "HOST:PORT")]
-    pub smdr_addr: Option<String>,
-
-    /// Listen for the PBX on ADDR:PORT [default: 0.0.0.0:5100 when SMDR_ADDR is not set].
-    #[arg(long, env = "SMDR_LISTEN", value_name = "ADDR:PORT")]
-    pub smdr_listen: Option<String>,
-
     /// Site (PBX) name, part of every call and of its stable id.
-    #[arg(long, env = "SMDR_SITE")]
+    #[arg(long, env = "CDR_RELAY_SITE")]
     pub site: Option<String>,
 
-    /// Seconds a call may wait for its next record before it is delivered incomplete
+    /// Seconds a call may go without news before it is delivered incomplete
     /// [default: 14400].
-    #[arg(long, env = "SMDR_IDLE_TIMEOUT", value_name = "SECONDS")]
+    #[arg(long, env = "CDR_RELAY_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
 
-    /// Seconds without any byte from the PBX after which the connection is re-established
-    /// (0 = never) [default: 0].
-    #[arg(long, env = "SMDR_READ_TIMEOUT", value_name = "SECONDS")]
-    pub read_timeout: Option<u64>,
-
     /// Webhook URL: each completed call is POSTed there as JSON.
-    #[arg(long, env = "SMDR_WEBHOOK_URL", value_name = "URL")]
+    #[arg(long, env = "WEBHOOK_URL", value_name = "URL")]
     pub webhook_url: Option<String>,
 
     /// Value of the Authorization header sent to the webhook, as-is.
-    #[arg(long, env = "SMDR_WEBHOOK_KEY", hide_env_values = true)]
+    #[arg(long, env = "WEBHOOK_KEY", hide_env_values = true)]
     pub webhook_key: Option<String>,
 
     /// Standard Webhooks secret (whsec_...): sign every request.
-    #[arg(long, env = "SMDR_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
     /// Attempts before a webhook delivery is dead-lettered [default: 25].
-    #[arg(long, env = "SMDR_WEBHOOK_MAX_RETRIES")]
+    #[arg(long, env = "WEBHOOK_MAX_RETRIES")]
     pub webhook_max_retries: Option<u32>,
 
     /// First retry delay in seconds, doubling up to an hour, with full jitter [default: 30].
-    #[arg(long, env = "SMDR_WEBHOOK_RETRY_DELAY", value_name = "SECONDS")]
+    #[arg(long, env = "WEBHOOK_RETRY_DELAY", value_name = "SECONDS")]
     pub webhook_retry_delay: Option<u64>,
 
     /// Extra trusted CA certificates (PEM) for the webhook's TLS.
-    #[arg(long, env = "SMDR_WEBHOOK_CA_FILE", value_name = "FILE")]
+    #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
     pub webhook_ca_file: Option<PathBuf>,
 
     /// Sentry DSN: errors and dead letters are reported there.
-    #[arg(long, env = "SMDR_SENTRY_DSN", hide_env_values = true)]
+    #[arg(long, env = "SENTRY_DSN", hide_env_values = true)]
     pub sentry_dsn: Option<String>,
 
-    /// Sentry cron check-in URL, called every SMDR_SENTRY_CRON_INTERVAL seconds.
-    #[arg(long, env = "SMDR_SENTRY_CRON_URL", hide_env_values = true)]
+    /// Sentry cron check-in URL, called every SENTRY_CRON_INTERVAL seconds.
+    #[arg(long, env = "SENTRY_CRON_URL", hide_env_values = true)]
     pub sentry_cron_url: Option<String>,
 
     /// Seconds between Sentry cron check-ins [default: 180].
-    #[arg(long, env = "SMDR_SENTRY_CRON_INTERVAL", value_name = "SECONDS")]
+    #[arg(long, env = "SENTRY_CRON_INTERVAL", value_name = "SECONDS")]
     pub sentry_cron_interval: Option<u64>,
 
     /// The SQLite file holding the outbox and the call store [default: ./cdr-relay.db].
@@ -118,6 +102,143 @@ pub struct Args {
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "CDR_RELAY_LOG_FORMAT")]
     pub log_format: Option<String>,
+}
+
+impl CommonArgs {
+    /// Fills settings not given by flag or new-style variable from `PREFIX` + the old name
+    /// (`SMDR_WEBHOOK_URL`, ...), as the webhook logger this relay replaces named them.
+    pub fn with_legacy_env(mut self, prefix: &str) -> Self {
+        let var = |name: &str| {
+            std::env::var(format!("{prefix}{name}"))
+                .ok()
+                .filter(|v| !v.is_empty())
+        };
+        let num = |name: &str| var(name).and_then(|v| v.trim().parse::<u64>().ok());
+        self.site = self.site.or_else(|| var("SITE"));
+        self.idle_timeout = self.idle_timeout.or_else(|| num("IDLE_TIMEOUT"));
+        self.webhook_url = self.webhook_url.or_else(|| var("WEBHOOK_URL"));
+        self.webhook_key = self.webhook_key.or_else(|| var("WEBHOOK_KEY"));
+        self.webhook_secret = self.webhook_secret.or_else(|| var("WEBHOOK_SECRET"));
+        self.webhook_max_retries = self
+            .webhook_max_retries
+            .or_else(|| num("WEBHOOK_MAX_RETRIES").and_then(|n| u32::try_from(n).ok()));
+        self.webhook_retry_delay = self
+            .webhook_retry_delay
+            .or_else(|| num("WEBHOOK_RETRY_DELAY"));
+        self.webhook_ca_file = self
+            .webhook_ca_file
+            .or_else(|| var("WEBHOOK_CA_FILE").map(PathBuf::from));
+        self.sentry_dsn = self.sentry_dsn.or_else(|| var("SENTRY_DSN"));
+        self.sentry_cron_url = self.sentry_cron_url.or_else(|| var("SENTRY_CRON_URL"));
+        self.sentry_cron_interval = self
+            .sentry_cron_interval
+            .or_else(|| num("SENTRY_CRON_INTERVAL"));
+        self
+    }
+}
+
+/// Collects Avaya IP Office SMDR, assembles the records of each call into one completed call,
+/// keeps every call in a local store with a web page, and delivers it to webhooks and other sinks.
+///
+/// With no configuration it listens for the PBX on 0.0.0.0:5100, stores calls in
+/// ./cdr-relay.db and serves the web page on http://127.0.0.1:8080. Point the IP Office SMDR
+/// output at this machine (Manager: System > CDR/SMDR > IP address and port), or set SMDR_ADDR
+/// when the PBX listens and the relay should connect. Every option can also be set by the
+/// environment variable shown (the SMDR webhook logger's SMDR_WEBHOOK_URL, SMDR_SITE, ... work
+/// too), or in a TOML file given with --config (keys as the long flags, with `_` for `-`).
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "smdr-relay", version, about, long_about)]
+pub struct Args {
+    /// Settings every relay shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Connect to the PBX at HOST:PORT (the PBX listens; IP Office with SMDR IP 0.0.0.0).
+    #[arg(long, env = "SMDR_ADDR", value_name = "HOST:PORT")]
+    pub smdr_addr: Option<String>,
+
+    /// Listen for the PBX on ADDR:PORT [default: 0.0.0.0:5100 when SMDR_ADDR is not set].
+    #[arg(long, env = "SMDR_LISTEN", value_name = "ADDR:PORT")]
+    pub smdr_listen: Option<String>,
+
+    /// Seconds without any byte from the PBX after which the connection is re-established
+    /// (0 = never) [default: 0].
+    #[arg(long, env = "SMDR_READ_TIMEOUT", value_name = "SECONDS")]
+    pub read_timeout: Option<u64>,
+}
+
+/// Reads the Asterisk Manager Interface (AMI) live, assembles each call's channel, CEL and Cdr
+/// events into one completed call (transfers, queues and ring groups included), keeps every
+/// call in a local store with a web page, and delivers it to webhooks and other sinks.
+///
+/// Needs AMI_HOST, AMI_USERNAME and AMI_PASSWORD (a `manager.conf` user with `read = call,cdr`
+/// or more), or --replay with a raw AMI capture. Every option can also be set by the
+/// environment variable shown, or in a TOML file given with --config (keys as the long flags,
+/// with `_` for `-`; tenant rules only there, as `[[tenant_rules]]`).
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "ami-relay", version, about, long_about)]
+pub struct AmiArgs {
+    /// Settings every relay shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The Asterisk server's host name or address.
+    #[arg(long, env = "AMI_HOST")]
+    pub ami_host: Option<String>,
+
+    /// The AMI port [default: 5038, or 5039 with AMI_TLS].
+    #[arg(long, env = "AMI_PORT")]
+    pub ami_port: Option<u16>,
+
+    /// The manager user (`[name]` in manager.conf).
+    #[arg(long, env = "AMI_USERNAME")]
+    pub ami_username: Option<String>,
+
+    /// Its secret.
+    #[arg(long, env = "AMI_PASSWORD", hide_env_values = true)]
+    pub ami_password: Option<String>,
+
+    /// Connect with TLS (`true`/`false`) [default: false].
+    #[arg(long, env = "AMI_TLS", value_name = "BOOL")]
+    pub ami_tls: Option<String>,
+
+    /// Extra trusted CA certificates (PEM) for AMI over TLS (a private CA or a self-signed
+    /// certificate).
+    #[arg(long, env = "AMI_TLS_CA_FILE", value_name = "FILE")]
+    pub ami_tls_ca_file: Option<PathBuf>,
+
+    /// Login: `plain` or `md5` (challenge-response, the secret never crosses the wire)
+    /// [default: plain].
+    #[arg(long, env = "AMI_AUTH")]
+    pub ami_auth: Option<String>,
+
+    /// `complete`: one record per call when it ends; `progressive`: also a `started` record and
+    /// an `updated` one every LONG_CALL_UPDATE_INTERVAL while it lasts [default: complete].
+    #[arg(long, env = "CALL_SHIPPING_MODE")]
+    pub call_shipping_mode: Option<String>,
+
+    /// Seconds between progress records of a call in progressive mode [default: 60].
+    #[arg(long, env = "LONG_CALL_UPDATE_INTERVAL", value_name = "SECONDS")]
+    pub long_call_update_interval: Option<u64>,
+
+    /// Contexts where trunk (outside) channels start, comma separated
+    /// [default: from-trunk,from-pstn,from-external].
+    #[arg(long, env = "AMI_TRUNK_CONTEXTS", value_name = "LIST")]
+    pub trunk_contexts: Option<String>,
+
+    /// Channel name prefixes of trunks, comma separated (e.g. `PJSIP/provider`).
+    #[arg(long, env = "AMI_TRUNK_CHANNELS", value_name = "LIST")]
+    pub trunk_channels: Option<String>,
+
+    /// Numbers with more digits than this are outside numbers (decides the direction when no
+    /// trunk rule does).
+    #[arg(long, env = "AMI_INTERNAL_NUMBER_MAX_LEN", value_name = "DIGITS")]
+    pub internal_number_max_len: Option<usize>,
+
+    /// The PBX's offset from UTC (`+02:00`), applied to event timestamps so that call times
+    /// are PBX local time like Asterisk's CDR [default: +00:00].
+    #[arg(long, env = "AMI_UTC_OFFSET", value_name = "+HH:MM")]
+    pub utc_offset: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -142,24 +263,67 @@ struct FileConfig {
     db: Option<PathBuf>,
     http: Option<String>,
     log_format: Option<String>,
+    ami_host: Option<String>,
+    ami_port: Option<u16>,
+    ami_username: Option<String>,
+    ami_password: Option<String>,
+    ami_tls: Option<bool>,
+    ami_tls_ca_file: Option<PathBuf>,
+    ami_auth: Option<String>,
+    call_shipping_mode: Option<String>,
+    long_call_update_interval: Option<u64>,
+    trunk_contexts: Option<Vec<String>>,
+    trunk_channels: Option<Vec<String>>,
+    internal_number_max_len: Option<usize>,
+    utc_offset: Option<String>,
+    tenant_rules: Option<Vec<TenantRule>>,
 }
 
-/// Where the SMDR comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the records come from.
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
-    /// Connect to the PBX.
+    /// Connect to the PBX (SMDR).
     Connect(String),
-    /// Listen for the PBX.
+    /// Listen for the PBX (SMDR).
     Listen(String),
     /// Replay a file (`-`: stdin).
     Replay(PathBuf),
+    /// The Asterisk Manager Interface.
+    Ami(Box<ami_proto::client::ClientConfig>),
+}
+
+impl PartialEq for SourceConfig {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Connect(a), Self::Connect(b)) | (Self::Listen(a), Self::Listen(b)) => a == b,
+            (Self::Replay(a), Self::Replay(b)) => a == b,
+            (Self::Ami(a), Self::Ami(b)) => {
+                (&a.host, a.port, &a.username) == (&b.host, b.port, &b.username)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which relay runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RelayKind {
+    /// `smdr-relay`.
+    #[default]
+    Smdr,
+    /// `ami-relay`.
+    Ami,
 }
 
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Which relay.
+    pub kind: RelayKind,
     /// The source.
     pub source: SourceConfig,
+    /// The Asterisk assembler's settings (`ami-relay`).
+    pub ami: AmiAssemblerConfig,
     /// The sinks, store included.
     pub sinks: Vec<SinkSpec>,
     /// Site name.
@@ -192,16 +356,12 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// Resolves flags and environment (already in `args`) over the TOML file, over defaults.
+    /// Resolves `smdr-relay`'s flags and environment (already in `args`) over the TOML file,
+    /// over defaults.
     pub fn resolve(args: &Args) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let pick = |a: &Option<String>, f: &Option<String>| {
-            a.clone().or_else(|| f.clone()).filter(|s| !s.is_empty())
-        };
-        let source = if let Some(path) = &args.replay {
+        let common = args.common.clone().with_legacy_env("SMDR_");
+        let file = read_config(&common)?;
+        let source = if let Some(path) = &common.replay {
             SourceConfig::Replay(path.clone())
         } else if let Some(addr) = pick(&args.smdr_addr, &file.smdr_addr) {
             if pick(&args.smdr_listen, &file.smdr_listen).is_some() {
@@ -216,6 +376,122 @@ impl Config {
                     .unwrap_or_else(|| DEFAULT_SMDR_LISTEN.into()),
             )
         };
+        let mut c = Self::resolve_common(&common, &file, source)?;
+        c.read_timeout = args
+            .read_timeout
+            .or(file.read_timeout)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        Ok(c)
+    }
+
+    /// Resolves `ami-relay`'s flags and environment over the TOML file, over defaults.
+    pub fn resolve_ami(args: &AmiArgs) -> Result<Self, ConfigError> {
+        let common = &args.common;
+        let file = read_config(common)?;
+        let tls = match args.ami_tls.as_deref().map(str::trim) {
+            Some(v) => parse_bool("AMI_TLS", v)?,
+            None => file.ami_tls.unwrap_or(false),
+        };
+        let source = if let Some(path) = &common.replay {
+            SourceConfig::Replay(path.clone())
+        } else {
+            let host = pick(&args.ami_host, &file.ami_host).ok_or_else(|| {
+                ConfigError(
+                    "set AMI_HOST (the Asterisk server), or --replay FILE for a capture".into(),
+                )
+            })?;
+            let user = pick(&args.ami_username, &file.ami_username)
+                .ok_or_else(|| ConfigError("set AMI_USERNAME (a manager.conf user)".into()))?;
+            let secret = pick(&args.ami_password, &file.ami_password)
+                .ok_or_else(|| ConfigError("set AMI_PASSWORD".into()))?;
+            let port = args
+                .ami_port
+                .or(file.ami_port)
+                .unwrap_or(if tls { 5039 } else { 5038 });
+            let mut client = ami_proto::client::ClientConfig::new(host, port, user, secret);
+            client.auth = match pick(&args.ami_auth, &file.ami_auth)
+                .unwrap_or_else(|| "plain".into())
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "plain" => ami_proto::client::Auth::Plain,
+                "md5" => ami_proto::client::Auth::Md5,
+                other => {
+                    return Err(ConfigError(format!(
+                        "AMI_AUTH {other:?}: expected plain or md5"
+                    )));
+                }
+            };
+            if tls {
+                let mut opts = ami_proto::client::TlsOptions::default();
+                opts.ca_file = args
+                    .ami_tls_ca_file
+                    .clone()
+                    .or_else(|| file.ami_tls_ca_file.clone());
+                client.tls = Some(opts);
+            }
+            SourceConfig::Ami(Box::new(client))
+        };
+        let mut c = Self::resolve_common(common, &file, source)?;
+        c.kind = RelayKind::Ami;
+        let mode = pick(&args.call_shipping_mode, &file.call_shipping_mode)
+            .unwrap_or_else(|| "complete".into());
+        let interval = args
+            .long_call_update_interval
+            .or(file.long_call_update_interval)
+            .unwrap_or(60)
+            .max(1);
+        let list = |a: &Option<String>, f: &Option<Vec<String>>| -> Option<Vec<String>> {
+            match a {
+                Some(s) => Some(
+                    s.split(',')
+                        .map(|x| x.trim().to_owned())
+                        .filter(|x| !x.is_empty())
+                        .collect(),
+                ),
+                None => f.clone(),
+            }
+        };
+        let mut ami = AmiAssemblerConfig {
+            site: c.site.clone(),
+            idle_timeout: c.idle_timeout,
+            progress_interval: match mode.to_ascii_lowercase().as_str() {
+                "complete" => None,
+                "progressive" => Some(Duration::from_secs(interval)),
+                other => {
+                    return Err(ConfigError(format!(
+                        "CALL_SHIPPING_MODE {other:?}: expected complete or progressive"
+                    )));
+                }
+            },
+            internal_number_max_len: args
+                .internal_number_max_len
+                .or(file.internal_number_max_len),
+            tenant_rules: file.tenant_rules.clone().unwrap_or_default(),
+            ..AmiAssemblerConfig::default()
+        };
+        if let Some(v) = list(&args.trunk_contexts, &file.trunk_contexts) {
+            ami.trunk_contexts = v;
+        }
+        if let Some(v) = list(&args.trunk_channels, &file.trunk_channels) {
+            ami.trunk_channel_prefixes = v;
+        }
+        if let Some(off) = pick(&args.utc_offset, &file.utc_offset) {
+            let parsed: chrono::FixedOffset = off.trim().parse().map_err(|_| {
+                ConfigError(format!("AMI_UTC_OFFSET {off:?}: expected +HH:MM or -HH:MM"))
+            })?;
+            ami.utc_offset_secs = parsed.local_minus_utc();
+        }
+        c.ami = ami;
+        Ok(c)
+    }
+
+    fn resolve_common(
+        args: &CommonArgs,
+        file: &FileConfig,
+        source: SourceConfig,
+    ) -> Result<Self, ConfigError> {
         let webhook_url = pick(&args.webhook_url, &file.webhook_url);
         let sinks: Vec<SinkSpec> = if !args.sinks.is_empty() {
             args.sinks.clone()
@@ -271,17 +547,15 @@ impl Config {
             )));
         }
         Ok(Self {
+            kind: RelayKind::Smdr,
             source,
+            ami: AmiAssemblerConfig::default(),
             sinks,
             site: pick(&args.site, &file.site).unwrap_or_default(),
             idle_timeout: Duration::from_secs(
                 args.idle_timeout.or(file.idle_timeout).unwrap_or(4 * 3600),
             ),
-            read_timeout: args
-                .read_timeout
-                .or(file.read_timeout)
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs),
+            read_timeout: None,
             webhook,
             retry,
             sentry_dsn: pick(&args.sentry_dsn, &file.sentry_dsn),
@@ -295,7 +569,7 @@ impl Config {
             db: args
                 .db
                 .clone()
-                .or(file.db)
+                .or_else(|| file.db.clone())
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
             http: (http != "off").then_some(http),
             json_logs: log_format == "json",
@@ -308,6 +582,18 @@ impl Config {
             SourceConfig::Connect(a) => format!("connect to the PBX at {a}"),
             SourceConfig::Listen(a) => format!("listen for the PBX on {a}"),
             SourceConfig::Replay(p) => format!("replay {}", p.display()),
+            SourceConfig::Ami(c) => format!(
+                "AMI at {}:{} as {} ({}{} login)",
+                c.host,
+                c.port,
+                c.username,
+                if c.tls.is_some() { "TLS, " } else { "" },
+                if c.auth == ami_proto::client::Auth::Md5 {
+                    "MD5"
+                } else {
+                    "plain"
+                },
+            ),
         };
         let sinks: Vec<String> = self.sinks.iter().map(SinkSpec::to_string).collect();
         let mut out = format!(
@@ -332,6 +618,26 @@ impl Config {
                 self.retry.base.as_secs(),
             ));
         }
+        if self.kind == RelayKind::Ami {
+            let a = &self.ami;
+            out.push_str(&match a.progress_interval {
+                None => "mode: complete (one record per call)\n".to_owned(),
+                Some(iv) => format!(
+                    "mode: progressive (started, updated every {} s, ended)\n",
+                    iv.as_secs()
+                ),
+            });
+            out.push_str(&format!(
+                "trunks: contexts {:?}, channels {:?}, internal numbers up to {}\n",
+                a.trunk_contexts,
+                a.trunk_channel_prefixes,
+                a.internal_number_max_len
+                    .map_or_else(|| "any length".to_owned(), |n| format!("{n} digits")),
+            ));
+            if !a.tenant_rules.is_empty() {
+                out.push_str(&format!("tenant rules: {}\n", a.tenant_rules.len()));
+            }
+        }
         if self.sentry_dsn.is_some() {
             out.push_str("sentry: errors reported\n");
         }
@@ -342,6 +648,25 @@ impl Config {
             ));
         }
         out
+    }
+}
+
+fn pick(a: &Option<String>, f: &Option<String>) -> Option<String> {
+    a.clone().or_else(|| f.clone()).filter(|s| !s.is_empty())
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError(format!("{name} {v:?}: expected true or false"))),
+    }
+}
+
+fn read_config(args: &CommonArgs) -> Result<FileConfig, ConfigError> {
+    match &args.config {
+        Some(path) => read_file(path),
+        None => Ok(FileConfig::default()),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Runtime glue for the cdr-relay binaries: configuration, sources (TCP in both directions,
-//! replay), the pipeline from bytes to outbox batches, delivery workers, the built-in web server,
+//! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`): configuration, sources
+//! (TCP in both directions, the AMI client, replay), the pipeline from bytes to outbox batches, delivery workers, the built-in web server,
 //! metrics, logging, Sentry and signals. The binaries in `src/bin/` only parse arguments and call
 //! into this library.
 //!
@@ -18,3 +18,59 @@ pub mod signals;
 pub mod sinks;
 pub mod source;
 pub mod web;
+
+use std::process::ExitCode;
+
+/// The whole life of a relay binary: resolve the configuration (`resolve`), print it and stop
+/// for `--check-config`, else set up logging and run until a signal (or the end of a replay).
+/// Errors are printed as `NAME: error` and give a failing exit code.
+pub fn main_with(
+    name: &str,
+    check_config: bool,
+    resolve: impl FnOnce() -> Result<config::Config, config::ConfigError>,
+) -> ExitCode {
+    match try_main(check_config, resolve) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main(
+    check_config: bool,
+    resolve: impl FnOnce() -> Result<config::Config, config::ConfigError>,
+) -> anyhow::Result<()> {
+    let config = resolve()?;
+    if check_config {
+        eprint!("{}", config.describe());
+        eprintln!("configuration ok");
+        return Ok(());
+    }
+    logging::init(config.json_logs, config.sentry_dsn.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = signals::shutdown_on_signal()?;
+        let summary = runtime::run(config, shutdown).await?;
+        tracing::info!(
+            records = summary.counts.records,
+            bad_input = summary.counts.bad_lines,
+            complete = summary.counts.complete,
+            incomplete = summary.counts.incomplete,
+            "stopped"
+        );
+        for s in &summary.sinks {
+            tracing::info!(
+                sink = %s.sink,
+                delivered = s.delivered,
+                pending = s.pending,
+                dead = s.dead,
+                "deliveries"
+            );
+        }
+        Ok(())
+    })
+}

@@ -1,4 +1,4 @@
-//! The relay's run loop: source -> pipeline -> outbox commit -> delivery workers, plus the web
+//! Every relay's run loop: source -> pipeline -> outbox commit -> delivery workers, plus the web
 //! server, cron check-ins, progress and graceful shutdown.
 
 use std::io::IsTerminal;
@@ -15,9 +15,9 @@ use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
 use cdr_sinks::webhook::WebhookSink;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::{Event, PipelineCounts, SmdrPipeline};
+use crate::pipeline::{self, AmiPipeline, Event, Pipeline, PipelineCounts, Restored, SmdrPipeline};
 use crate::sinks::SinkSpec;
 use crate::source::{self, SourceEvent, TcpOptions};
 
@@ -101,14 +101,127 @@ async fn with_outbox<T: Send + 'static>(
     .await?
 }
 
-/// Runs `smdr-relay` with `config` until `shutdown` turns true or, for a replay, until every
-/// call has been delivered to every sink or dead-lettered.
-pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
-    let source_name = if config.site.is_empty() {
-        "smdr".to_owned()
+/// The name of a relay's source in the outbox: its kind, then `/site` when a site is set.
+pub fn source_name(kind: &str, site: &str) -> String {
+    if site.is_empty() {
+        kind.to_owned()
     } else {
-        format!("smdr/{}", config.site)
+        format!("{kind}/{site}")
+    }
+}
+
+/// Where a source's progress is read from (for a replay's progress line).
+struct Feed {
+    progress: Arc<AtomicU64>,
+    total_bytes: Option<u64>,
+}
+
+/// Starts a byte source (TCP connect, listen, or a replayed file) feeding `tx`.
+async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
+    config: &Config,
+    metrics: &Metrics,
+    tx: mpsc::Sender<SourceEvent<I>>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Feed> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut total_bytes = None;
+    let opts = TcpOptions {
+        read_timeout: config.read_timeout,
+        ..TcpOptions::default()
     };
+    match &config.source {
+        SourceConfig::Connect(addr) => {
+            tracing::info!(%addr, "connecting to the PBX");
+            tokio::spawn(source::connect(addr.clone(), opts, tx, shutdown.clone()));
+        }
+        SourceConfig::Listen(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for SMDR on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!("listening for SMDR on {local}");
+            eprintln_ready("smdr", local);
+            tokio::spawn(source::listen(listener, opts, tx, shutdown.clone()));
+        }
+        SourceConfig::Replay(path) => {
+            if path.as_os_str() != "-" {
+                let meta = std::fs::metadata(path)
+                    .with_context(|| format!("cannot replay {}", path.display()))?;
+                total_bytes = Some(meta.len());
+            }
+            metrics.set_source_connected(true);
+            let path: PathBuf = path.clone();
+            let progress = progress.clone();
+            let (err_tx, err_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let _ = err_tx.send(source::replay(path, tx, progress).await);
+            });
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = err_rx.await {
+                    tracing::error!(error = %e, "replay failed");
+                }
+            });
+        }
+        SourceConfig::Ami(_) => anyhow::bail!("an AMI source does not read raw bytes"),
+    }
+    Ok(Feed {
+        progress,
+        total_bytes,
+    })
+}
+
+/// Runs the relay `config` describes (`smdr-relay` or `ami-relay`) until `shutdown` turns
+/// true or, for a replay, until every call has been delivered to every sink or dead-lettered.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
+    match config.kind {
+        RelayKind::Smdr => {
+            let source = source_name(SmdrPipeline::KIND, &config.site);
+            let metrics = Metrics::new(SmdrPipeline::KIND);
+            let (tx, rx) = mpsc::channel(64);
+            let feed = start_byte_source(&config, &metrics, tx, &shutdown).await?;
+            let asm_config = SmdrAssemblerConfig {
+                site: config.site.clone(),
+                idle_timeout: config.idle_timeout,
+                ..SmdrAssemblerConfig::default()
+            };
+            run_with(config, shutdown, metrics, rx, feed, |saved, now| {
+                pipeline::smdr::restore(&source, asm_config, now, saved)
+            })
+            .await
+        }
+        RelayKind::Ami => {
+            let source = source_name(AmiPipeline::KIND, &config.site);
+            let metrics = Metrics::new(AmiPipeline::KIND);
+            let (tx, rx) = mpsc::channel(64);
+            let feed = match &config.source {
+                SourceConfig::Ami(client) => {
+                    tracing::info!(host = %client.host, port = client.port, "connecting to the Asterisk Manager Interface");
+                    tokio::spawn(source::ami((**client).clone(), tx, shutdown.clone()));
+                    Feed {
+                        progress: Arc::new(AtomicU64::new(0)),
+                        total_bytes: None,
+                    }
+                }
+                _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
+            };
+            let asm_config = config.ami.clone();
+            run_with(config, shutdown, metrics, rx, feed, |saved, now| {
+                AmiPipeline::restore(&source, asm_config, now, now_ms(), saved)
+            })
+            .await
+        }
+    }
+}
+
+async fn run_with<P: Pipeline>(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<SourceEvent<P::Input>>,
+    feed: Feed,
+    build: impl FnOnce(&Restored, Instant) -> P,
+) -> anyhow::Result<Summary> {
+    let source_name = source_name(P::KIND, &config.site);
     let workers = remote_sinks(&config)?;
     let sink_names: Vec<String> = workers.iter().map(|w| w.worker.name.clone()).collect();
     let db = config.db.clone();
@@ -120,35 +233,31 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             .with_context(|| format!("opening the database {}", config.db.display()))?
     };
     let outbox = Arc::new(Mutex::new(outbox));
-    let (journal, state, flushed) = {
+    let saved = {
         let source = source_name.clone();
         with_outbox(&outbox, move |o| {
-            let flushed = o.state(&SmdrPipeline::flushed_state_name(&source))?;
-            Ok((o.journal(&source)?, o.state(&source)?, flushed))
+            let mut saved = Restored {
+                journal: o.journal_with_times(&source)?,
+                ..Restored::default()
+            };
+            for name in P::state_names(&source) {
+                if let Some(state) = o.state(&name)? {
+                    saved.states.insert(name, state);
+                }
+            }
+            Ok(saved)
         })
         .await?
     };
-    let asm_config = SmdrAssemblerConfig {
-        site: config.site.clone(),
-        idle_timeout: config.idle_timeout,
-        ..SmdrAssemblerConfig::default()
-    };
-    let mut pipeline = SmdrPipeline::restore(
-        &source_name,
-        asm_config,
-        Instant::now(),
-        &journal,
-        state.as_deref(),
-        flushed.as_deref(),
-    );
-    if !journal.is_empty() {
+    let mut pipeline = build(&saved, Instant::now());
+    if !saved.journal.is_empty() {
         tracing::info!(
-            records = journal.len(),
+            records = saved.journal.len(),
             open_calls = pipeline.open_calls(),
             "rebuilt open calls from the journal"
         );
     }
-    let metrics = Metrics::new("smdr");
+    drop(saved);
     metrics.set_open_calls(pipeline.open_calls() as u64);
 
     // Delivery workers stop on their own signal, after the source has committed its last batch.
@@ -177,7 +286,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         let state = crate::web::WebState {
             db: db.clone(),
             metrics: metrics.clone(),
-            title: "smdr-relay".into(),
+            title: format!("{}-relay", P::KIND),
         };
         let stop = workers_stop.clone();
         tokio::spawn(async move {
@@ -201,52 +310,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             stop,
         ));
     }
-
-    let (tx, mut rx) = mpsc::channel::<SourceEvent>(64);
-    let progress = Arc::new(AtomicU64::new(0));
-    let mut total_bytes = None;
-    match &config.source {
-        SourceConfig::Connect(addr) => {
-            let opts = TcpOptions {
-                read_timeout: config.read_timeout,
-                ..TcpOptions::default()
-            };
-            tracing::info!(%addr, "connecting to the PBX");
-            tokio::spawn(source::connect(addr.clone(), opts, tx, shutdown.clone()));
-        }
-        SourceConfig::Listen(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for SMDR on {addr}"))?;
-            let local = listener.local_addr()?;
-            tracing::info!("listening for SMDR on {local}");
-            eprintln_ready("smdr", local);
-            let opts = TcpOptions {
-                read_timeout: config.read_timeout,
-                ..TcpOptions::default()
-            };
-            tokio::spawn(source::listen(listener, opts, tx, shutdown.clone()));
-        }
-        SourceConfig::Replay(path) => {
-            if path.as_os_str() != "-" {
-                let meta = std::fs::metadata(path)
-                    .with_context(|| format!("cannot replay {}", path.display()))?;
-                total_bytes = Some(meta.len());
-            }
-            metrics.set_source_connected(true);
-            let path: PathBuf = path.clone();
-            let progress = progress.clone();
-            let (err_tx, err_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(async move {
-                let _ = err_tx.send(source::replay(path, tx, progress).await);
-            });
-            tokio::spawn(async move {
-                if let Ok(Err(e)) = err_rx.await {
-                    tracing::error!(error = %e, "replay failed");
-                }
-            });
-        }
-    }
+    let Feed {
+        progress,
+        total_bytes,
+    } = feed;
 
     let reporter = replaying.then(|| Progress::start(progress.clone(), total_bytes));
     let mut shutdown = shutdown;
@@ -343,15 +410,15 @@ fn eprintln_ready(what: &str, addr: std::net::SocketAddr) {
 }
 
 /// Feeds one source event to the pipeline; true when the input ended.
-fn handle(
-    pipeline: &mut SmdrPipeline,
+fn handle<P: Pipeline>(
+    pipeline: &mut P,
     metrics: &Metrics,
     connected: &AtomicBool,
-    ev: SourceEvent,
+    ev: SourceEvent<P::Input>,
 ) -> bool {
     let now = Instant::now();
     match ev {
-        SourceEvent::Data(d) => pipeline.push(now, &d),
+        SourceEvent::Data(d) => pipeline.input(now, d),
         SourceEvent::Connected(_) => {
             connected.store(true, Ordering::Relaxed);
             metrics.set_source_connected(true);
@@ -369,20 +436,29 @@ fn handle(
     false
 }
 
-async fn commit(
+async fn commit<P: Pipeline>(
     outbox: &Arc<Mutex<Outbox>>,
-    pipeline: &mut SmdrPipeline,
+    pipeline: &mut P,
     metrics: &Metrics,
     wakes: &[Arc<Notify>],
     reported: &mut u64,
 ) -> anyhow::Result<()> {
     for ev in pipeline.take_events() {
         match ev {
-            Event::BadLine { number, error } => {
+            Event::BadInput { number, error } => {
                 metrics.bad_line();
-                tracing::warn!(line = number, %error, "bad SMDR line kept in the reject table");
+                if P::KIND == SmdrPipeline::KIND {
+                    tracing::warn!(line = number, %error, "bad SMDR line kept in the reject table");
+                } else {
+                    tracing::warn!(
+                        source = P::KIND,
+                        frame = number,
+                        %error,
+                        "bad input kept in the reject table"
+                    );
+                }
             }
-            Event::Anomaly(a) => tracing::warn!(anomaly = ?a, "SMDR anomaly"),
+            Event::Anomaly(a) => tracing::warn!(source = P::KIND, anomaly = ?a, "anomaly"),
         }
     }
     let batch: Batch = pipeline.take_batch();

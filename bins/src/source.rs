@@ -9,13 +9,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-/// What a source reports to the pipeline.
+/// What a source reports to the pipeline; `I` is what it reads (bytes by default; the AMI
+/// client hands over decoded messages).
 #[derive(Debug)]
-pub enum SourceEvent {
+pub enum SourceEvent<I = Vec<u8>> {
     /// A connection to the PBX is up (its peer address).
     Connected(String),
-    /// Bytes as read.
-    Data(Vec<u8>),
+    /// Input as read.
+    Data(I),
     /// The connection went away (why); a partial line must be dropped.
     Disconnected(String),
     /// A replayed file ended.
@@ -60,10 +61,10 @@ fn keepalive(stream: &TcpStream) {
 
 /// Reads `stream` until it ends, fails, idles past `read_timeout` or `shutdown` turns true.
 /// Returns why it stopped, or `None` on shutdown or when the receiver is gone.
-async fn pump<R: AsyncRead + Unpin>(
+async fn pump<R: AsyncRead + Unpin, I: From<Vec<u8>>>(
     mut stream: R,
     read_timeout: Option<Duration>,
-    tx: &mpsc::Sender<SourceEvent>,
+    tx: &mpsc::Sender<SourceEvent<I>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<String> {
     let mut buf = vec![0u8; CHUNK];
@@ -89,7 +90,7 @@ async fn pump<R: AsyncRead + Unpin>(
             Ok(0) => return Some("closed by the peer".into()),
             Ok(n) => {
                 let data = buf.get(..n).unwrap_or_default().to_vec();
-                if tx.send(SourceEvent::Data(data)).await.is_err() {
+                if tx.send(SourceEvent::Data(data.into())).await.is_err() {
                     return None;
                 }
             }
@@ -100,10 +101,10 @@ async fn pump<R: AsyncRead + Unpin>(
 
 /// Connects to the PBX at `addr` (host names allowed) and keeps reconnecting with capped
 /// backoff until `shutdown`.
-pub async fn connect(
+pub async fn connect<I: From<Vec<u8>>>(
     addr: String,
     opts: TcpOptions,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: mpsc::Sender<SourceEvent<I>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = opts.min_backoff;
@@ -143,10 +144,10 @@ pub async fn connect(
 
 /// Accepts PBX connections on `listener`. A new connection replaces the current one (a PBX that
 /// reconnects has given up on the old socket).
-pub async fn listen(
+pub async fn listen<I: From<Vec<u8>>>(
     listener: TcpListener,
     opts: TcpOptions,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: mpsc::Sender<SourceEvent<I>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next: Option<(TcpStream, std::net::SocketAddr)> = None;
@@ -200,9 +201,9 @@ pub async fn listen(
 }
 
 /// Reads a file (`-`: stdin) to its end, counting bytes in `progress`.
-pub async fn replay(
+pub async fn replay<I: From<Vec<u8>>>(
     path: PathBuf,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: mpsc::Sender<SourceEvent<I>>,
     progress: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let mut reader: Box<dyn AsyncRead + Unpin + Send> = if path.as_os_str() == "-" {
@@ -222,10 +223,101 @@ pub async fn replay(
         }
         progress.fetch_add(n as u64, Ordering::Relaxed);
         let data = buf.get(..n).unwrap_or_default().to_vec();
-        if tx.send(SourceEvent::Data(data)).await.is_err() {
+        if tx.send(SourceEvent::Data(data.into())).await.is_err() {
             return Ok(());
         }
     }
     let _ = tx.send(SourceEvent::End).await;
     Ok(())
+}
+
+/// The most messages handed over in one [`SourceEvent::Data`]: a burst becomes one outbox
+/// commit instead of one per message.
+const AMI_BATCH: usize = 4096;
+
+/// Runs the AMI client until `shutdown`, handing its messages over in batches (whatever is
+/// already queued, up to [`AMI_BATCH`]) and its resyncs as they come. The client itself reads
+/// the socket promptly whatever this consumer does (see `ami_proto::client`).
+pub async fn ami(
+    config: ami_proto::client::ClientConfig,
+    tx: mpsc::Sender<SourceEvent<crate::pipeline::AmiInput>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use crate::pipeline::AmiInput;
+    use ami_proto::client::{Client, ClientEvent};
+
+    let peer = format!("{}:{}", config.host, config.port);
+    let mut client = match Client::spawn(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the AMI client");
+            return;
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            ev = client.next_event() => ev,
+            _ = shutdown.changed() => None,
+        };
+        let Some(first) = first else { break };
+        let mut messages = Vec::new();
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            let out = match ev {
+                ClientEvent::Message(m) => {
+                    messages.push(m);
+                    if messages.len() < AMI_BATCH {
+                        next = client.try_next_event();
+                    }
+                    continue;
+                }
+                ClientEvent::Connected { version } => {
+                    tracing::info!(%peer, %version, "logged in to the Asterisk Manager Interface");
+                    SourceEvent::Connected(peer.clone())
+                }
+                ClientEvent::Resync { channels } => {
+                    tracing::info!(channels = channels.len(), "resynchronising open calls");
+                    SourceEvent::Data(AmiInput::Resync(channels))
+                }
+                ClientEvent::Overflow { dropped } => {
+                    tracing::warn!(
+                        dropped,
+                        "AMI events dropped: the relay fell behind; resyncing"
+                    );
+                    continue;
+                }
+                ClientEvent::Disconnected { reason, retry_in } => {
+                    tracing::warn!(%peer, error = %reason, retry_in_ms = retry_in.as_millis() as u64, "AMI connection lost");
+                    SourceEvent::Disconnected(reason.to_string())
+                }
+                other => {
+                    tracing::debug!(event = ?other, "AMI client event ignored");
+                    continue;
+                }
+            };
+            // Messages before this event go first, in order.
+            if !messages.is_empty()
+                && tx
+                    .send(SourceEvent::Data(AmiInput::Messages(std::mem::take(
+                        &mut messages,
+                    ))))
+                    .await
+                    .is_err()
+            {
+                return client.shutdown().await;
+            }
+            if tx.send(out).await.is_err() {
+                return client.shutdown().await;
+            }
+        }
+        if !messages.is_empty()
+            && tx
+                .send(SourceEvent::Data(AmiInput::Messages(messages)))
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    client.shutdown().await;
 }

@@ -61,6 +61,10 @@ pub struct Batch {
     pub journal_remove: Vec<(String, String)>,
     /// Completed (or flushed) calls, each to be delivered to every sink.
     pub calls: Vec<Call>,
+    /// Progress records of calls still going on (progressive mode: `update` is `started` or
+    /// `updated`), each delivered to every sink under the key [`update_key`]; not part of the
+    /// call store, which holds only final calls.
+    pub updates: Vec<Call>,
     /// Rejected input.
     pub rejects: Vec<Reject>,
     /// Small named states to save with the batch (for SMDR the assembler's epoch, and the calls
@@ -74,6 +78,7 @@ impl Batch {
         self.journal_add.is_empty()
             && self.journal_remove.is_empty()
             && self.calls.is_empty()
+            && self.updates.is_empty()
             && self.rejects.is_empty()
             && self.states.is_empty()
     }
@@ -179,6 +184,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (call_id, sink)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    call_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejects (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,
@@ -292,6 +304,23 @@ impl Outbox {
                         insert_delivery.execute(params![call.id, sink, now_ms, seq])?;
                 }
             }
+            let mut insert_update = tx.prepare_cached(
+                "INSERT OR IGNORE INTO updates (key, call_id, body, created_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for call in &batch.updates {
+                let key = update_key(call);
+                let body = serde_json::to_vec(call)?;
+                if insert_update.execute(params![key, call.id, body, now_ms])? == 0 {
+                    report.duplicates += 1;
+                    continue;
+                }
+                let seq = tx.last_insert_rowid();
+                for sink in &self.sinks {
+                    report.deliveries +=
+                        insert_delivery.execute(params![key, sink, now_ms, seq])?;
+                }
+            }
             let mut reject = tx.prepare_cached(
                 "INSERT INTO rejects (source, received_ms, reason, raw) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -325,6 +354,28 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The journal of `source` like [`Outbox::journal`], each entry with the time it was
+    /// committed (ms since the epoch), so a source can replay it on its original time line.
+    pub fn journal_with_times(
+        &self,
+        source: &str,
+    ) -> Result<Vec<(JournalEntry, i64)>, OutboxError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT call_key, line, received_ms FROM journal WHERE source = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([source], |r| {
+            Ok((
+                JournalEntry {
+                    source: source.to_owned(),
+                    call_key: r.get(0)?,
+                    line: r.get(1)?,
+                },
+                r.get(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The state `source` saved with its last batch.
     pub fn state(&self, source: &str) -> Result<Option<Vec<u8>>, OutboxError> {
         Ok(self
@@ -340,9 +391,12 @@ impl Outbox {
     /// Up to `limit` deliveries of `sink` due at `now_ms`, oldest first.
     pub fn due(&self, sink: &str, now_ms: i64, limit: usize) -> Result<Vec<Pending>, OutboxError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.call_id, d.attempts, d.created_ms, c.body FROM deliveries d
-             JOIN calls c ON c.id = d.call_id
+            "SELECT d.call_id, d.attempts, d.created_ms, COALESCE(c.body, u.body)
+             FROM deliveries d
+             LEFT JOIN calls c ON c.id = d.call_id
+             LEFT JOIN updates u ON u.key = d.call_id
              WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_ms <= ?2
+               AND (c.body IS NOT NULL OR u.body IS NOT NULL)
              ORDER BY d.next_ms, d.seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(
@@ -516,6 +570,15 @@ pub enum Outcome {
         /// What went wrong.
         error: String,
     },
+}
+
+/// The delivery key of a progress record: the call's id, `#`, its sequence number (the call's
+/// id alone for a record without one).
+pub fn update_key(call: &Call) -> String {
+    match &call.update {
+        Some(u) => format!("{}#{}", call.id, u.sequence),
+        None => call.id.clone(),
+    }
 }
 
 fn direction_str(call: &Call) -> &'static str {

@@ -283,3 +283,52 @@ fn a_database_without_delivery_order_is_migrated() {
     drop(o);
     Outbox::open(&path, &[]).unwrap();
 }
+
+#[test]
+fn progress_records_are_delivered_under_their_own_key_but_not_stored_as_calls() {
+    use call_assembler::{CallUpdate, UpdateEvent};
+    let path = db("updates");
+    let sinks = vec!["webhook".to_owned()];
+    let mut o = Outbox::open(&path, &sinks).unwrap();
+    let call = calls(1).remove(0);
+    let progress = |sequence, event| {
+        let mut c = call.clone();
+        c.complete = false;
+        c.update = Some(CallUpdate { sequence, event });
+        c
+    };
+    let batch = Batch {
+        updates: vec![
+            progress(0, UpdateEvent::Started),
+            progress(1, UpdateEvent::Updated),
+        ],
+        ..Batch::default()
+    };
+    let r = o.commit(&batch, 1_000).unwrap();
+    assert_eq!((r.calls, r.duplicates, r.deliveries), (0, 0, 2));
+    // The same progress again (a journal replayed after a restart): dropped by key.
+    let r = o.commit(&batch, 1_001).unwrap();
+    assert_eq!((r.duplicates, r.deliveries), (2, 0));
+    let mut last = call.clone();
+    last.update = Some(CallUpdate {
+        sequence: 2,
+        event: UpdateEvent::Ended,
+    });
+    o.commit(
+        &Batch {
+            calls: vec![last],
+            ..Batch::default()
+        },
+        1_002,
+    )
+    .unwrap();
+    let due = o.due("webhook", 2_000, 10).unwrap();
+    let keys: Vec<&str> = due.iter().map(|p| p.call_id.as_str()).collect();
+    let id = call.id.as_str();
+    assert_eq!(keys, [format!("{id}#0"), format!("{id}#1"), id.to_owned()]);
+    for p in &due {
+        let body: Call = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(body.id, call.id);
+    }
+    assert_eq!(o.call_count().unwrap(), 1, "the store holds the final call only");
+}

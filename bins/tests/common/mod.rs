@@ -23,6 +23,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod ami;
+
 /// The shared fixtures folder.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,11 +75,34 @@ impl Relay {
     /// Starts `smdr-relay` with `args` and `envs` and waits until its listeners are up (those it
     /// has: the web server unless `--http off`, the SMDR listener in listen mode).
     pub fn start(args: &[&str], envs: &[(&str, &str)], wait_smdr: bool, wait_http: bool) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdr-relay"));
+        Self::start_bin(
+            env!("CARGO_BIN_EXE_smdr-relay"),
+            args,
+            envs,
+            wait_smdr,
+            wait_http,
+        )
+    }
+
+    /// Starts the relay binary `bin` (a path) like [`Relay::start`].
+    pub fn start_bin(
+        bin: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        wait_smdr: bool,
+        wait_http: bool,
+    ) -> Self {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_remove("SMDR_ADDR")
             .env_remove("SMDR_LISTEN")
             .env_remove("SMDR_WEBHOOK_URL")
+            .env_remove("WEBHOOK_URL")
+            .env_remove("AMI_HOST")
+            .env_remove("AMI_PORT")
+            .env_remove("AMI_USERNAME")
+            .env_remove("AMI_PASSWORD")
+            .env_remove("AMI_TLS")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -85,7 +110,7 @@ impl Relay {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn smdr-relay");
+        let mut child = cmd.spawn().expect("spawn the relay");
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();

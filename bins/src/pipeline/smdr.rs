@@ -3,44 +3,19 @@
 use std::time::Instant;
 
 use call_assembler::{
-    Anomaly, Call, OpenCallState, Output, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState,
+    Call, OpenCallState, Output, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState,
 };
 use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
 use serde::{Deserialize, Serialize};
 use smdr_parse::{Frame, ParseError, SmdrFramer, SmdrRecord};
+
+use super::{Event, Pipeline, PipelineCounts, Restored};
 
 /// What the pipeline saves with each batch besides the journal: the assembler's epoch state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SavedState {
     epoch: u32,
     highest: Option<(u64, chrono::NaiveDateTime)>,
-}
-
-/// Something worth counting or logging that happened in the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A line was rejected.
-    BadLine {
-        /// 1-based line number on the current connection or file.
-        number: u64,
-        /// Why.
-        error: ParseError,
-    },
-    /// The assembler reported something surprising.
-    Anomaly(Anomaly),
-}
-
-/// Counters since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PipelineCounts {
-    /// Records parsed.
-    pub records: u64,
-    /// Lines rejected.
-    pub bad_lines: u64,
-    /// Complete calls emitted.
-    pub complete: u64,
-    /// Incomplete calls emitted.
-    pub incomplete: u64,
 }
 
 /// Frames, parses and assembles SMDR, collecting what must be committed.
@@ -165,7 +140,10 @@ impl SmdrPipeline {
                             reason: format!("line {number}: {error}"),
                             raw: line.to_vec(),
                         });
-                        self.events.push(Event::BadLine { number, error });
+                        self.events.push(Event::BadInput {
+                            number,
+                            error: error.to_string(),
+                        });
                     }
                 },
                 Frame::TooLong { number, max, .. } => {
@@ -179,7 +157,10 @@ impl SmdrPipeline {
                         reason: format!("line {number}: {error}"),
                         raw: Vec::new(),
                     });
-                    self.events.push(Event::BadLine { number, error });
+                    self.events.push(Event::BadInput {
+                        number,
+                        error: error.to_string(),
+                    });
                 }
             }
             self.drain();
@@ -286,4 +267,68 @@ impl SmdrPipeline {
         }
         self.batch.calls.push(call);
     }
+}
+
+impl Pipeline for SmdrPipeline {
+    type Input = Vec<u8>;
+
+    const KIND: &'static str = "smdr";
+
+    fn state_names(source: &str) -> Vec<String> {
+        vec![source.to_owned(), Self::flushed_state_name(source)]
+    }
+
+    fn input(&mut self, now: Instant, input: Vec<u8>) {
+        self.push(now, &input);
+    }
+
+    fn reset_connection(&mut self) {
+        Self::reset_connection(self);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now);
+    }
+
+    fn finish(&mut self, now: Instant) {
+        Self::finish(self, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+
+    fn open_calls(&self) -> usize {
+        Self::open_calls(self)
+    }
+
+    fn counts(&self) -> PipelineCounts {
+        Self::counts(self)
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        Self::take_events(self)
+    }
+
+    fn take_batch(&mut self) -> Batch {
+        Self::take_batch(self)
+    }
+}
+
+/// Builds the SMDR pipeline of a relay from what the outbox kept.
+pub fn restore(
+    source: &str,
+    config: SmdrAssemblerConfig,
+    now: Instant,
+    saved: &Restored,
+) -> SmdrPipeline {
+    let journal: Vec<JournalEntry> = saved.journal.iter().map(|(e, _)| e.clone()).collect();
+    SmdrPipeline::restore(
+        source,
+        config,
+        now,
+        &journal,
+        saved.state(source),
+        saved.state(&SmdrPipeline::flushed_state_name(source)),
+    )
 }

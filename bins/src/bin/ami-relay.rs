@@ -1,0 +1,13 @@
+//! `ami-relay`: the Asterisk Manager Interface in, completed calls out. See `--help`.
+
+use std::process::ExitCode;
+
+use cdr_relay::config::{AmiArgs, Config};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = AmiArgs::parse();
+    cdr_relay::main_with("ami-relay", args.common.check_config, || {
+        Config::resolve_ami(&args)
+    })
+}

@@ -1,0 +1,297 @@
+//! The Asterisk AMI pipeline: raw AMI bytes (a replayed capture) or messages from the AMI client
+//! in, a [`Batch`] for the outbox out. Pure code: no IO, time passed in.
+//!
+//! Every message that changed an open call is journaled, as received, under the call's key
+//! ([`AmiAssembler::last_key`]); when the call is emitted its keys are retired
+//! ([`AmiAssembler::take_retired`]) and their journal entries removed in the same commit. After
+//! a restart the journal is replayed through a fresh assembler on its original time line, so
+//! calls that were open survive the restart whole.
+
+use std::time::{Duration, Instant};
+
+use ami_proto::{AmiFramer, AmiMessage, Frame, HeaderBuf, Limits};
+use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, Output, UpdateEvent};
+use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
+
+use super::{Event, Pipeline, PipelineCounts, Restored};
+
+/// What the AMI source hands over.
+#[derive(Debug)]
+pub enum AmiInput {
+    /// Raw bytes of an AMI stream (a replayed capture).
+    Bytes(Vec<u8>),
+    /// Messages from the live client, in order.
+    Messages(Vec<AmiMessage<'static>>),
+    /// After a (re)connect: the `CoreShowChannel` events listing every live channel.
+    Resync(Vec<AmiMessage<'static>>),
+}
+
+impl From<Vec<u8>> for AmiInput {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::Bytes(bytes)
+    }
+}
+
+/// Frames, parses and assembles AMI, collecting what must be committed.
+#[derive(Debug)]
+pub struct AmiPipeline {
+    source: String,
+    framer: AmiFramer,
+    headers: HeaderBuf,
+    asm: AmiAssembler,
+    batch: Batch,
+    events: Vec<Event>,
+    counts: PipelineCounts,
+}
+
+impl AmiPipeline {
+    /// A pipeline with no open calls. `source` names its journal (`ami` or `ami/<site>`).
+    pub fn new(source: &str, config: AmiAssemblerConfig) -> Self {
+        Self {
+            source: source.to_owned(),
+            framer: AmiFramer::new(Limits::default()),
+            headers: HeaderBuf::new(),
+            asm: AmiAssembler::new(config),
+            batch: Batch::default(),
+            events: Vec::new(),
+            counts: PipelineCounts::default(),
+        }
+    }
+
+    /// A pipeline whose open calls are rebuilt from the journal in `saved`: each message is
+    /// replayed at the monotonic time that corresponds to when it was committed (`now` is
+    /// `now_ms` on the wall clock). Calls whose deadlines passed while the relay was down are
+    /// emitted at the first [`AmiPipeline::handle_timeout`].
+    pub fn restore(
+        source: &str,
+        config: AmiAssemblerConfig,
+        now: Instant,
+        now_ms: i64,
+        saved: &Restored,
+    ) -> Self {
+        let mut p = Self::new(source, config);
+        let mut last: Option<Instant> = None;
+        for (entry, received_ms) in &saved.journal {
+            let age = Duration::from_millis(u64::try_from(now_ms - received_ms).unwrap_or(0));
+            // Never backwards, even when the monotonic clock cannot reach that far back.
+            let at = match now.checked_sub(age) {
+                Some(t) => last.map_or(t, |l| t.max(l)),
+                None => last.unwrap_or(now),
+            };
+            last = Some(at);
+            match AmiMessage::parse_with(&entry.line, &mut p.headers) {
+                Ok(msg) => p.asm.handle_message(at, &msg),
+                Err(e) => p.batch.rejects.push(Reject {
+                    source: p.source.clone(),
+                    reason: format!("journaled message no longer parses: {e}"),
+                    raw: entry.line.clone(),
+                }),
+            }
+        }
+        // What was journaled stays journaled; only what the replay finished is retired.
+        p.drain();
+        p
+    }
+
+    /// Feeds bytes of a raw AMI stream.
+    pub fn push(&mut self, now: Instant, bytes: &[u8]) {
+        self.framer.push(bytes);
+        while let Some(frame) = self.framer.next_frame() {
+            match frame {
+                Frame::Greeting { .. } => {}
+                Frame::Message { bytes, number, .. } => {
+                    match AmiMessage::parse_with(bytes, &mut self.headers) {
+                        Ok(msg) => {
+                            self.counts.records += 1;
+                            self.asm.handle_message(now, &msg);
+                            if let Some(key) = self.asm.last_key() {
+                                self.batch.journal_add.push(JournalEntry {
+                                    source: self.source.clone(),
+                                    call_key: key.to_owned(),
+                                    line: bytes.to_vec(),
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            self.counts.bad_lines += 1;
+                            self.batch.rejects.push(Reject {
+                                source: self.source.clone(),
+                                reason: format!("message {number}: {e}"),
+                                raw: bytes.to_vec(),
+                            });
+                            self.events.push(Event::BadInput {
+                                number,
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                Frame::Error { kind, number, .. } => {
+                    self.counts.bad_lines += 1;
+                    self.batch.rejects.push(Reject {
+                        source: self.source.clone(),
+                        reason: format!("message {number}: {kind}"),
+                        raw: Vec::new(),
+                    });
+                    self.events.push(Event::BadInput {
+                        number,
+                        error: kind.to_string(),
+                    });
+                }
+                Frame::Truncated { bytes, number, .. } => {
+                    self.counts.bad_lines += 1;
+                    self.batch.rejects.push(Reject {
+                        source: self.source.clone(),
+                        reason: format!("message {number}: cut off by the end of the input"),
+                        raw: bytes.to_vec(),
+                    });
+                    self.events.push(Event::BadInput {
+                        number,
+                        error: "cut off by the end of the input".into(),
+                    });
+                }
+            }
+            self.drain();
+        }
+    }
+
+    /// Feeds messages decoded by the AMI client.
+    pub fn handle_messages(&mut self, now: Instant, messages: &[AmiMessage<'_>]) {
+        for msg in messages {
+            self.counts.records += 1;
+            self.asm.handle_message(now, msg);
+            if let Some(key) = self.asm.last_key() {
+                self.batch.journal_add.push(JournalEntry {
+                    source: self.source.clone(),
+                    call_key: key.to_owned(),
+                    line: msg.as_bytes().to_vec(),
+                });
+            }
+            self.drain();
+        }
+    }
+
+    /// After a reconnect: closes the calls whose channels vanished during the gap.
+    pub fn resync(&mut self, now: Instant, channels: &[AmiMessage<'_>]) {
+        self.asm.resync(now, channels);
+        self.drain();
+    }
+
+    /// The assembler, for its counters.
+    pub fn assembler(&self) -> &AmiAssembler {
+        &self.asm
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.asm.poll_output() {
+            match out {
+                Output::Call(call) => self.add_call(call),
+                Output::Anomaly(a) => self.events.push(Event::Anomaly(a)),
+                _ => {}
+            }
+        }
+        for key in self.asm.take_retired() {
+            self.batch
+                .journal_remove
+                .push((self.source.clone(), key.to_string()));
+        }
+    }
+
+    fn add_call(&mut self, call: Call) {
+        if call
+            .update
+            .as_ref()
+            .is_some_and(|u| u.event != UpdateEvent::Ended)
+        {
+            self.batch.updates.push(call);
+            return;
+        }
+        if call.complete {
+            self.counts.complete += 1;
+        } else {
+            self.counts.incomplete += 1;
+        }
+        self.batch.calls.push(call);
+    }
+}
+
+impl Pipeline for AmiPipeline {
+    type Input = AmiInput;
+
+    const KIND: &'static str = "ami";
+
+    fn state_names(_source: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn input(&mut self, now: Instant, input: AmiInput) {
+        match input {
+            AmiInput::Bytes(b) => self.push(now, &b),
+            AmiInput::Messages(m) => self.handle_messages(now, &m),
+            AmiInput::Resync(c) => self.resync(now, &c),
+        }
+    }
+
+    fn reset_connection(&mut self) {
+        self.framer = AmiFramer::new(self.framer.limits());
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.asm.handle_timeout(now);
+        self.drain();
+    }
+
+    fn finish(&mut self, now: Instant) {
+        let tail = self.framer.finish().map(|f| match f {
+            Frame::Truncated { bytes, number, .. } => (bytes.to_vec(), number),
+            Frame::Message { bytes, number, .. } => (bytes.to_vec(), number),
+            Frame::Greeting { number, .. } | Frame::Error { number, .. } => (Vec::new(), number),
+        });
+        if let Some((bytes, number)) = tail.filter(|(b, _)| !b.is_empty()) {
+            // A capture that ends without the blank line after its last message: a message
+            // whose last line is whole is used, anything else is kept as a reject.
+            let whole = bytes.ends_with(b"\n");
+            match AmiMessage::parse_with(&bytes, &mut self.headers) {
+                Ok(msg) if whole => {
+                    self.counts.records += 1;
+                    self.asm.handle_message(now, &msg);
+                    self.drain();
+                }
+                _ => {
+                    self.counts.bad_lines += 1;
+                    self.batch.rejects.push(Reject {
+                        source: self.source.clone(),
+                        reason: format!("message {number}: cut off by the end of the input"),
+                        raw: bytes,
+                    });
+                    self.events.push(Event::BadInput {
+                        number,
+                        error: "cut off by the end of the input".into(),
+                    });
+                }
+            }
+        }
+        self.asm.flush(now);
+        self.drain();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.asm.poll_timeout()
+    }
+
+    fn open_calls(&self) -> usize {
+        self.asm.open_calls()
+    }
+
+    fn counts(&self) -> PipelineCounts {
+        self.counts
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn take_batch(&mut self) -> Batch {
+        std::mem::take(&mut self.batch)
+    }
+}
