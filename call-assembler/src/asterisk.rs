@@ -1654,6 +1654,7 @@ impl AmiAssembler {
         let Some(call) = self.calls.get_mut(&into) else {
             return;
         };
+        let mut dropped = Vec::new();
         for leg in old.legs {
             if call.legs.len() < max_legs {
                 self.channels.insert(leg.uid.clone(), into);
@@ -1661,6 +1662,7 @@ impl AmiAssembler {
             } else {
                 self.channels.remove(&leg.uid);
                 self.stats.dropped += 1;
+                dropped.push(leg);
             }
         }
         // In order of creation on the wall clock (as the calls will show it), so that a replay
@@ -1702,6 +1704,17 @@ impl AmiAssembler {
             self.by_linkedid.insert(alias.clone(), into);
             call.aliases.push(alias);
         }
+        // A leg dropped over the limit leaves no trace (its name, its bridges).
+        for leg in dropped {
+            for name in [&leg.name, &leg.first_name] {
+                if self.names.get(name) == Some(&leg.uid) {
+                    self.names.remove(name);
+                }
+            }
+            for b in &leg.bridges {
+                self.leave_bridge(&leg.uid, b);
+            }
+        }
         self.refresh(into, now);
     }
 
@@ -1739,8 +1752,13 @@ impl AmiAssembler {
             }
             _ => {}
         }
-        if let Some(&cur) = self.channels.get(&uid) {
-            id = cur;
+        match self.channels.get(&uid) {
+            Some(&cur) => id = cur,
+            None => {
+                // Its own leg was dropped over the limit by a merge: nothing more to record.
+                self.touched = Some(id);
+                return;
+            }
         }
         self.touched = Some(id);
         let Some(call) = self.calls.get_mut(&id) else {

@@ -3,7 +3,9 @@
 //! `smdr_checks` depends on `smdr_parse` and `std` only: `smdr-parse/tests/fuzz_corpus.rs`
 //! includes the same file with `#[path]`, so replaying the corpus on stable checks exactly what
 //! the fuzzer checks. `ami_checks` does the same for `ami_proto`
-//! (`ami-proto/tests/fuzz_corpus.rs`).
+//! (`ami-proto/tests/fuzz_corpus.rs`), and `ami_assembler_checks` for `call_assembler`'s
+//! `AmiAssembler` (`call-assembler/tests/fuzz_corpus.rs`).
 
+pub mod ami_assembler_checks;
 pub mod ami_checks;
 pub mod smdr_checks;
