@@ -14,6 +14,7 @@ use crate::SinkError;
 use crate::backoff::{RetryDecision, RetryPolicy};
 use crate::jsonl::JsonlSink;
 use crate::outbox::{Outbox, OutboxError, Outcome, Pending};
+use crate::redis_list::RedisListSink;
 use crate::webhook::WebhookSink;
 
 /// A sink that calls are delivered to through the outbox.
@@ -23,6 +24,9 @@ pub enum RemoteSink {
     Webhook(Box<WebhookSink>),
     /// One JSON line per call to a writer.
     Jsonl(Arc<Mutex<JsonlSink<Box<dyn Write + Send>>>>),
+    /// Each call pushed onto a Redis list; a round's due calls go as one batch (see
+    /// [`RemoteSink::is_batched`]).
+    Redis(Arc<RedisListSink>),
 }
 
 impl std::fmt::Debug for RemoteSink {
@@ -30,6 +34,7 @@ impl std::fmt::Debug for RemoteSink {
         match self {
             Self::Webhook(w) => w.as_ref().fmt(f),
             Self::Jsonl(_) => f.write_str("Jsonl"),
+            Self::Redis(r) => r.as_ref().fmt(f),
         }
     }
 }
@@ -43,6 +48,31 @@ impl RemoteSink {
                 .lock()
                 .map_err(|_| SinkError::Io(std::io::Error::other("jsonl sink poisoned")))?
                 .send_json(body),
+            Self::Redis(r) => r.send(body).await,
+        }
+    }
+
+    /// Whether the sink takes a round's deliveries as one batch ([`RemoteSink::send_batch`],
+    /// one outcome for all) instead of one call at a time: true for Redis.
+    pub fn is_batched(&self) -> bool {
+        matches!(self, Self::Redis(_))
+    }
+
+    /// Delivers the JSON of several calls, in order, as one batch: for Redis, one round trip that
+    /// succeeds or fails as a whole. Sinks without batches send one call after another and return
+    /// the first failure (the calls before it were delivered).
+    pub async fn send_batch(&self, batch: &[Pending], now_unix: i64) -> Result<(), SinkError> {
+        match self {
+            Self::Redis(r) => {
+                let bodies: Vec<&[u8]> = batch.iter().map(|p| p.body.as_slice()).collect();
+                r.push_batch(&bodies).await
+            }
+            _ => {
+                for p in batch {
+                    self.send(&p.call_id, &p.body, now_unix).await?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -69,7 +99,7 @@ pub struct SinkWorker {
     pub sink: RemoteSink,
     /// When to retry and when to give up.
     pub policy: RetryPolicy,
-    /// Deliveries in flight at once.
+    /// Deliveries in flight at once (a batched sink sends one batch at a time and ignores it).
     pub concurrency: usize,
     /// Shared counters.
     pub stats: Arc<SinkStats>,
@@ -108,7 +138,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs one sink's worker until `shutdown` turns true: takes due deliveries from the outbox at
-/// `db`, sends them (at most `concurrency` at once), and records each outcome. `wake` is
+/// `db`, sends them (at most `concurrency` at once; a batched sink such as Redis takes all of a
+/// round's deliveries, up to 256, in one batch, in order), and records each outcome. `wake` is
 /// notified by the source after each commit so new calls go out at once. On shutdown, requests
 /// in flight are finished (the caller bounds how long it waits for this future).
 pub async fn run_worker(
@@ -167,27 +198,11 @@ pub async fn run_worker(
             }
             continue;
         }
-        // Send with at most `concurrency` in flight; with 1, in order.
-        let mut set = JoinSet::new();
-        let mut outcomes = Vec::new();
-        let mut blocked = None;
-        let mut queue = due.into_iter();
-        loop {
-            while set.len() < worker.concurrency.max(1) && blocked.is_none() {
-                let Some(p) = queue.next() else { break };
-                let sink = worker.sink.clone();
-                set.spawn(async move {
-                    let r = sink.send(&p.call_id, &p.body, now / 1000).await;
-                    (p, r)
-                });
-            }
-            let Some(joined) = set.join_next().await else {
-                break;
-            };
-            let Ok((p, result)) = joined else { continue };
-            let outcome = decide(&worker, &p, result, now_ms(), blocked_rounds, &mut blocked);
-            outcomes.push((p.call_id, outcome));
-        }
+        let (outcomes, blocked) = if worker.sink.is_batched() {
+            send_as_batch(&worker, due, now, blocked_rounds).await
+        } else {
+            send_each(&worker, due, now, blocked_rounds).await
+        };
         match blocked {
             Some(until) => {
                 blocked_rounds = blocked_rounds.saturating_add(1);
@@ -206,6 +221,139 @@ pub async fn run_worker(
         let sink_name = name.clone();
         blocking(&outbox, move |o| o.record(&sink_name, &outcomes, now_ms())).await?;
     }
+}
+
+/// Sends each delivery on its own, with at most `concurrency` in flight (with 1, in order);
+/// returns the outcomes and, if the sink turned out unreachable or paused, until when to block it.
+async fn send_each(
+    worker: &SinkWorker,
+    due: Vec<Pending>,
+    now: i64,
+    blocked_rounds: u32,
+) -> (Vec<(String, Outcome)>, Option<i64>) {
+    let mut set = JoinSet::new();
+    let mut outcomes = Vec::new();
+    let mut blocked = None;
+    let mut queue = due.into_iter();
+    loop {
+        while set.len() < worker.concurrency.max(1) && blocked.is_none() {
+            let Some(p) = queue.next() else { break };
+            let sink = worker.sink.clone();
+            set.spawn(async move {
+                let r = sink.send(&p.call_id, &p.body, now / 1000).await;
+                (p, r)
+            });
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        let Ok((p, result)) = joined else { continue };
+        let outcome = decide(worker, &p, result, now_ms(), blocked_rounds, &mut blocked);
+        outcomes.push((p.call_id, outcome));
+    }
+    (outcomes, blocked)
+}
+
+/// Sends a round's deliveries as one batch (a sink whose batch succeeds or fails as a whole, so
+/// one outcome applies to every delivery in it), and keeps their order:
+///
+/// * success: every delivery is delivered;
+/// * any failure blocks the whole sink (the backoff of the unreachable path: the sink's
+///   `Retry-After` or the policy's ceiling for the number of blocked rounds, at least 200 ms;
+///   then a probe with one delivery), and each delivery stays due at the time it was due
+///   ([`Pending::next_ms`]), so the next batch starts again at the oldest call, in order;
+/// * [`SinkError::Unreachable`] and [`SinkError::Paused`] (Redis down, loading, read-only,
+///   refusing our password, the key not a list, ...) do not use up the calls' attempts; only the
+///   maximum age can dead-letter them;
+/// * [`SinkError::Retryable`] and [`SinkError::Io`] count an attempt for every delivery in the
+///   batch; the policy's attempt and age limits dead-letter them;
+/// * [`SinkError::Rejected`], [`SinkError::Encode`] and [`SinkError::Config`] dead-letter the
+///   batch.
+async fn send_as_batch(
+    worker: &SinkWorker,
+    due: Vec<Pending>,
+    now: i64,
+    blocked_rounds: u32,
+) -> (Vec<(String, Outcome)>, Option<i64>) {
+    let result = worker.sink.send_batch(&due, now / 1000).await;
+    let now = now_ms();
+    let stats = &worker.stats;
+    let name = &worker.name;
+    let n = u64::try_from(due.len()).unwrap_or(u64::MAX);
+    let err = match result {
+        Ok(()) => {
+            stats.delivered.fetch_add(n, Ordering::Relaxed);
+            let outcomes = due
+                .into_iter()
+                .map(|p| (p.call_id, Outcome::Delivered))
+                .collect();
+            return (outcomes, None);
+        }
+        Err(e) => e,
+    };
+    stats.failed.fetch_add(n, Ordering::Relaxed);
+    let error = err.to_string();
+    let (counted, retry_after) = match &err {
+        SinkError::Unreachable(_) => (false, None),
+        SinkError::Paused { retry_after, .. } => (false, *retry_after),
+        SinkError::Retryable { retry_after, .. } => (true, *retry_after),
+        SinkError::Io(_) => (true, None),
+        SinkError::Rejected(_) | SinkError::Encode(_) | SinkError::Config(_) => {
+            stats.dead.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(sink = %name, calls = n, %error, "batch dead-lettered");
+            let outcomes = due
+                .into_iter()
+                .map(|p| {
+                    let error = error.clone();
+                    (p.call_id, Outcome::Dead { error })
+                })
+                .collect();
+            return (outcomes, None);
+        }
+    };
+    match &err {
+        SinkError::Paused { .. } => {
+            tracing::error!(sink = %name, %error, "sink paused: the receiver refuses our requests");
+        }
+        SinkError::Unreachable(_) => tracing::warn!(sink = %name, %error, "sink unreachable"),
+        _ => tracing::warn!(sink = %name, calls = n, %error, "batch failed; will retry"),
+    }
+    let ceiling = worker.policy.ceiling(blocked_rounds.saturating_add(1));
+    let delay = retry_after
+        .unwrap_or(ceiling)
+        .max(Duration::from_millis(200));
+    let until = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let outcomes = due
+        .into_iter()
+        .map(|p| {
+            let give_up = if counted {
+                worker.policy.after_failure(
+                    p.attempts.saturating_add(1),
+                    p.created_ms,
+                    now,
+                    None,
+                    0,
+                ) == RetryDecision::DeadLetter
+            } else {
+                worker.policy.is_too_old(p.created_ms, now)
+            };
+            let outcome = if give_up {
+                stats.dead.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(sink = %name, call = %p.call_id, %error, "delivery dead-lettered");
+                Outcome::Dead {
+                    error: error.clone(),
+                }
+            } else {
+                Outcome::Retry {
+                    at_ms: p.next_ms,
+                    error: error.clone(),
+                    counted,
+                }
+            };
+            (p.call_id, outcome)
+        })
+        .collect();
+    (outcomes, Some(until))
 }
 
 /// Maps one attempt's result to what the outbox should record.

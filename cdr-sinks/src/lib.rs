@@ -6,7 +6,8 @@
 //!   one delivery row per call and sink, attempts, next try, dead letters, and rejected input;
 //! * [`engine`]: a delivery worker per sink with bounded concurrency, a clock-free retry policy
 //!   ([`backoff`]), `Retry-After`, dead letters and pausing a sink that refuses us;
-//! * the sinks: [`webhook`] (hyper, rustls, Standard Webhooks signatures) and [`jsonl`].
+//! * the sinks: [`webhook`] (hyper, rustls, Standard Webhooks signatures), [`redis_list`]
+//!   (`LPUSH`/`RPUSH` of a batch per round trip, `redis://` or `rediss://`) and [`jsonl`].
 //!
 //! What it does not do: parse wire formats, assemble calls or read from a phone system; that is
 //! the job of the crates below it and of `bins`.
@@ -16,6 +17,7 @@ pub mod backoff;
 pub mod engine;
 pub mod jsonl;
 pub mod outbox;
+pub mod redis_list;
 pub mod webhook;
 
 use std::time::Duration;

@@ -104,6 +104,10 @@ pub struct Pending {
     pub attempts: u32,
     /// When the delivery row was created (ms since the epoch).
     pub created_ms: i64,
+    /// When it became due (ms since the epoch): the creation time, or the time a retry was set
+    /// for. [`Outbox::due`] returns deliveries in this order (then in arrival order), so a sink
+    /// that must keep the order records a failed delivery's retry at this same time.
+    pub next_ms: i64,
     /// The call's JSON.
     pub body: Vec<u8>,
 }
@@ -391,7 +395,7 @@ impl Outbox {
     /// Up to `limit` deliveries of `sink` due at `now_ms`, oldest first.
     pub fn due(&self, sink: &str, now_ms: i64, limit: usize) -> Result<Vec<Pending>, OutboxError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.call_id, d.attempts, d.created_ms, COALESCE(c.body, u.body)
+            "SELECT d.call_id, d.attempts, d.created_ms, d.next_ms, COALESCE(c.body, u.body)
              FROM deliveries d
              LEFT JOIN calls c ON c.id = d.call_id
              LEFT JOIN updates u ON u.key = d.call_id
@@ -406,7 +410,8 @@ impl Outbox {
                     call_id: r.get(0)?,
                     attempts: r.get(1)?,
                     created_ms: r.get(2)?,
-                    body: r.get(3)?,
+                    next_ms: r.get(3)?,
+                    body: r.get(4)?,
                 })
             },
         )?;

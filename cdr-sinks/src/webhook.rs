@@ -108,18 +108,7 @@ pub fn build_client(
     connect_timeout: Duration,
     pool: usize,
 ) -> Result<HttpClient, SinkError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots());
-    if let Some(path) = ca_file {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| SinkError::Config(format!("CA file {}: {e}", path.display())))?;
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| SinkError::Config(format!("CA file {}: {e}", path.display())))?;
-        }
-    }
+    let roots = root_store(ca_file)?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -142,6 +131,26 @@ pub fn build_client(
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(pool.max(1))
         .build(https))
+}
+
+/// The trusted roots of the sinks' TLS clients: the Mozilla roots plus the PEM certificates in
+/// `ca_file`.
+pub(crate) fn root_store(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::RootCertStore, SinkError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots());
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| SinkError::Config(format!("CA file {}: {e}", path.display())))?;
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| SinkError::Config(format!("CA file {}: {e}", path.display())))?;
+        }
+    }
+    Ok(roots)
 }
 
 impl WebhookSink {

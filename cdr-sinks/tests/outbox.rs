@@ -330,5 +330,9 @@ fn progress_records_are_delivered_under_their_own_key_but_not_stored_as_calls() 
         let body: Call = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(body.id, call.id);
     }
-    assert_eq!(o.call_count().unwrap(), 1, "the store holds the final call only");
+    assert_eq!(
+        o.call_count().unwrap(),
+        1,
+        "the store holds the final call only"
+    );
 }
