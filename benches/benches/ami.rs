@@ -6,15 +6,23 @@
 //! bench checks its counts against the corpus, so the smoke run also checks that the benches
 //! measure what they claim to.
 //!
+//! The `assembler` group measures `call_assembler::AmiAssembler` alone: every message of the
+//! same streams, parsed and made owned beforehand, is fed with `handle_message` on a synthetic
+//! clock. Its corpus repeats the fixtures as many times as the others, but each copy gets its
+//! own Uniqueids and Linkedids (`c<copy>-` in front) and later `Timestamp:`s, so that every
+//! copy is new calls rather than late events of the first.
+//!
 //! The fixtures are read from `shared/fixtures` beside the work tree (`asterisk/*/ami.raw` and
 //! the `*.ami`, `*.dump` and `*.yaml` streams under `ami/`), or from the folder in
 //! `AMI_FIXTURES`.
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use ami_proto::{AmiFramer, AmiMessage, Event, Frame, HeaderBuf, Parsed, parse_ami, skip_message};
-use cdr_benches::{CHUNK, corpus_bytes, fixture_dir};
+use call_assembler::{AmiAssembler, AmiAssemblerConfig, Output};
+use cdr_benches::{CHUNK, corpus_bytes, fixture_dir, measuring};
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{AllocProfiler, Bencher, black_box};
 
@@ -45,6 +53,20 @@ struct Corpus {
 
 static CORPUS: LazyLock<Corpus> = LazyLock::new(load);
 
+/// The assembler's input: every message of the streams, `copies` times, each with the offset of
+/// its synthetic `now` from the start.
+struct Events {
+    messages: Vec<(Duration, AmiMessage<'static>)>,
+    /// Bytes of the messages (as framed).
+    bytes: usize,
+    /// Messages that change call state (the assembler's `stats().events` over one pass).
+    events: u64,
+    /// Calls emitted over one pass.
+    calls: usize,
+}
+
+static EVENTS: LazyLock<Events> = LazyLock::new(load_events);
+
 /// The files under `dir/*/` whose name passes `keep`, sorted.
 fn files_in_subdirs(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -66,16 +88,22 @@ fn files_in_subdirs(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     files
 }
 
-fn load() -> Corpus {
+/// Every AMI stream among the fixtures.
+fn stream_files() -> Vec<PathBuf> {
     let dir = fixture_dir("AMI_FIXTURES", "");
-    let streams = files_in_subdirs(&dir.join("asterisk"), |p| p.ends_with("ami.raw"))
+    files_in_subdirs(&dir.join("asterisk"), |p| p.ends_with("ami.raw"))
         .into_iter()
         .chain(files_in_subdirs(&dir.join("ami"), |p| {
             p.extension()
                 .is_some_and(|e| e == "ami" || e == "dump" || e == "yaml")
-        }));
+        }))
+        .collect()
+}
+
+fn load() -> Corpus {
+    let dir = fixture_dir("AMI_FIXTURES", "");
     let mut one = Vec::new();
-    for path in streams {
+    for path in stream_files() {
         let bytes =
             std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         one.extend_from_slice(&bytes);
@@ -137,7 +165,165 @@ fn call_event<'m>(m: &'m AmiMessage<'_>) -> Option<(Option<&'m str>, Option<&'m 
     }
 }
 
+/// The messages of every stream (owned), with the offset of each one's `now` within its
+/// stream: its `Timestamp:` (else CEL `EventTime`) minus the stream's first, else the previous.
+fn stream_messages() -> Vec<Vec<(Duration, AmiMessage<'static>)>> {
+    let mut out = Vec::new();
+    for path in stream_files() {
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let mut framer = AmiFramer::default();
+        framer.push(&bytes);
+        let mut first: Option<f64> = None;
+        let mut at = Duration::ZERO;
+        let mut msgs = Vec::new();
+        let mut take = |frame: &[u8]| {
+            let Ok(m) = AmiMessage::parse(frame) else {
+                return;
+            };
+            let secs = m
+                .get_str("Timestamp")
+                .and_then(|t| t.parse::<f64>().ok())
+                .or_else(|| match m.typed() {
+                    Event::Cel(c) => c.event_time().map(|t| t.and_utc().timestamp() as f64),
+                    _ => None,
+                });
+            if let Some(s) = secs {
+                let f = *first.get_or_insert(s);
+                at = at.max(Duration::from_secs_f64((s - f).max(0.0)));
+            }
+            msgs.push((at, m.into_owned()));
+        };
+        while let Some(frame) = framer.next_frame() {
+            if let Frame::Message { bytes, .. } = frame {
+                take(bytes);
+            }
+        }
+        if let Some(Frame::Message { bytes, .. }) = framer.finish() {
+            take(bytes);
+        }
+        out.push(msgs);
+    }
+    out
+}
+
+/// A copy of `m` for copy `copy` of the corpus: ids get `c<copy>-` in front, `Timestamp:`
+/// moves `shift` later. Messages that cannot be rebuilt header by header stay as they are.
+fn renamed(m: &AmiMessage<'static>, copy: usize, shift: f64) -> AmiMessage<'static> {
+    if copy == 0 {
+        return m.clone();
+    }
+    let headers: Vec<(&str, Vec<u8>)> = m
+        .headers()
+        .map(|(name, value)| {
+            let lower = name.to_ascii_lowercase();
+            let value = if (lower.contains("uniqueid") || lower.contains("linkedid"))
+                && !value.is_empty()
+            {
+                [format!("c{copy}-").as_bytes(), value].concat()
+            } else if lower == "timestamp" {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .map_or_else(
+                        || value.to_vec(),
+                        |t| format!("{:.6}", t + shift).into_bytes(),
+                    )
+            } else {
+                value.to_vec()
+            };
+            (name, value)
+        })
+        .collect();
+    AmiMessage::from_headers(headers).unwrap_or_else(|_| m.clone())
+}
+
+fn load_events() -> Events {
+    let streams = stream_messages();
+    // As many copies as the byte benches use, one when smoke-testing.
+    let copies = if measuring() { CORPUS.copies } else { 1 };
+    // Each stream, then each copy, starts an hour after the last event before it.
+    let gap = Duration::from_secs(3600);
+    let mut messages = Vec::new();
+    let mut start = Duration::ZERO;
+    for copy in 0..copies {
+        let shift = start.as_secs_f64();
+        for msgs in &streams {
+            for (at, m) in msgs {
+                messages.push((start + *at, renamed(m, copy, shift)));
+            }
+            start += msgs.last().map_or(Duration::ZERO, |(at, _)| *at) + gap;
+        }
+    }
+    let bytes = messages.iter().map(|(_, m)| m.as_bytes().len()).sum();
+    let (stats, calls) = assemble(
+        &messages,
+        AmiAssemblerConfig::default(),
+        Instant::now(),
+        false,
+    );
+    Events {
+        messages,
+        bytes,
+        events: stats.events,
+        calls,
+    }
+}
+
+/// Feeds every message to a new assembler as a run loop does (`handle_timeout` when due,
+/// outputs drained after each message, `take_retired` too when `journal`), then flushes.
+/// The counters and the number of final calls.
+#[inline]
+fn assemble(
+    messages: &[(Duration, AmiMessage<'static>)],
+    config: AmiAssemblerConfig,
+    base: Instant,
+    journal: bool,
+) -> (call_assembler::AmiStats, usize) {
+    let mut asm = AmiAssembler::new(config);
+    let mut calls = 0usize;
+    let mut now = base;
+    let mut keys = 0usize;
+    let mut drain = |asm: &mut AmiAssembler| {
+        while let Some(out) = asm.poll_output() {
+            if let Output::Call(c) = &out {
+                calls += usize::from(
+                    c.update
+                        .is_none_or(|u| u.event == call_assembler::UpdateEvent::Ended),
+                );
+            }
+            black_box(out);
+        }
+    };
+    for (at, m) in messages {
+        now = base + *at;
+        if asm.poll_timeout().is_some_and(|t| t <= now) {
+            asm.handle_timeout(now);
+        }
+        asm.handle_message(now, m);
+        if journal {
+            keys += usize::from(black_box(asm.last_key()).is_some());
+        }
+        drain(&mut asm);
+        if journal {
+            black_box(asm.take_retired());
+        }
+    }
+    asm.flush(now + Duration::from_secs(10));
+    drain(&mut asm);
+    black_box(keys);
+    (asm.stats(), calls)
+}
+
 fn report() {
+    let e = &*EVENTS;
+    eprintln!(
+        "assembler corpus: {} messages, {} bytes, {} call events, {} calls",
+        e.messages.len(),
+        e.bytes,
+        e.events,
+        e.calls
+    );
     let c = &*CORPUS;
     eprintln!(
         "corpus: {} bytes ({} copies of the fixtures), {} lines, {} frames, {} messages, \
@@ -311,4 +497,51 @@ fn parse_ami_loop(bencher: Bencher<'_, '_>) {
             assert_eq!(n, c.messages);
             n
         });
+}
+
+/// `call_assembler::AmiAssembler` over every message of the corpus (parsed and owned
+/// beforehand, outside the timing), on a synthetic clock from the events' `Timestamp:`s.
+#[divan::bench_group(sample_count = 20)]
+mod assembler {
+    use super::*;
+
+    fn run(bencher: Bencher<'_, '_>, config: fn() -> AmiAssemblerConfig, journal: bool) {
+        let e = &*EVENTS;
+        let base = Instant::now();
+        bencher
+            .counter(BytesCount::new(e.bytes))
+            .counter(ItemsCount::new(e.messages.len()))
+            .bench(|| {
+                let (stats, calls) = assemble(black_box(&e.messages), config(), base, journal);
+                assert_eq!(stats.messages, e.messages.len() as u64);
+                assert_eq!((stats.events, calls), (e.events, e.calls));
+                calls
+            });
+    }
+
+    /// Complete mode (the default configuration): one record per call.
+    #[divan::bench]
+    fn complete(bencher: Bencher<'_, '_>) {
+        run(bencher, AmiAssemblerConfig::default, false);
+    }
+
+    /// Complete mode, plus what a journaling relay reads: `last_key` after every message and
+    /// `take_retired` after every drain.
+    #[divan::bench]
+    fn journal(bencher: Bencher<'_, '_>) {
+        run(bencher, AmiAssemblerConfig::default, true);
+    }
+
+    /// Progressive mode with a 5 s interval: `Started`, `Updated` every 5 s, `Ended`.
+    #[divan::bench]
+    fn progressive_5s(bencher: Bencher<'_, '_>) {
+        run(
+            bencher,
+            || AmiAssemblerConfig {
+                progress_interval: Some(Duration::from_secs(5)),
+                ..AmiAssemblerConfig::default()
+            },
+            false,
+        );
+    }
 }

@@ -421,8 +421,11 @@ trait Fields {
     fn field(&self, name: &str) -> Option<&[u8]>;
 
     fn text(&self, name: &str) -> Option<CompactString> {
-        self.field(name)
-            .map(|b| CompactString::from_utf8_lossy(b).trim().into())
+        self.field(name).map(|b| match std::str::from_utf8(b) {
+            // One string, not a lossy copy and then its trimmed copy.
+            Ok(s) => CompactString::from(s.trim()),
+            Err(_) => CompactString::from_utf8_lossy(b).trim().into(),
+        })
     }
 
     /// A value that is present and meaningful (not empty, not `<unknown>`).
