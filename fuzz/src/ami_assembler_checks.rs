@@ -203,10 +203,8 @@ impl Harness {
         if self.asm.open_calls() > self.max_open {
             self.fail(&format!("{} calls open", self.asm.open_calls()));
         }
-        if let Some(t) = self.asm.poll_timeout() {
-            if t < now && !self.overdue_ok {
-                self.fail("poll_timeout before now");
-            }
+        if self.asm.poll_timeout().is_some_and(|t| t < now) && !self.overdue_ok {
+            self.fail("poll_timeout before now");
         }
         self.overdue_ok = false;
         let st = self.asm.stats();
@@ -226,10 +224,10 @@ impl Harness {
         if c.end_time < c.start_time {
             self.fail(&format!("end before start: {what}"));
         }
-        if let Some(a) = c.answer_time {
-            if a < c.start_time || a > c.end_time {
-                self.fail(&format!("answer outside the call: {what}"));
-            }
+        if c.answer_time
+            .is_some_and(|a| a < c.start_time || a > c.end_time)
+        {
+            self.fail(&format!("answer outside the call: {what}"));
         }
         if c.legs.is_empty() {
             self.fail(&format!("no legs: {what}"));
@@ -276,10 +274,8 @@ impl Harness {
         self.asm.handle_timeout(now);
         self.after();
         let now = self.latest;
-        if let Some(t) = self.asm.poll_timeout() {
-            if t <= now {
-                self.fail("poll_timeout not after handle_timeout(now)");
-            }
+        if self.asm.poll_timeout().is_some_and(|t| t <= now) {
+            self.fail("poll_timeout not after handle_timeout(now)");
         }
     }
 
