@@ -78,6 +78,23 @@ pub struct CommonArgs {
     #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
     pub webhook_ca_file: Option<PathBuf>,
 
+    /// Redis sink: the server (`redis://[user:password@]host:port/db`, `rediss://` for TLS).
+    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis sink: the list each call's JSON is pushed to [default: cdr-relay:calls].
+    #[arg(long, env = "REDIS_LIST_KEY", value_name = "KEY")]
+    pub redis_list_key: Option<String>,
+
+    /// Redis sink: `lpush` (a consumer drains with BRPOP, oldest first) or `rpush`
+    /// [default: lpush].
+    #[arg(long, env = "REDIS_PUSH", value_name = "lpush|rpush")]
+    pub redis_push: Option<String>,
+
+    /// Redis sink: extra trusted CA certificates (PEM) for `rediss://`.
+    #[arg(long, env = "REDIS_CA_FILE", value_name = "FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Sentry DSN: errors and dead letters are reported there.
     #[arg(long, env = "SENTRY_DSN", hide_env_values = true)]
     pub sentry_dsn: Option<String>,
@@ -241,6 +258,52 @@ pub struct AmiArgs {
     pub utc_offset: Option<String>,
 }
 
+/// Drains a predictive dialler's CDR list in Redis reliably (each item moved to a processing
+/// list, committed, then removed from it; items a crash left there are committed first at the
+/// next start), turns every CDR into a completed call, keeps it in the local store with a web
+/// page, and delivers it to webhooks, Redis lists and other sinks.
+///
+/// Every option can also be set by the environment variable shown, or in a TOML file given with
+/// --config (keys as the long flags, with `_` for `-`).
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "list-relay", version, about, long_about)]
+pub struct ListArgs {
+    /// Settings every relay shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The dialler's Redis (`redis://[user:password@]host:port/db`, `rediss://` for TLS)
+    /// [default: redis://127.0.0.1:6379].
+    #[arg(
+        long,
+        env = "DIALLER_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub dialler_redis_url: Option<String>,
+
+    /// The list the dialler pushes its CDRs to [default: enigma:notifications:campaigns].
+    #[arg(long, env = "DIALLER_LIST_KEY", value_name = "KEY")]
+    pub dialler_list_key: Option<String>,
+
+    /// The processing list items wait in until committed [default: the list key +
+    /// `:processing`].
+    #[arg(long, env = "DIALLER_PROCESSING_KEY", value_name = "KEY")]
+    pub dialler_processing_key: Option<String>,
+
+    /// The most items moved and committed at once [default: 512].
+    #[arg(long, env = "DIALLER_BATCH", value_name = "N")]
+    pub dialler_batch: Option<usize>,
+
+    /// Extra trusted CA certificates (PEM) for a `rediss://` dialler Redis.
+    #[arg(long, env = "DIALLER_REDIS_CA_FILE", value_name = "FILE")]
+    pub dialler_redis_ca_file: Option<PathBuf>,
+
+    /// Items larger than this many bytes are rejected unparsed [default: 1048576].
+    #[arg(long, env = "DIALLER_MAX_ITEM", value_name = "BYTES")]
+    pub dialler_max_item: Option<usize>,
+}
+
 /// The TOML file: the same settings as the flags.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -277,6 +340,16 @@ struct FileConfig {
     internal_number_max_len: Option<usize>,
     utc_offset: Option<String>,
     tenant_rules: Option<Vec<TenantRule>>,
+    redis_url: Option<String>,
+    redis_list_key: Option<String>,
+    redis_push: Option<String>,
+    redis_ca_file: Option<PathBuf>,
+    dialler_redis_url: Option<String>,
+    dialler_list_key: Option<String>,
+    dialler_processing_key: Option<String>,
+    dialler_batch: Option<usize>,
+    dialler_max_item: Option<usize>,
+    dialler_redis_ca_file: Option<PathBuf>,
 }
 
 /// Where the records come from.
@@ -290,13 +363,36 @@ pub enum SourceConfig {
     Replay(PathBuf),
     /// The Asterisk Manager Interface.
     Ami(Box<ami_proto::client::ClientConfig>),
+    /// A dialler's CDR list in Redis.
+    RedisList(RedisListSource),
 }
+
+/// Where `list-relay` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisListSource {
+    /// The server.
+    pub url: String,
+    /// The dialler's list.
+    pub key: String,
+    /// The processing list.
+    pub processing: String,
+    /// Items moved and committed at once.
+    pub batch: usize,
+    /// Extra trusted CA certificates (PEM) for `rediss://`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The default list a dialler pushes its CDRs to.
+pub const DEFAULT_DIALLER_LIST: &str = "enigma:notifications:campaigns";
+/// The default list the Redis sink pushes calls to.
+pub const DEFAULT_REDIS_SINK_LIST: &str = "cdr-relay:calls";
 
 impl PartialEq for SourceConfig {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Connect(a), Self::Connect(b)) | (Self::Listen(a), Self::Listen(b)) => a == b,
             (Self::Replay(a), Self::Replay(b)) => a == b,
+            (Self::RedisList(a), Self::RedisList(b)) => a == b,
             (Self::Ami(a), Self::Ami(b)) => {
                 (&a.host, a.port, &a.username) == (&b.host, b.port, &b.username)
             }
@@ -313,6 +409,8 @@ pub enum RelayKind {
     Smdr,
     /// `ami-relay`.
     Ami,
+    /// `list-relay`.
+    List,
 }
 
 /// The resolved configuration.
@@ -324,6 +422,10 @@ pub struct Config {
     pub source: SourceConfig,
     /// The Asterisk assembler's settings (`ami-relay`).
     pub ami: AmiAssemblerConfig,
+    /// Dialler items larger than this are rejected unparsed (`list-relay`).
+    pub dialler_max_item: usize,
+    /// The Redis list sink, when configured.
+    pub redis: Option<cdr_sinks::redis_list::RedisListConfig>,
     /// The sinks, store included.
     pub sinks: Vec<SinkSpec>,
     /// Site name.
@@ -487,6 +589,51 @@ impl Config {
         Ok(c)
     }
 
+    /// Resolves `list-relay`'s flags and environment over the TOML file, over defaults.
+    pub fn resolve_list(args: &ListArgs) -> Result<Self, ConfigError> {
+        let common = &args.common;
+        let file = read_config(common)?;
+        let source = if let Some(path) = &common.replay {
+            SourceConfig::Replay(path.clone())
+        } else {
+            let url = pick(&args.dialler_redis_url, &file.dialler_redis_url)
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+            let ca_file = args
+                .dialler_redis_ca_file
+                .clone()
+                .or_else(|| file.dialler_redis_ca_file.clone());
+            check_redis_url("DIALLER_REDIS_URL", &url, ca_file.as_deref())?;
+            let key = pick(&args.dialler_list_key, &file.dialler_list_key)
+                .unwrap_or_else(|| DEFAULT_DIALLER_LIST.into());
+            let processing = pick(&args.dialler_processing_key, &file.dialler_processing_key)
+                .unwrap_or_else(|| format!("{key}:processing"));
+            if processing == key {
+                return Err(ConfigError(
+                    "DIALLER_PROCESSING_KEY must differ from DIALLER_LIST_KEY".into(),
+                ));
+            }
+            SourceConfig::RedisList(RedisListSource {
+                url,
+                key,
+                processing,
+                batch: args
+                    .dialler_batch
+                    .or(file.dialler_batch)
+                    .unwrap_or(512)
+                    .clamp(1, 10_000),
+                ca_file,
+            })
+        };
+        let mut c = Self::resolve_common(common, &file, source)?;
+        c.kind = RelayKind::List;
+        c.dialler_max_item = args
+            .dialler_max_item
+            .or(file.dialler_max_item)
+            .unwrap_or(call_assembler::DEFAULT_MAX_ITEM)
+            .max(64);
+        Ok(c)
+    }
+
     fn resolve_common(
         args: &CommonArgs,
         file: &FileConfig,
@@ -503,6 +650,9 @@ impl Config {
             let mut v = vec![SinkSpec::Store];
             if webhook_url.is_some() {
                 v.push(SinkSpec::Webhook);
+            }
+            if pick(&args.redis_url, &file.redis_url).is_some() {
+                v.push(SinkSpec::Redis);
             }
             v
         };
@@ -539,6 +689,33 @@ impl Config {
         if let Some(w) = &webhook {
             cdr_sinks::webhook::WebhookSink::new(w).map_err(|e| ConfigError(e.to_string()))?;
         }
+        let redis_url = pick(&args.redis_url, &file.redis_url);
+        let redis = match (redis_url, sinks.contains(&SinkSpec::Redis)) {
+            (Some(url), _) => {
+                let mut r = cdr_sinks::redis_list::RedisListConfig::new(
+                    url,
+                    pick(&args.redis_list_key, &file.redis_list_key)
+                        .unwrap_or_else(|| DEFAULT_REDIS_SINK_LIST.into()),
+                );
+                if let Some(side) = pick(&args.redis_push, &file.redis_push) {
+                    r.side = side.parse().map_err(|_| {
+                        ConfigError(format!("REDIS_PUSH {side:?}: expected lpush or rpush"))
+                    })?;
+                }
+                r.ca_file = args
+                    .redis_ca_file
+                    .clone()
+                    .or_else(|| file.redis_ca_file.clone());
+                check_redis_url("REDIS_URL", &r.url, r.ca_file.as_deref())?;
+                Some(r)
+            }
+            (None, true) => {
+                return Err(ConfigError(
+                    "--sink redis needs a server: set REDIS_URL or --redis-url".into(),
+                ));
+            }
+            (None, false) => None,
+        };
         let http = pick(&args.http, &file.http).unwrap_or_else(|| DEFAULT_HTTP.into());
         let log_format = pick(&args.log_format, &file.log_format).unwrap_or_else(|| "text".into());
         if !matches!(log_format.as_str(), "text" | "json") {
@@ -550,6 +727,8 @@ impl Config {
             kind: RelayKind::Smdr,
             source,
             ami: AmiAssemblerConfig::default(),
+            dialler_max_item: call_assembler::DEFAULT_MAX_ITEM,
+            redis,
             sinks,
             site: pick(&args.site, &file.site).unwrap_or_default(),
             idle_timeout: Duration::from_secs(
@@ -582,6 +761,13 @@ impl Config {
             SourceConfig::Connect(a) => format!("connect to the PBX at {a}"),
             SourceConfig::Listen(a) => format!("listen for the PBX on {a}"),
             SourceConfig::Replay(p) => format!("replay {}", p.display()),
+            SourceConfig::RedisList(r) => format!(
+                "drain the Redis list {} at {} through {}, {} items at a time",
+                r.key,
+                redacted(&r.url),
+                r.processing,
+                r.batch
+            ),
             SourceConfig::Ami(c) => format!(
                 "AMI at {}:{} as {} ({}{} login)",
                 c.host,
@@ -638,6 +824,14 @@ impl Config {
                 out.push_str(&format!("tenant rules: {}\n", a.tenant_rules.len()));
             }
         }
+        if let Some(r) = &self.redis {
+            out.push_str(&format!(
+                "redis sink: {:?} {} at {}\n",
+                r.side,
+                r.key,
+                redacted(&r.url)
+            ));
+        }
         if self.sentry_dsn.is_some() {
             out.push_str("sentry: errors reported\n");
         }
@@ -649,6 +843,24 @@ impl Config {
         }
         out
     }
+}
+
+/// A URL without its password (`redis://user:***@host`).
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (auth, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+            let user = auth.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn check_redis_url(name: &str, url: &str, ca_file: Option<&Path>) -> Result<(), ConfigError> {
+    cdr_sinks::redis_list::RedisEndpoint::parse(url, ca_file)
+        .map(|_| ())
+        .map_err(|e| ConfigError(format!("{name}: {e}")))
 }
 
 fn pick(a: &Option<String>, f: &Option<String>) -> Option<String> {

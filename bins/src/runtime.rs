@@ -12,12 +12,15 @@ use call_assembler::SmdrAssemblerConfig;
 use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
 use cdr_sinks::jsonl::JsonlSink;
 use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
+use cdr_sinks::redis_list::RedisListSink;
 use cdr_sinks::webhook::WebhookSink;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, AmiPipeline, Event, Pipeline, PipelineCounts, Restored, SmdrPipeline};
+use crate::pipeline::{
+    self, AmiPipeline, DiallerPipeline, Event, Pipeline, PipelineCounts, Restored, SmdrPipeline,
+};
 use crate::sinks::SinkSpec;
 use crate::source::{self, SourceEvent, TcpOptions};
 
@@ -28,6 +31,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// queue never empties, and an unbounded group would hold the whole burst in memory and make it
 /// durable only at its end (see BENCHMARKS.md, "End to end").
 const MAX_GROUP: usize = 16;
+
+/// Fired once the input it came with is committed.
+type Ack = tokio::sync::oneshot::Sender<()>;
 
 /// What a run did, for the summary line.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +60,13 @@ fn remote_sinks(config: &Config) -> anyhow::Result<Vec<RemoteWorker>> {
                     .as_ref()
                     .context("the webhook sink needs SMDR_WEBHOOK_URL")?;
                 RemoteSink::Webhook(Box::new(WebhookSink::new(w)?))
+            }
+            SinkSpec::Redis => {
+                let r = config
+                    .redis
+                    .as_ref()
+                    .context("the redis sink needs REDIS_URL")?;
+                RemoteSink::Redis(Arc::new(RedisListSink::new(r)?))
             }
             SinkSpec::Jsonl(path) => {
                 let out: Box<dyn std::io::Write + Send> = match path {
@@ -162,7 +175,9 @@ async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
                 }
             });
         }
-        SourceConfig::Ami(_) => anyhow::bail!("an AMI source does not read raw bytes"),
+        SourceConfig::Ami(_) | SourceConfig::RedisList(_) => {
+            anyhow::bail!("this source does not read raw bytes")
+        }
     }
     Ok(Feed {
         progress,
@@ -186,6 +201,31 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             };
             run_with(config, shutdown, metrics, rx, feed, |saved, now| {
                 pipeline::smdr::restore(&source, asm_config, now, saved)
+            })
+            .await
+        }
+        RelayKind::List => {
+            let source = source_name(DiallerPipeline::KIND, &config.site);
+            let metrics = Metrics::new(DiallerPipeline::KIND);
+            let (tx, rx) = mpsc::channel(8);
+            let feed = match &config.source {
+                SourceConfig::RedisList(list) => {
+                    tracing::info!(list = %list.key, processing = %list.processing, "draining the dialler's CDR list");
+                    tokio::spawn(crate::redis_source::redis_list(
+                        list.clone(),
+                        tx,
+                        shutdown.clone(),
+                    ));
+                    Feed {
+                        progress: Arc::new(AtomicU64::new(0)),
+                        total_bytes: None,
+                    }
+                }
+                _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
+            };
+            let (site, max_item) = (config.site.clone(), config.dialler_max_item);
+            run_with(config, shutdown, metrics, rx, feed, |saved, now| {
+                pipeline::dialler::restore(&source, &site, max_item, now, now_ms(), saved)
             })
             .await
         }
@@ -319,6 +359,7 @@ async fn run_with<P: Pipeline>(
     let mut shutdown = shutdown;
     let mut ended = false;
     let mut reported = 0u64;
+    let mut acks: Vec<Ack> = Vec::new();
     loop {
         let deadline = pipeline.poll_timeout();
         let sleep = async {
@@ -342,14 +383,14 @@ async fn run_with<P: Pipeline>(
                 break;
             }
             Some(Some(ev)) => {
-                ended |= handle(&mut pipeline, &metrics, &connected, ev);
+                ended |= handle(&mut pipeline, &metrics, &connected, &mut acks, ev);
                 // Group what is already queued into the same commit, up to MAX_GROUP reads.
                 let mut grouped = 1;
                 while !ended && grouped < MAX_GROUP {
                     match rx.try_recv() {
                         Ok(ev) => {
                             grouped += 1;
-                            ended |= handle(&mut pipeline, &metrics, &connected, ev);
+                            ended |= handle(&mut pipeline, &metrics, &connected, &mut acks, ev);
                         }
                         Err(_) => break,
                     }
@@ -357,6 +398,9 @@ async fn run_with<P: Pipeline>(
             }
         }
         commit(&outbox, &mut pipeline, &metrics, &wakes, &mut reported).await?;
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
         if let Some(r) = &reporter {
             r.update(pipeline.counts());
         }
@@ -366,10 +410,13 @@ async fn run_with<P: Pipeline>(
     }
     // On shutdown, what the source already read is still processed and committed.
     while let Ok(ev) = rx.try_recv() {
-        ended |= handle(&mut pipeline, &metrics, &connected, ev);
+        ended |= handle(&mut pipeline, &metrics, &connected, &mut acks, ev);
     }
     // Whatever was read is committed; for a replay, wait until every call has gone out.
     commit(&outbox, &mut pipeline, &metrics, &wakes, &mut reported).await?;
+    for ack in acks.drain(..) {
+        let _ = ack.send(());
+    }
     if ended && !sink_names.is_empty() {
         while !*shutdown.borrow() {
             let counts = with_outbox(&outbox, |o| Ok(o.counts()?)).await?;
@@ -414,11 +461,16 @@ fn handle<P: Pipeline>(
     pipeline: &mut P,
     metrics: &Metrics,
     connected: &AtomicBool,
+    acks: &mut Vec<Ack>,
     ev: SourceEvent<P::Input>,
 ) -> bool {
     let now = Instant::now();
     match ev {
         SourceEvent::Data(d) => pipeline.input(now, d),
+        SourceEvent::Acked(d, ack) => {
+            pipeline.input(now, d);
+            acks.push(ack);
+        }
         SourceEvent::Connected(_) => {
             connected.store(true, Ordering::Relaxed);
             metrics.set_source_connected(true);

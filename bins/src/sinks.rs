@@ -13,6 +13,9 @@ pub enum SinkSpec {
     Webhook,
     /// `jsonl:PATH` (`jsonl:-` or `jsonl` alone: standard output): one call per line, appended.
     Jsonl(Option<PathBuf>),
+    /// `redis`: push each call's JSON to the configured Redis list (`REDIS_URL`,
+    /// `REDIS_LIST_KEY`).
+    Redis,
 }
 
 impl FromStr for SinkSpec {
@@ -26,11 +29,12 @@ impl FromStr for SinkSpec {
         match (kind, arg) {
             ("store", None) => Ok(Self::Store),
             ("webhook", None) => Ok(Self::Webhook),
+            ("redis", None) => Ok(Self::Redis),
             ("jsonl", None | Some("-")) => Ok(Self::Jsonl(None)),
             ("jsonl", Some("")) => Err("jsonl:PATH needs a path (or - for stdout)".into()),
             ("jsonl", Some(path)) => Ok(Self::Jsonl(Some(PathBuf::from(path)))),
             (other, _) => Err(format!(
-                "unknown sink {other:?}; known sinks: store, webhook, jsonl[:PATH]"
+                "unknown sink {other:?}; known sinks: store, webhook, redis, jsonl[:PATH]"
             )),
         }
     }
@@ -41,6 +45,7 @@ impl fmt::Display for SinkSpec {
         match self {
             Self::Store => f.write_str("store"),
             Self::Webhook => f.write_str("webhook"),
+            Self::Redis => f.write_str("redis"),
             Self::Jsonl(None) => f.write_str("jsonl:-"),
             Self::Jsonl(Some(p)) => write!(f, "jsonl:{}", p.display()),
         }
@@ -55,6 +60,7 @@ mod tests {
     fn parses_sink_specs() {
         assert_eq!("store".parse(), Ok(SinkSpec::Store));
         assert_eq!("webhook".parse(), Ok(SinkSpec::Webhook));
+        assert_eq!("redis".parse(), Ok(SinkSpec::Redis));
         assert_eq!("jsonl".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!("jsonl:-".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!(

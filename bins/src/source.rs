@@ -17,6 +17,10 @@ pub enum SourceEvent<I = Vec<u8>> {
     Connected(String),
     /// Input as read.
     Data(I),
+    /// Input that the source acknowledges upstream (removes from a Redis processing list,
+    /// answers an HTTP request) only once it is committed: the run loop sends on the channel
+    /// after the commit that holds it.
+    Acked(I, tokio::sync::oneshot::Sender<()>),
     /// The connection went away (why); a partial line must be dropped.
     Disconnected(String),
     /// A replayed file ended.

@@ -3,6 +3,8 @@
 //!
 //! Two assemblers: [`SmdrAssembler`] (IP Office SMDR records) and [`AmiAssembler`] (Asterisk AMI
 //! channel, `Cdr` and `CEL` events, or CEL rows from a database or CSV file as [`CelRow`]).
+//! A predictive dialler's CDRs are whole calls already: [`dialler_call`] checks one and builds its
+//! [`Call`].
 //!
 //! Phone systems report a call in pieces: IP Office writes one SMDR record per call segment,
 //! interleaved with other calls' records and in call-*end* order. An assembler collects the
@@ -25,6 +27,7 @@
 
 mod asterisk;
 mod call;
+mod dialler;
 mod smdr;
 
 use chrono::NaiveDateTime;
@@ -35,6 +38,7 @@ pub use call::{
     Call, CallDirection, CallUpdate, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer,
     UpdateEvent, iso_timestamp, stable_id,
 };
+pub use dialler::{DEFAULT_MAX_ITEM, DIALLER_FIELDS, DiallerError, dialler_call};
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
 
 /// What an assembler hands back from `poll_output`.

@@ -24,7 +24,7 @@
 //! `redis://user:password@host:6379/2` (user and password percent-encoded). Redis Cluster and
 //! Sentinel are not supported.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,8 +116,10 @@ impl RedisListConfig {
     }
 }
 
-/// Where to connect, and how.
-struct Endpoint {
+/// Where a Redis server is and how to reach it (TCP or TLS, user, password, database), parsed
+/// from a `redis://` or `rediss://` URL. Shared by the list sink and by the relays that read a
+/// list (`list-relay`), so both speak TLS the same way.
+pub struct RedisEndpoint {
     host: String,
     port: u16,
     /// The connector and the name the certificate must match, for `rediss://`.
@@ -126,50 +128,44 @@ struct Endpoint {
     info: RedisConnectionInfo,
 }
 
-/// A live connection and the task that drives it.
-struct Live {
+/// A live connection and the task that drives it (stopped when this is dropped).
+pub struct RedisConnection {
     con: MultiplexedConnection,
     driver: AbortHandle,
 }
 
-impl Drop for Live {
+impl RedisConnection {
+    /// The connection, for commands.
+    pub fn con(&mut self) -> &mut MultiplexedConnection {
+        &mut self.con
+    }
+}
+
+impl std::fmt::Debug for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No password here.
+        f.debug_struct("RedisEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .field("db", &self.info.db)
+            .field("user", &self.info.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisConnection {
     fn drop(&mut self) {
         self.driver.abort();
     }
 }
 
-/// Pushes calls to one Redis list. Share it behind an `Arc`: pushes through one sink are sent one
-/// batch at a time over its single connection.
-pub struct RedisListSink {
-    endpoint: Endpoint,
-    key: String,
-    side: PushSide,
-    timeout: Duration,
-    conn: tokio::sync::Mutex<Option<Live>>,
-}
-
-impl std::fmt::Debug for RedisListSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // No password here.
-        f.debug_struct("RedisListSink")
-            .field("host", &self.endpoint.host)
-            .field("port", &self.endpoint.port)
-            .field("tls", &self.endpoint.tls.is_some())
-            .field("db", &self.endpoint.info.db)
-            .field("user", &self.endpoint.info.username)
-            .field("key", &self.key)
-            .field("side", &self.side)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisListSink {
-    /// A sink for `config`: checks the URL, the key and (for `rediss://`) the CA file now;
-    /// connects on the first push.
-    pub fn new(config: &RedisListConfig) -> Result<Self, SinkError> {
-        let bad =
-            |why: &str| SinkError::Config(format!("Redis URL {}: {why}", redact(&config.url)));
-        let mut url = redis::parse_redis_url(&config.url)
+impl RedisEndpoint {
+    /// Parses a `redis://` or `rediss://` URL (user, password and database included) and, for
+    /// `rediss://`, sets up TLS with the Mozilla roots plus `ca_file`. Does not connect.
+    pub fn parse(url_text: &str, ca_file: Option<&Path>) -> Result<Self, SinkError> {
+        let bad = |why: &str| SinkError::Config(format!("Redis URL {}: {why}", redact(url_text)));
+        let mut url = redis::parse_redis_url(url_text)
             .ok_or_else(|| bad("not a URL starting with redis:// or rediss://"))?;
         let tls = match url.scheme() {
             "redis" => false,
@@ -193,13 +189,10 @@ impl RedisListSink {
         let redis::ConnectionAddr::Tcp(host, port) = info.addr else {
             return Err(bad("must name a TCP host"));
         };
-        if config.key.is_empty() {
-            return Err(SinkError::Config("the Redis list key is empty".into()));
-        }
         let tls = if tls {
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| bad(&format!("host {host:?} is not a TLS server name: {e}")))?;
-            let roots = crate::webhook::root_store(config.ca_file.as_deref())?;
+            let roots = crate::webhook::root_store(ca_file)?;
             let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -212,12 +205,97 @@ impl RedisListSink {
             None
         };
         Ok(Self {
-            endpoint: Endpoint {
-                host,
-                port,
-                tls,
-                info: info.redis,
-            },
+            host,
+            port,
+            tls,
+            info: info.redis,
+        })
+    }
+
+    /// Opens a connection: TCP, TLS if configured, then `AUTH` and `SELECT`, within `timeout`.
+    /// Errors are classified as for [`RedisListSink::push_batch`] (`key` names the list in
+    /// them).
+    pub async fn connect(
+        &self,
+        timeout: Duration,
+        key: &str,
+    ) -> Result<RedisConnection, SinkError> {
+        let ep = self;
+        let where_ = format!("Redis {}:{}", ep.host, ep.port);
+        let open = async {
+            let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
+                .await
+                .map_err(|e| SinkError::Unreachable(format!("{where_}: connect: {e}")))?;
+            // Batches are written whole; do not let Nagle hold back their tails.
+            let _ = tcp.set_nodelay(true);
+            let config = AsyncConnectionConfig::new();
+            let (con, driver) = match &ep.tls {
+                None => {
+                    let (con, driver) =
+                        MultiplexedConnection::new_with_config(&ep.info, tcp, config)
+                            .await
+                            .map_err(|e| with_context(&where_, classify(&e, key)))?;
+                    (con, tokio::spawn(driver).abort_handle())
+                }
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| SinkError::Unreachable(format!("{where_}: TLS: {e}")))?;
+                    let (con, driver) =
+                        MultiplexedConnection::new_with_config(&ep.info, tls, config)
+                            .await
+                            .map_err(|e| with_context(&where_, classify(&e, key)))?;
+                    (con, tokio::spawn(driver).abort_handle())
+                }
+            };
+            Ok(RedisConnection { con, driver })
+        };
+        match tokio::time::timeout(timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(SinkError::Unreachable(format!(
+                "{where_}: not connected within {:?}",
+                timeout
+            ))),
+        }
+    }
+}
+
+/// Pushes calls to one Redis list. Share it behind an `Arc`: pushes through one sink are sent one
+/// batch at a time over its single connection.
+pub struct RedisListSink {
+    endpoint: RedisEndpoint,
+    key: String,
+    side: PushSide,
+    timeout: Duration,
+    conn: tokio::sync::Mutex<Option<RedisConnection>>,
+}
+
+impl std::fmt::Debug for RedisListSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No password here.
+        f.debug_struct("RedisListSink")
+            .field("host", &self.endpoint.host)
+            .field("port", &self.endpoint.port)
+            .field("tls", &self.endpoint.tls.is_some())
+            .field("db", &self.endpoint.info.db)
+            .field("user", &self.endpoint.info.username)
+            .field("key", &self.key)
+            .field("side", &self.side)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisListSink {
+    /// A sink for `config`: checks the URL, the key and (for `rediss://`) the CA file now;
+    /// connects on the first push.
+    pub fn new(config: &RedisListConfig) -> Result<Self, SinkError> {
+        let endpoint = RedisEndpoint::parse(&config.url, config.ca_file.as_deref())?;
+        if config.key.is_empty() {
+            return Err(SinkError::Config("the Redis list key is empty".into()));
+        }
+        Ok(Self {
+            endpoint,
             key: config.key.clone(),
             side: config.side,
             timeout: config.timeout,
@@ -282,46 +360,8 @@ impl RedisListSink {
         Err(err)
     }
 
-    /// Opens a connection: TCP, TLS if configured, then `AUTH` and `SELECT`, within the timeout.
-    async fn connect(&self) -> Result<Live, SinkError> {
-        let ep = &self.endpoint;
-        let where_ = format!("Redis {}:{}", ep.host, ep.port);
-        let open = async {
-            let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
-                .await
-                .map_err(|e| SinkError::Unreachable(format!("{where_}: connect: {e}")))?;
-            // Batches are written whole; do not let Nagle hold back their tails.
-            let _ = tcp.set_nodelay(true);
-            let config = AsyncConnectionConfig::new();
-            let (con, driver) = match &ep.tls {
-                None => {
-                    let (con, driver) =
-                        MultiplexedConnection::new_with_config(&ep.info, tcp, config)
-                            .await
-                            .map_err(|e| with_context(&where_, classify(&e, &self.key)))?;
-                    (con, tokio::spawn(driver).abort_handle())
-                }
-                Some((connector, name)) => {
-                    let tls = connector
-                        .connect(name.clone(), tcp)
-                        .await
-                        .map_err(|e| SinkError::Unreachable(format!("{where_}: TLS: {e}")))?;
-                    let (con, driver) =
-                        MultiplexedConnection::new_with_config(&ep.info, tls, config)
-                            .await
-                            .map_err(|e| with_context(&where_, classify(&e, &self.key)))?;
-                    (con, tokio::spawn(driver).abort_handle())
-                }
-            };
-            Ok(Live { con, driver })
-        };
-        match tokio::time::timeout(self.timeout, open).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Unreachable(format!(
-                "{where_}: not connected within {:?}",
-                self.timeout
-            ))),
-        }
+    async fn connect(&self) -> Result<RedisConnection, SinkError> {
+        self.endpoint.connect(self.timeout, &self.key).await
     }
 }
 

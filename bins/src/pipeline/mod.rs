@@ -12,9 +12,11 @@ use call_assembler::Anomaly;
 use cdr_sinks::outbox::{Batch, JournalEntry};
 
 pub mod ami;
+pub mod dialler;
 pub mod smdr;
 
 pub use ami::{AmiInput, AmiPipeline};
+pub use dialler::{DiallerInput, DiallerPipeline};
 pub use smdr::SmdrPipeline;
 
 /// Something worth counting or logging that happened in a pipeline.
