@@ -27,6 +27,7 @@
 
 mod asterisk;
 mod call;
+mod cms;
 mod dialler;
 mod smdr;
 
@@ -37,6 +38,11 @@ pub use asterisk::{AmiAssembler, AmiAssemblerConfig, AmiStats, CelRow, RuleField
 pub use call::{
     Call, CallDirection, CallUpdate, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer,
     UpdateEvent, iso_timestamp, stable_id,
+};
+pub use cms::{
+    CMS_MAX_QUEUED_ANOMALIES, CmsAnomaly, CmsAssembler, CmsAssemblerConfig, CmsAttr, CmsBatch,
+    CmsNode, CmsRecord, CmsRecordKind, CmsStats, CmsXmlError, CmsXmlErrorKind, CmsXmlLimits,
+    cms_time, parse_cms_xml, parse_cms_xml_with, write_cms_batch, write_cms_records,
 };
 pub use dialler::{DEFAULT_MAX_ITEM, DIALLER_FIELDS, DiallerError, dialler_call};
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};

@@ -15,6 +15,7 @@
 
 pub mod backoff;
 pub mod engine;
+pub mod http_cdr;
 pub mod jsonl;
 pub mod outbox;
 pub mod redis_list;
