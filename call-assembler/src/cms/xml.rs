@@ -67,7 +67,7 @@ pub struct CmsBatch<'a> {
 }
 
 impl<'a> CmsBatch<'a> {
-    /// A `<records>` batch of the given records.
+    /// An empty `<records>` batch (push to `records`).
     pub fn new(session: Option<Cow<'a, str>>, call_bridge: Option<Cow<'a, str>>) -> Self {
         Self {
             session,
