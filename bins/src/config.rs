@@ -119,6 +119,14 @@ pub struct CommonArgs {
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "CDR_RELAY_LOG_FORMAT")]
     pub log_format: Option<String>,
+
+    /// Serve the web server (and the CMS receiver) over HTTPS with this PEM certificate chain.
+    #[arg(long, env = "CDR_RELAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of CDR_RELAY_TLS_CERT.
+    #[arg(long, env = "CDR_RELAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -304,6 +312,41 @@ pub struct ListArgs {
     pub dialler_max_item: Option<usize>,
 }
 
+/// Receives Cisco Meeting Server CDR posts (CMS: Configuration > CDR settings, receiver URI
+/// `http(s)://this-host:port/cdr`), answers 200 only once a batch is committed, assembles each
+/// meeting with its legs, keeps every call in the local store with a web page and the sample
+/// receiver's record API, and delivers calls to webhooks, Redis lists and other sinks.
+///
+/// The receiver is served by the built-in web server: set CDR_RELAY_HTTP to an address CMS
+/// reaches (for example 0.0.0.0:8444), with CDR_RELAY_TLS_CERT and CDR_RELAY_TLS_KEY for HTTPS.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "cdr-receiver", version, about, long_about)]
+pub struct ReceiverArgs {
+    /// Settings every relay shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The path CMS posts to [default: /cdr].
+    #[arg(long, env = "CDR_RECEIVER_PATH", value_name = "PATH")]
+    pub cdr_path: Option<String>,
+
+    /// Require `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "CDR_RECEIVER_TOKEN", hide_env_values = true)]
+    pub cdr_token: Option<String>,
+
+    /// Require HTTP basic authentication, given as `user:password`.
+    #[arg(long, env = "CDR_RECEIVER_BASIC_AUTH", hide_env_values = true)]
+    pub cdr_basic_auth: Option<String>,
+
+    /// The largest body accepted, in bytes (larger ones get 413) [default: 8388608].
+    #[arg(long, env = "CDR_RECEIVER_MAX_BODY", value_name = "BYTES")]
+    pub cdr_max_body: Option<usize>,
+
+    /// Seconds a body may take to arrive (slower ones get 408) [default: 30].
+    #[arg(long, env = "CDR_RECEIVER_BODY_TIMEOUT", value_name = "SECONDS")]
+    pub cdr_body_timeout: Option<u64>,
+}
+
 /// The TOML file: the same settings as the flags.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -350,6 +393,13 @@ struct FileConfig {
     dialler_batch: Option<usize>,
     dialler_max_item: Option<usize>,
     dialler_redis_ca_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    cdr_path: Option<String>,
+    cdr_token: Option<String>,
+    cdr_basic_auth: Option<String>,
+    cdr_max_body: Option<usize>,
+    cdr_body_timeout: Option<u64>,
 }
 
 /// Where the records come from.
@@ -365,6 +415,8 @@ pub enum SourceConfig {
     Ami(Box<ami_proto::client::ClientConfig>),
     /// A dialler's CDR list in Redis.
     RedisList(RedisListSource),
+    /// CDR batches posted to the built-in web server (`cdr-receiver`).
+    Posts(crate::receiver::ReceiverConfig),
 }
 
 /// Where `list-relay` reads.
@@ -393,6 +445,7 @@ impl PartialEq for SourceConfig {
             (Self::Connect(a), Self::Connect(b)) | (Self::Listen(a), Self::Listen(b)) => a == b,
             (Self::Replay(a), Self::Replay(b)) => a == b,
             (Self::RedisList(a), Self::RedisList(b)) => a == b,
+            (Self::Posts(a), Self::Posts(b)) => a == b,
             (Self::Ami(a), Self::Ami(b)) => {
                 (&a.host, a.port, &a.username) == (&b.host, b.port, &b.username)
             }
@@ -411,6 +464,8 @@ pub enum RelayKind {
     Ami,
     /// `list-relay`.
     List,
+    /// `cdr-receiver`.
+    Receiver,
 }
 
 /// The resolved configuration.
@@ -426,6 +481,8 @@ pub struct Config {
     pub dialler_max_item: usize,
     /// The Redis list sink, when configured.
     pub redis: Option<cdr_sinks::redis_list::RedisListConfig>,
+    /// HTTPS for the web server: certificate chain and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The sinks, store included.
     pub sinks: Vec<SinkSpec>,
     /// Site name.
@@ -634,6 +691,63 @@ impl Config {
         Ok(c)
     }
 
+    /// Resolves `cdr-receiver`'s flags and environment over the TOML file, over defaults.
+    pub fn resolve_receiver(args: &ReceiverArgs) -> Result<Self, ConfigError> {
+        use crate::receiver::{ReceiverAuth, ReceiverConfig};
+        let common = &args.common;
+        let file = read_config(common)?;
+        let source = if let Some(path) = &common.replay {
+            SourceConfig::Replay(path.clone())
+        } else {
+            let path = pick(&args.cdr_path, &file.cdr_path).unwrap_or_else(|| "/cdr".into());
+            if !path.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "CDR_RECEIVER_PATH {path:?}: must start with /"
+                )));
+            }
+            let auth = match (
+                pick(&args.cdr_token, &file.cdr_token),
+                pick(&args.cdr_basic_auth, &file.cdr_basic_auth),
+            ) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError(
+                        "set CDR_RECEIVER_TOKEN or CDR_RECEIVER_BASIC_AUTH, not both".into(),
+                    ));
+                }
+                (Some(t), None) => Some(ReceiverAuth::Bearer(t)),
+                (None, Some(b)) if b.contains(':') => Some(ReceiverAuth::Basic(b)),
+                (None, Some(_)) => {
+                    return Err(ConfigError(
+                        "CDR_RECEIVER_BASIC_AUTH: expected user:password".into(),
+                    ));
+                }
+                (None, None) => None,
+            };
+            let defaults = ReceiverConfig::default();
+            SourceConfig::Posts(ReceiverConfig {
+                path,
+                auth,
+                max_body: args
+                    .cdr_max_body
+                    .or(file.cdr_max_body)
+                    .unwrap_or(defaults.max_body)
+                    .max(1024),
+                body_timeout: args
+                    .cdr_body_timeout
+                    .or(file.cdr_body_timeout)
+                    .map_or(defaults.body_timeout, |s| Duration::from_secs(s.max(1))),
+            })
+        };
+        let mut c = Self::resolve_common(common, &file, source)?;
+        c.kind = RelayKind::Receiver;
+        if matches!(c.source, SourceConfig::Posts(_)) && c.http.is_none() {
+            return Err(ConfigError(
+                "cdr-receiver receives on the web server: CDR_RELAY_HTTP cannot be off".into(),
+            ));
+        }
+        Ok(c)
+    }
+
     fn resolve_common(
         args: &CommonArgs,
         file: &FileConfig,
@@ -716,6 +830,22 @@ impl Config {
             }
             (None, false) => None,
         };
+        let tls = match (
+            args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+            args.tls_key.clone().or_else(|| file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => {
+                crate::web::WebTls::from_files(&cert, &key)
+                    .map_err(|e| ConfigError(format!("CDR_RELAY_TLS_CERT/KEY: {e}")))?;
+                Some((cert, key))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "HTTPS needs both CDR_RELAY_TLS_CERT and CDR_RELAY_TLS_KEY".into(),
+                ));
+            }
+        };
         let http = pick(&args.http, &file.http).unwrap_or_else(|| DEFAULT_HTTP.into());
         let log_format = pick(&args.log_format, &file.log_format).unwrap_or_else(|| "text".into());
         if !matches!(log_format.as_str(), "text" | "json") {
@@ -729,6 +859,7 @@ impl Config {
             ami: AmiAssemblerConfig::default(),
             dialler_max_item: call_assembler::DEFAULT_MAX_ITEM,
             redis,
+            tls,
             sinks,
             site: pick(&args.site, &file.site).unwrap_or_default(),
             idle_timeout: Duration::from_secs(
@@ -761,6 +892,16 @@ impl Config {
             SourceConfig::Connect(a) => format!("connect to the PBX at {a}"),
             SourceConfig::Listen(a) => format!("listen for the PBX on {a}"),
             SourceConfig::Replay(p) => format!("replay {}", p.display()),
+            SourceConfig::Posts(r) => format!(
+                "receive CMS CDR posts on {}{}{}",
+                self.http.as_deref().unwrap_or("(web server off)"),
+                r.path,
+                if r.auth.is_some() {
+                    " (authentication required)"
+                } else {
+                    ""
+                }
+            ),
             SourceConfig::RedisList(r) => format!(
                 "drain the Redis list {} at {} through {}, {} items at a time",
                 r.key,

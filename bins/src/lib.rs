@@ -1,5 +1,5 @@
-//! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`): configuration, sources
-//! (TCP in both directions, the AMI client, a Redis list, replay), the pipeline from bytes to outbox batches, delivery workers, the built-in web server,
+//! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`, `cdr-receiver`): configuration, sources
+//! (TCP in both directions, the AMI client, a Redis list, HTTP posts, replay), the pipeline from bytes to outbox batches, delivery workers, the built-in web server,
 //! metrics, logging, Sentry and signals. The binaries in `src/bin/` only parse arguments and call
 //! into this library.
 //!
@@ -11,6 +11,7 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod receiver;
 pub mod redis_source;
 pub mod runtime;
 pub mod sentry;

@@ -19,8 +19,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::config::{Config, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{
-    self, AmiPipeline, DiallerPipeline, Event, Pipeline, PipelineCounts, Restored, SmdrPipeline,
+    self, AmiPipeline, CmsPipeline, DiallerPipeline, Event, Pipeline, PipelineCounts, Restored,
+    SmdrPipeline,
 };
+use crate::receiver::CdrReceiver;
 use crate::sinks::SinkSpec;
 use crate::source::{self, SourceEvent, TcpOptions};
 
@@ -175,7 +177,7 @@ async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
                 }
             });
         }
-        SourceConfig::Ami(_) | SourceConfig::RedisList(_) => {
+        SourceConfig::Ami(_) | SourceConfig::RedisList(_) | SourceConfig::Posts(_) => {
             anyhow::bail!("this source does not read raw bytes")
         }
     }
@@ -199,9 +201,46 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 idle_timeout: config.idle_timeout,
                 ..SmdrAssemblerConfig::default()
             };
-            run_with(config, shutdown, metrics, rx, feed, |saved, now| {
+            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 pipeline::smdr::restore(&source, asm_config, now, saved)
             })
+            .await
+        }
+        RelayKind::Receiver => {
+            let source = source_name(CmsPipeline::KIND, &config.site);
+            let metrics = Metrics::new(CmsPipeline::KIND);
+            let (tx, rx) = mpsc::channel(64);
+            let (feed, receiver) = match &config.source {
+                SourceConfig::Posts(r) => {
+                    metrics.set_source_connected(true);
+                    let receiver = Arc::new(CdrReceiver::new(r.clone(), tx));
+                    (
+                        Feed {
+                            progress: Arc::new(AtomicU64::new(0)),
+                            total_bytes: None,
+                        },
+                        Some(receiver),
+                    )
+                }
+                _ => (
+                    start_byte_source(&config, &metrics, tx, &shutdown).await?,
+                    None,
+                ),
+            };
+            let asm_config = call_assembler::CmsAssemblerConfig {
+                site: config.site.clone(),
+                idle_timeout: config.idle_timeout,
+                ..call_assembler::CmsAssemblerConfig::default()
+            };
+            run_with(
+                config,
+                shutdown,
+                metrics,
+                rx,
+                feed,
+                receiver,
+                |saved, now| CmsPipeline::restore(&source, asm_config, now, saved),
+            )
             .await
         }
         RelayKind::List => {
@@ -224,7 +263,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
             };
             let (site, max_item) = (config.site.clone(), config.dialler_max_item);
-            run_with(config, shutdown, metrics, rx, feed, |saved, now| {
+            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 pipeline::dialler::restore(&source, &site, max_item, now, now_ms(), saved)
             })
             .await
@@ -245,7 +284,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
             };
             let asm_config = config.ami.clone();
-            run_with(config, shutdown, metrics, rx, feed, |saved, now| {
+            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 AmiPipeline::restore(&source, asm_config, now, now_ms(), saved)
             })
             .await
@@ -259,6 +298,7 @@ async fn run_with<P: Pipeline>(
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<SourceEvent<P::Input>>,
     feed: Feed,
+    receiver: Option<Arc<CdrReceiver>>,
     build: impl FnOnce(&Restored, Instant) -> P,
 ) -> anyhow::Result<Summary> {
     let source_name = source_name(P::KIND, &config.site);
@@ -321,12 +361,22 @@ async fn run_with<P: Pipeline>(
             .await
             .with_context(|| format!("binding the web server to {addr}"))?;
         let local = listener.local_addr()?;
-        tracing::info!("web page and API on http://{local}/");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("web page and API on {scheme}://{local}/");
         eprintln_ready("http", local);
         let state = crate::web::WebState {
             db: db.clone(),
             metrics: metrics.clone(),
             title: format!("{}-relay", P::KIND),
+            receiver,
+            tls: match &config.tls {
+                Some((cert, key)) => Some(crate::web::WebTls::from_files(cert, key)?),
+                None => None,
+            },
         };
         let stop = workers_stop.clone();
         tokio::spawn(async move {

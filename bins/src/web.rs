@@ -7,6 +7,8 @@
 //! | `GET /calls/<id>` | one call: summary, parties, every record field, deliveries, raw JSON |
 //! | `GET /api/v1/calls` | `{"calls":[..],"page":N,"per_page":M,"total":T}` (`per_page` up to 500) |
 //! | `GET /api/v1/calls/<id>` | the call's JSON plus `"deliveries"`; 404 when unknown |
+//! | `GET /api/v1/records/<page>` | CMS records as the sample receiver's API shows them: 20 a page, newest first, `{"records":0}` past the end |
+//! | `POST /cdr` | `cdr-receiver` only: a CMS CDR batch (see [`crate::receiver`]) |
 //! | `GET /api/v1/dead-letters` | the latest dead letters (`?limit=`, up to 1000) |
 //! | `GET /metrics` | [`Metrics::render`] with the outbox counts, OpenMetrics text |
 //! | `GET /healthz` | 200 `ok` while the process runs |
@@ -68,6 +70,49 @@ pub struct WebState {
     pub metrics: Arc<Metrics>,
     /// The title of the HTML pages (for example the site's name).
     pub title: String,
+    /// The CMS CDR receiver (`cdr-receiver`): `POST` to its path goes there.
+    pub receiver: Option<Arc<crate::receiver::CdrReceiver>>,
+    /// Serve HTTPS with this (certificate files given); plain HTTP when `None`.
+    pub tls: Option<WebTls>,
+}
+
+/// The TLS side of the server: an acceptor made from certificate and key files.
+#[derive(Clone)]
+pub struct WebTls(pub tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for WebTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebTls")
+    }
+}
+
+impl WebTls {
+    /// Loads a PEM certificate chain and its PEM private key (rustls, ring provider; HTTP/2
+    /// and HTTP/1.1 offered by ALPN).
+    pub fn from_files(cert: &Path, key: &Path) -> io::Result<Self> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &Path, e: &dyn std::fmt::Display| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: {e}", what.display()),
+            )
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| bad(cert, &e))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {e}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
 }
 
 /// Limits and timeouts of the server; [`serve`] uses the defaults.
@@ -202,14 +247,45 @@ async fn connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    mut shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    shutdown: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    match shared.state.tls.clone() {
+        None => serve_stream(stream, peer, shared, builder, shutdown, permit).await,
+        Some(WebTls(acceptor)) => {
+            let handshake =
+                tokio::time::timeout(shared.options.header_read_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls)) => serve_stream(tls, peer, shared, builder, shutdown, permit).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let for_service = shared.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = for_service.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &req).await) }
+        async move {
+            if let Some(receiver) = &shared.state.receiver {
+                if req.method() == Method::POST && req.uri().path() == receiver.path() {
+                    return Ok::<_, Infallible>(receiver.handle(req).await);
+                }
+            }
+            Ok::<_, Infallible>(handle(&shared, &req).await)
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -235,6 +311,15 @@ async fn connection(
 type Resp = Response<Full<Bytes>>;
 
 async fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Resp {
+    if let Some(r) = &shared.state.receiver {
+        // The receiver's path takes POST only (handled before this).
+        if req.uri().path() == r.path() {
+            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return resp;
+        }
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         resp.headers_mut()
@@ -262,6 +347,8 @@ async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp {
                 call_page(shared, decode(id)).await
             } else if let Some(id) = path.strip_prefix("/api/v1/calls/") {
                 api_call(shared, decode(id)).await
+            } else if let Some(page) = path.strip_prefix("/api/v1/records/") {
+                api_records(shared, page).await
             } else if path.starts_with("/api/") {
                 json_error(StatusCode::NOT_FOUND, "not found")
             } else {
@@ -280,6 +367,44 @@ async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp {
 
 // ---------------------------------------------------------------------------------------------
 // Routes
+
+/// The CMS sample receiver's API: 20 records a page, newest first, `{"records":0}` past the
+/// end (see `cdr_sinks::http_cdr::api_page`).
+async fn api_records(shared: &Arc<Shared>, page: &str) -> Resp {
+    let Ok(page) = page.trim_end_matches('/').parse::<u64>() else {
+        return json_error(StatusCode::NOT_FOUND, "not found");
+    };
+    let db = shared.state.db.clone();
+    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
+        if !db.exists() {
+            return Ok(Vec::new());
+        }
+        let o = Outbox::open_read_only(&db, &[]).map_err(|e| e.to_string())?;
+        match o.source_records(page.max(1), 20) {
+            Ok(rows) => Ok(rows),
+            // A database written before records were kept has no such table.
+            Err(e) if e.to_string().contains("no such table") => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    match rows {
+        Ok(Ok(rows)) => {
+            let list: Vec<Value> = rows
+                .iter()
+                .filter_map(|r| serde_json::from_slice(r).ok())
+                .collect();
+            let value = if list.is_empty() || page == 0 {
+                json!({ "records": 0 })
+            } else {
+                json!({ "records": list })
+            };
+            json_response(StatusCode::OK, &value)
+        }
+        Ok(Err(e)) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
 
 async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
     let title = &shared.state.title;

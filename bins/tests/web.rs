@@ -123,6 +123,8 @@ impl Server {
             db: db.to_path_buf(),
             metrics: metrics.clone(),
             title: title.to_owned(),
+            receiver: None,
+            tls: None,
         };
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve_with(listener, state, options, stop_rx));

@@ -92,7 +92,8 @@ pub fn dialler_call(
             max: max_len,
         });
     }
-    let value: Value = serde_json::from_slice(raw).map_err(|e| DiallerError::Json(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(raw).map_err(|e| DiallerError::Json(e.to_string()))?;
     let Value::Object(fields) = value else {
         return Err(DiallerError::NotAnObject);
     };
@@ -228,7 +229,11 @@ mod tests {
         assert_eq!(c.cdr[0]["ext"], "");
         let c = call(r#"{"dial_number":"0612"}"#).unwrap();
         assert_eq!(c.called, "0612");
-        assert_eq!(c.id, call(r#"{"dial_number":"0612"}"#).unwrap().id, "stable");
+        assert_eq!(
+            c.id,
+            call(r#"{"dial_number":"0612"}"#).unwrap().id,
+            "stable"
+        );
         assert_ne!(c.id, call(r#"{"dial_number":"0613"}"#).unwrap().id);
     }
 

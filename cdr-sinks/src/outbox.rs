@@ -52,6 +52,29 @@ pub struct Reject {
     pub raw: Vec<u8>,
 }
 
+/// A body as a source received it (a posted CDR batch), kept as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawInput {
+    /// Which source received it.
+    pub source: String,
+    /// The bytes.
+    pub body: Vec<u8>,
+}
+
+/// One record of a source that numbers its records (CMS: session and `recordIndex`), kept for
+/// an API that lists records; a record already kept under the same key is not kept again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Which source.
+    pub source: String,
+    /// The numbering's scope (CMS: the session).
+    pub session: String,
+    /// The record's number in it.
+    pub index: i64,
+    /// What to keep (CMS: the record as the sample receiver's API shows it, JSON).
+    pub body: Vec<u8>,
+}
+
 /// Everything one source commits at once.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -67,6 +90,10 @@ pub struct Batch {
     pub updates: Vec<Call>,
     /// Rejected input.
     pub rejects: Vec<Reject>,
+    /// Bodies kept as received.
+    pub inputs: Vec<RawInput>,
+    /// Numbered records kept for listing.
+    pub records: Vec<SourceRecord>,
     /// Small named states to save with the batch (for SMDR the assembler's epoch, and the calls
     /// it flushed incomplete); each replaces the value saved under its name before.
     pub states: Vec<(String, Vec<u8>)>,
@@ -80,6 +107,8 @@ impl Batch {
             && self.calls.is_empty()
             && self.updates.is_empty()
             && self.rejects.is_empty()
+            && self.inputs.is_empty()
+            && self.records.is_empty()
             && self.states.is_empty()
     }
 }
@@ -194,6 +223,21 @@ CREATE TABLE IF NOT EXISTS updates (
     call_id TEXT NOT NULL,
     body BLOB NOT NULL,
     created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inputs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS source_records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    session TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (source, session, idx)
 );
 CREATE TABLE IF NOT EXISTS rejects (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -330,6 +374,19 @@ impl Outbox {
             )?;
             for r in &batch.rejects {
                 reject.execute(params![r.source, now_ms, r.reason, r.raw])?;
+            }
+            let mut input = tx.prepare_cached(
+                "INSERT INTO inputs (source, received_ms, body) VALUES (?1, ?2, ?3)",
+            )?;
+            for i in &batch.inputs {
+                input.execute(params![i.source, now_ms, i.body])?;
+            }
+            let mut record = tx.prepare_cached(
+                "INSERT OR IGNORE INTO source_records (source, session, idx, received_ms, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in &batch.records {
+                record.execute(params![r.source, r.session, r.index, now_ms, r.body])?;
             }
             for (source, state) in &batch.states {
                 tx.execute(
@@ -516,6 +573,22 @@ impl Outbox {
                 done_ms: r.get(4)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Page `page` (from 1) of the kept numbered records, `per_page` a page, newest first.
+    pub fn source_records(&self, page: u64, per_page: u64) -> Result<Vec<Vec<u8>>, OutboxError> {
+        let offset = page.saturating_sub(1).saturating_mul(per_page);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT body FROM source_records ORDER BY seq DESC LIMIT ?1 OFFSET ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                i64::try_from(per_page).unwrap_or(i64::MAX),
+                i64::try_from(offset).unwrap_or(i64::MAX)
+            ],
+            |r| r.get(0),
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

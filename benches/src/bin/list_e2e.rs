@@ -85,7 +85,10 @@ fn main() -> anyhow::Result<()> {
             .join("list-relay"),
     };
     if !relay.exists() {
-        bail!("{} not found: build it with --bin list-relay", relay.display());
+        bail!(
+            "{} not found: build it with --bin list-relay",
+            relay.display()
+        );
     }
     let mut r = redis::Client::open(args.redis.as_str())?.get_connection()?;
     let prefix = format!("cdr-relay-bench:{}", std::process::id());
@@ -104,7 +107,11 @@ fn main() -> anyhow::Result<()> {
     loop {
         let mut pipe = redis::pipe();
         for _ in 0..args.batch {
-            pipe.cmd("LMOVE").arg(&bin).arg(&bproc).arg("RIGHT").arg("LEFT");
+            pipe.cmd("LMOVE")
+                .arg(&bin)
+                .arg(&bproc)
+                .arg("RIGHT")
+                .arg("LEFT");
         }
         let items: Vec<Option<Vec<u8>>> = pipe.query(&mut r)?;
         let items: Vec<Vec<u8>> = items.into_iter().flatten().collect();
@@ -133,7 +140,12 @@ fn main() -> anyhow::Result<()> {
     let db = dir.join("relay.db");
     let start = Instant::now();
     let mut child = Command::new(&relay)
-        .args(["--dialler-redis-url", &args.redis, "--dialler-list-key", &key])
+        .args([
+            "--dialler-redis-url",
+            &args.redis,
+            "--dialler-list-key",
+            &key,
+        ])
         .args(["--dialler-batch", &args.batch.to_string()])
         .args(["--http", "off", "--db", db.to_str().context("db path")?])
         .args(["--sink", if args.sink { "redis" } else { "store" }])

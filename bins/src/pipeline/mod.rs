@@ -12,10 +12,12 @@ use call_assembler::Anomaly;
 use cdr_sinks::outbox::{Batch, JournalEntry};
 
 pub mod ami;
+pub mod cms;
 pub mod dialler;
 pub mod smdr;
 
 pub use ami::{AmiInput, AmiPipeline};
+pub use cms::{CmsInput, CmsPipeline};
 pub use dialler::{DiallerInput, DiallerPipeline};
 pub use smdr::SmdrPipeline;
 

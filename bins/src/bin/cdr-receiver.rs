@@ -1,0 +1,13 @@
+//! `cdr-receiver`: Cisco Meeting Server CDR posts in, completed meetings out. See `--help`.
+
+use std::process::ExitCode;
+
+use cdr_relay::config::{Config, ReceiverArgs};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = ReceiverArgs::parse();
+    cdr_relay::main_with("cdr-receiver", args.common.check_config, || {
+        Config::resolve_receiver(&args)
+    })
+}

@@ -1,0 +1,336 @@
+//! The Cisco Meeting Server pipeline: posted CDR batches in, one completed meeting per call out.
+//! Pure code: no IO, time passed in.
+//!
+//! * Every record is kept for the sample receiver's API (`source_records`, one row per
+//!   session and `recordIndex`), every posted body is kept raw (`inputs`), a body that does not
+//!   parse is a reject.
+//! * Duplicates: CMS numbers the records of a session (`recordIndex`) and resends a batch until
+//!   it gets a 200, so a record whose index is not above the highest one committed for its
+//!   session is a duplicate: dropped (and answered 200). The highest index per session is saved
+//!   with each batch.
+//! * Records of open calls are journaled (as a one-record CMS batch) under their call id and
+//!   replayed after a restart; the journal of a call goes when the call is emitted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use call_assembler::{
+    CmsAssembler, CmsAssemblerConfig, CmsBatch, CmsRecord, Output, parse_cms_xml, write_cms_records,
+};
+use cdr_sinks::outbox::{Batch, JournalEntry, RawInput, Reject, SourceRecord};
+
+use super::{Event, Pipeline, PipelineCounts, Restored};
+
+/// How many sessions' highest record index are remembered (a Call Bridge starts a new session
+/// when it restarts; older ones are dropped first).
+const MAX_SESSIONS: usize = 1024;
+
+/// What the receiver hands over.
+#[derive(Debug)]
+pub enum CmsInput {
+    /// A replayed file's bytes: the whole file is one posted body (parsed at the end).
+    Bytes(Vec<u8>),
+    /// A posted body that parsed.
+    Batch {
+        /// The body as received.
+        raw: Vec<u8>,
+        /// What it holds.
+        batch: CmsBatch<'static>,
+    },
+    /// A posted body that did not parse: kept as a reject.
+    Reject {
+        /// The body as received.
+        raw: Vec<u8>,
+        /// Why (with the position).
+        reason: String,
+    },
+}
+
+impl From<Vec<u8>> for CmsInput {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::Bytes(bytes)
+    }
+}
+
+/// Highest committed `recordIndex` per session, and when each session was last seen.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Sessions {
+    highest: BTreeMap<String, (u64, u64)>,
+    #[serde(default)]
+    tick: u64,
+}
+
+/// Checks, deduplicates, journals and assembles CMS records.
+#[derive(Debug)]
+pub struct CmsPipeline {
+    source: String,
+    asm: CmsAssembler,
+    sessions: Sessions,
+    sessions_changed: bool,
+    /// Leg, recording and stream ids to their call's id (records that name only themselves).
+    owner: HashMap<String, String>,
+    replay: Vec<u8>,
+    posts: u64,
+    batch: Batch,
+    events: Vec<Event>,
+    counts: PipelineCounts,
+    /// Records dropped as duplicates; records reported missing by CMS.
+    duplicates: u64,
+    missing: u64,
+}
+
+/// The journal key of a record: its call's id, when it names one or its object is known.
+fn key_of(owner: &HashMap<String, String>, r: &CmsRecord<'_>) -> Option<String> {
+    r.call_id()
+        .map(str::to_owned)
+        .or_else(|| r.object_id().and_then(|id| owner.get(id).cloned()))
+}
+
+impl CmsPipeline {
+    /// The name of the state holding the highest record index per session.
+    pub fn sessions_state_name(source: &str) -> String {
+        format!("{source}/sessions")
+    }
+
+    /// A pipeline whose open calls are rebuilt from the journal in `saved`.
+    pub fn restore(
+        source: &str,
+        config: CmsAssemblerConfig,
+        now: Instant,
+        saved: &Restored,
+    ) -> Self {
+        let sessions = saved
+            .state(&Self::sessions_state_name(source))
+            .and_then(|s| serde_json::from_slice(s).ok())
+            .unwrap_or_default();
+        let mut p = Self {
+            source: source.to_owned(),
+            asm: CmsAssembler::new(config),
+            sessions,
+            sessions_changed: false,
+            owner: HashMap::new(),
+            replay: Vec::new(),
+            posts: 0,
+            batch: Batch::default(),
+            events: Vec::new(),
+            counts: PipelineCounts::default(),
+            duplicates: 0,
+            missing: 0,
+        };
+        for (entry, _) in &saved.journal {
+            match parse_cms_xml(&entry.line) {
+                Ok(batch) => {
+                    for r in &batch.records {
+                        p.learn(r);
+                        p.asm.handle_record(now, r);
+                    }
+                }
+                Err(e) => p.batch.rejects.push(Reject {
+                    source: p.source.clone(),
+                    reason: format!("journaled record no longer parses: {e}"),
+                    raw: entry.line.clone(),
+                }),
+            }
+        }
+        p.drain();
+        p
+    }
+
+    /// Records dropped as duplicates, and records CMS said it could not deliver
+    /// (`numPreceedingRecordsMissing`), since start.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.duplicates, self.missing)
+    }
+
+    fn learn(&mut self, r: &CmsRecord<'_>) {
+        if let (Some(call), Some(id)) = (r.call_id(), r.object_id()) {
+            if call != id {
+                self.owner.insert(id.to_owned(), call.to_owned());
+            }
+        }
+    }
+
+    /// Handles one parsed post.
+    pub fn post(&mut self, now: Instant, raw: Vec<u8>, batch: &CmsBatch<'_>) {
+        self.posts += 1;
+        let session = batch.session.as_deref().unwrap_or_default().to_owned();
+        if let Some(n) = batch.preceding_missing.filter(|n| *n > 0) {
+            self.missing_records(n, &session);
+        }
+        for r in &batch.records {
+            if let Some(n) = r.preceding_missing.filter(|n| *n > 0) {
+                self.missing_records(n, &session);
+            }
+            if let Some(index) = r.record_index.filter(|_| !session.is_empty()) {
+                self.sessions.tick += 1;
+                let tick = self.sessions.tick;
+                let seen = self.sessions.highest.entry(session.clone()).or_default();
+                if index <= seen.0 && seen.1 != 0 {
+                    self.duplicates += 1;
+                    continue;
+                }
+                *seen = (index, tick);
+                self.sessions_changed = true;
+                self.batch.records.push(SourceRecord {
+                    source: self.source.clone(),
+                    session: session.clone(),
+                    index: i64::try_from(index).unwrap_or(i64::MAX),
+                    body: serde_json::to_vec(&cdr_sinks::http_cdr::record_to_api_json(r))
+                        .unwrap_or_default(),
+                });
+            }
+            self.counts.records += 1;
+            self.learn(r);
+            self.asm.handle_record(now, r);
+            if let Some(key) = key_of(&self.owner, r) {
+                self.batch.journal_add.push(JournalEntry {
+                    source: self.source.clone(),
+                    call_key: key,
+                    line: write_cms_records(
+                        &session,
+                        batch.call_bridge.as_deref(),
+                        std::slice::from_ref(r),
+                    ),
+                });
+            }
+            self.drain();
+        }
+        self.batch.inputs.push(RawInput {
+            source: self.source.clone(),
+            body: raw,
+        });
+        if self.sessions.highest.len() > MAX_SESSIONS {
+            // Forget the least recently seen sessions.
+            let mut by_age: Vec<(u64, String)> = self
+                .sessions
+                .highest
+                .iter()
+                .map(|(s, (_, tick))| (*tick, s.clone()))
+                .collect();
+            by_age.sort();
+            for (_, s) in by_age
+                .iter()
+                .take(self.sessions.highest.len() - MAX_SESSIONS)
+            {
+                self.sessions.highest.remove(s);
+            }
+        }
+    }
+
+    fn missing_records(&mut self, n: u64, session: &str) {
+        self.missing += n;
+        self.events.push(Event::BadInput {
+            number: self.posts,
+            error: format!("CMS reports {n} records of session {session} missing before this one"),
+        });
+    }
+
+    /// Keeps a body that did not parse.
+    pub fn reject(&mut self, raw: Vec<u8>, reason: String) {
+        self.posts += 1;
+        self.counts.bad_lines += 1;
+        self.events.push(Event::BadInput {
+            number: self.posts,
+            error: reason.clone(),
+        });
+        self.batch.rejects.push(Reject {
+            source: self.source.clone(),
+            reason,
+            raw,
+        });
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.asm.poll_output() {
+            match out {
+                Output::Call(call) => {
+                    if call.complete {
+                        self.counts.complete += 1;
+                    } else {
+                        self.counts.incomplete += 1;
+                    }
+                    let id = call.call_id.to_string();
+                    self.owner.retain(|_, c| *c != id);
+                    self.batch.journal_remove.push((self.source.clone(), id));
+                    self.batch.calls.push(call);
+                }
+                Output::Anomaly(a) => self.events.push(Event::Anomaly(a)),
+                _ => {}
+            }
+        }
+        while let Some(a) = self.asm.poll_anomaly() {
+            tracing::debug!(anomaly = ?a, "CMS anomaly");
+        }
+    }
+}
+
+impl Pipeline for CmsPipeline {
+    type Input = CmsInput;
+
+    const KIND: &'static str = "cms";
+
+    fn state_names(source: &str) -> Vec<String> {
+        vec![Self::sessions_state_name(source)]
+    }
+
+    fn input(&mut self, now: Instant, input: CmsInput) {
+        match input {
+            CmsInput::Bytes(b) => self.replay.extend_from_slice(&b),
+            CmsInput::Batch { raw, batch } => self.post(now, raw, &batch),
+            CmsInput::Reject { raw, reason } => self.reject(raw, reason),
+        }
+    }
+
+    fn reset_connection(&mut self) {
+        self.replay.clear();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.asm.handle_timeout(now);
+        self.drain();
+    }
+
+    fn finish(&mut self, now: Instant) {
+        let body = std::mem::take(&mut self.replay);
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            match parse_cms_xml(&body) {
+                Ok(batch) => {
+                    let batch = batch.into_owned();
+                    self.post(now, body, &batch);
+                }
+                Err(e) => self.reject(body, e.to_string()),
+            }
+        }
+        self.asm.flush(now);
+        self.drain();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.asm.poll_timeout()
+    }
+
+    fn open_calls(&self) -> usize {
+        self.asm.open_calls()
+    }
+
+    fn counts(&self) -> PipelineCounts {
+        self.counts
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn take_batch(&mut self) -> Batch {
+        let mut batch = std::mem::take(&mut self.batch);
+        if self.sessions_changed {
+            if let Ok(s) = serde_json::to_vec(&self.sessions) {
+                batch
+                    .states
+                    .push((Self::sessions_state_name(&self.source), s));
+            }
+            self.sessions_changed = false;
+        }
+        batch
+    }
+}
