@@ -108,6 +108,10 @@ pub struct SinkWorker {
 /// Deliveries fetched from the outbox per round (their outcomes are committed together).
 const BATCH: usize = 256;
 
+/// Deliveries per round for a sink that takes a whole round in one request (Redis list): one
+/// round trip and one outcome commit for this many calls.
+const BATCHED: usize = 2048;
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -180,6 +184,8 @@ pub async fn run_worker(
         // While blocked, probe with a single delivery.
         let limit = if blocked_until.is_some() {
             1
+        } else if worker.sink.is_batched() {
+            BATCHED
         } else {
             BATCH.max(worker.concurrency)
         };
