@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use ami_proto::{AmiFramer, AmiMessage, Frame, HeaderBuf, Limits};
 use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, Output, UpdateEvent};
-use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
+use cdr_sinks::outbox::{JournalEntry, Reject};
 
-use super::{Event, Pipeline, PipelineCounts, Restored};
+use super::{Event, Out, Pipeline, Restored};
 
 /// What the AMI source hands over.
 #[derive(Debug)]
@@ -39,9 +39,7 @@ pub struct AmiPipeline {
     framer: AmiFramer,
     headers: HeaderBuf,
     asm: AmiAssembler,
-    batch: Batch,
-    events: Vec<Event>,
-    counts: PipelineCounts,
+    out: Out,
 }
 
 impl AmiPipeline {
@@ -52,9 +50,7 @@ impl AmiPipeline {
             framer: AmiFramer::new(Limits::default()),
             headers: HeaderBuf::new(),
             asm: AmiAssembler::new(config),
-            batch: Batch::default(),
-            events: Vec::new(),
-            counts: PipelineCounts::default(),
+            out: Out::default(),
         }
     }
 
@@ -81,7 +77,7 @@ impl AmiPipeline {
             last = Some(at);
             match AmiMessage::parse_with(&entry.line, &mut p.headers) {
                 Ok(msg) => p.asm.handle_message(at, &msg),
-                Err(e) => p.batch.rejects.push(Reject {
+                Err(e) => p.out.batch.rejects.push(Reject {
                     source: p.source.clone(),
                     reason: format!("journaled message no longer parses: {e}"),
                     raw: entry.line.clone(),
@@ -102,54 +98,39 @@ impl AmiPipeline {
                 Frame::Message { bytes, number, .. } => {
                     match AmiMessage::parse_with(bytes, &mut self.headers) {
                         Ok(msg) => {
-                            self.counts.records += 1;
+                            self.out.counts.records += 1;
                             self.asm.handle_message(now, &msg);
                             if let Some(key) = self.asm.last_key() {
-                                self.batch.journal_add.push(JournalEntry {
+                                self.out.batch.journal_add.push(JournalEntry {
                                     source: self.source.clone(),
                                     call_key: key.to_owned(),
                                     line: bytes.to_vec(),
                                 });
                             }
                         }
-                        Err(e) => {
-                            self.counts.bad_lines += 1;
-                            self.batch.rejects.push(Reject {
-                                source: self.source.clone(),
-                                reason: format!("message {number}: {e}"),
-                                raw: bytes.to_vec(),
-                            });
-                            self.events.push(Event::BadInput {
-                                number,
-                                error: e.to_string(),
-                            });
-                        }
+                        Err(e) => self.out.reject(
+                            &self.source,
+                            number,
+                            format!("message {number}: {e}"),
+                            e.to_string(),
+                            bytes.to_vec(),
+                        ),
                     }
                 }
-                Frame::Error { kind, number, .. } => {
-                    self.counts.bad_lines += 1;
-                    self.batch.rejects.push(Reject {
-                        source: self.source.clone(),
-                        reason: format!("message {number}: {kind}"),
-                        raw: Vec::new(),
-                    });
-                    self.events.push(Event::BadInput {
-                        number,
-                        error: kind.to_string(),
-                    });
-                }
-                Frame::Truncated { bytes, number, .. } => {
-                    self.counts.bad_lines += 1;
-                    self.batch.rejects.push(Reject {
-                        source: self.source.clone(),
-                        reason: format!("message {number}: cut off by the end of the input"),
-                        raw: bytes.to_vec(),
-                    });
-                    self.events.push(Event::BadInput {
-                        number,
-                        error: "cut off by the end of the input".into(),
-                    });
-                }
+                Frame::Error { kind, number, .. } => self.out.reject(
+                    &self.source,
+                    number,
+                    format!("message {number}: {kind}"),
+                    kind.to_string(),
+                    Vec::new(),
+                ),
+                Frame::Truncated { bytes, number, .. } => self.out.reject(
+                    &self.source,
+                    number,
+                    format!("message {number}: cut off by the end of the input"),
+                    "cut off by the end of the input".into(),
+                    bytes.to_vec(),
+                ),
             }
             self.drain();
         }
@@ -158,10 +139,10 @@ impl AmiPipeline {
     /// Feeds messages decoded by the AMI client.
     pub fn handle_messages(&mut self, now: Instant, messages: &[AmiMessage<'_>]) {
         for msg in messages {
-            self.counts.records += 1;
+            self.out.counts.records += 1;
             self.asm.handle_message(now, msg);
             if let Some(key) = self.asm.last_key() {
-                self.batch.journal_add.push(JournalEntry {
+                self.out.batch.journal_add.push(JournalEntry {
                     source: self.source.clone(),
                     call_key: key.to_owned(),
                     line: msg.as_bytes().to_vec(),
@@ -186,12 +167,13 @@ impl AmiPipeline {
         while let Some(out) = self.asm.poll_output() {
             match out {
                 Output::Call(call) => self.add_call(call),
-                Output::Anomaly(a) => self.events.push(Event::Anomaly(a)),
+                Output::Anomaly(a) => self.out.events.push(Event::Anomaly(a)),
                 _ => {}
             }
         }
         for key in self.asm.take_retired() {
-            self.batch
+            self.out
+                .batch
                 .journal_remove
                 .push((self.source.clone(), key.to_string()));
         }
@@ -203,15 +185,15 @@ impl AmiPipeline {
             .as_ref()
             .is_some_and(|u| u.event != UpdateEvent::Ended)
         {
-            self.batch.updates.push(call);
+            self.out.batch.updates.push(call);
             return;
         }
         if call.complete {
-            self.counts.complete += 1;
+            self.out.counts.complete += 1;
         } else {
-            self.counts.incomplete += 1;
+            self.out.counts.incomplete += 1;
         }
-        self.batch.calls.push(call);
+        self.out.batch.calls.push(call);
     }
 }
 
@@ -253,22 +235,17 @@ impl Pipeline for AmiPipeline {
             let whole = bytes.ends_with(b"\n");
             match AmiMessage::parse_with(&bytes, &mut self.headers) {
                 Ok(msg) if whole => {
-                    self.counts.records += 1;
+                    self.out.counts.records += 1;
                     self.asm.handle_message(now, &msg);
                     self.drain();
                 }
-                _ => {
-                    self.counts.bad_lines += 1;
-                    self.batch.rejects.push(Reject {
-                        source: self.source.clone(),
-                        reason: format!("message {number}: cut off by the end of the input"),
-                        raw: bytes,
-                    });
-                    self.events.push(Event::BadInput {
-                        number,
-                        error: "cut off by the end of the input".into(),
-                    });
-                }
+                _ => self.out.reject(
+                    &self.source,
+                    number,
+                    format!("message {number}: cut off by the end of the input"),
+                    "cut off by the end of the input".into(),
+                    bytes,
+                ),
             }
         }
         self.asm.flush(now);
@@ -283,15 +260,11 @@ impl Pipeline for AmiPipeline {
         self.asm.open_calls()
     }
 
-    fn counts(&self) -> PipelineCounts {
-        self.counts
+    fn out(&self) -> &Out {
+        &self.out
     }
 
-    fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
-    }
-
-    fn take_batch(&mut self) -> Batch {
-        std::mem::take(&mut self.batch)
+    fn out_mut(&mut self) -> &mut Out {
+        &mut self.out
     }
 }

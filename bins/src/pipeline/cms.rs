@@ -19,7 +19,7 @@ use call_assembler::{
 };
 use cdr_sinks::outbox::{Batch, JournalEntry, RawInput, Reject, SourceRecord};
 
-use super::{Event, Pipeline, PipelineCounts, Restored};
+use super::{Event, Out, Pipeline, Restored};
 
 /// How many sessions' highest record index are remembered (a Call Bridge starts a new session
 /// when it restarts; older ones are dropped first).
@@ -71,9 +71,7 @@ pub struct CmsPipeline {
     owner: HashMap<String, String>,
     replay: Vec<u8>,
     posts: u64,
-    batch: Batch,
-    events: Vec<Event>,
-    counts: PipelineCounts,
+    out: Out,
     /// Records dropped as duplicates; records reported missing by CMS.
     duplicates: u64,
     missing: u64,
@@ -111,9 +109,7 @@ impl CmsPipeline {
             owner: HashMap::new(),
             replay: Vec::new(),
             posts: 0,
-            batch: Batch::default(),
-            events: Vec::new(),
-            counts: PipelineCounts::default(),
+            out: Out::default(),
             duplicates: 0,
             missing: 0,
         };
@@ -125,7 +121,7 @@ impl CmsPipeline {
                         p.asm.handle_record(now, r);
                     }
                 }
-                Err(e) => p.batch.rejects.push(Reject {
+                Err(e) => p.out.batch.rejects.push(Reject {
                     source: p.source.clone(),
                     reason: format!("journaled record no longer parses: {e}"),
                     raw: entry.line.clone(),
@@ -171,7 +167,7 @@ impl CmsPipeline {
                 }
                 *seen = (index, tick);
                 self.sessions_changed = true;
-                self.batch.records.push(SourceRecord {
+                self.out.batch.records.push(SourceRecord {
                     source: self.source.clone(),
                     session: session.clone(),
                     index: i64::try_from(index).unwrap_or(i64::MAX),
@@ -179,11 +175,11 @@ impl CmsPipeline {
                         .unwrap_or_default(),
                 });
             }
-            self.counts.records += 1;
+            self.out.counts.records += 1;
             self.learn(r);
             self.asm.handle_record(now, r);
             if let Some(key) = key_of(&self.owner, r) {
-                self.batch.journal_add.push(JournalEntry {
+                self.out.batch.journal_add.push(JournalEntry {
                     source: self.source.clone(),
                     call_key: key,
                     line: write_cms_records(
@@ -195,7 +191,7 @@ impl CmsPipeline {
             }
             self.drain();
         }
-        self.batch.inputs.push(RawInput {
+        self.out.batch.inputs.push(RawInput {
             source: self.source.clone(),
             body: raw,
         });
@@ -219,7 +215,7 @@ impl CmsPipeline {
 
     fn missing_records(&mut self, n: u64, session: &str) {
         self.missing += n;
-        self.events.push(Event::BadInput {
+        self.out.events.push(Event::BadInput {
             number: self.posts,
             error: format!("CMS reports {n} records of session {session} missing before this one"),
         });
@@ -228,16 +224,8 @@ impl CmsPipeline {
     /// Keeps a body that did not parse.
     pub fn reject(&mut self, raw: Vec<u8>, reason: String) {
         self.posts += 1;
-        self.counts.bad_lines += 1;
-        self.events.push(Event::BadInput {
-            number: self.posts,
-            error: reason.clone(),
-        });
-        self.batch.rejects.push(Reject {
-            source: self.source.clone(),
-            reason,
-            raw,
-        });
+        self.out
+            .reject(&self.source, self.posts, reason.clone(), reason, raw);
     }
 
     fn drain(&mut self) {
@@ -245,16 +233,19 @@ impl CmsPipeline {
             match out {
                 Output::Call(call) => {
                     if call.complete {
-                        self.counts.complete += 1;
+                        self.out.counts.complete += 1;
                     } else {
-                        self.counts.incomplete += 1;
+                        self.out.counts.incomplete += 1;
                     }
                     let id = call.call_id.to_string();
                     self.owner.retain(|_, c| *c != id);
-                    self.batch.journal_remove.push((self.source.clone(), id));
-                    self.batch.calls.push(call);
+                    self.out
+                        .batch
+                        .journal_remove
+                        .push((self.source.clone(), id));
+                    self.out.batch.calls.push(call);
                 }
-                Output::Anomaly(a) => self.events.push(Event::Anomaly(a)),
+                Output::Anomaly(a) => self.out.events.push(Event::Anomaly(a)),
                 _ => {}
             }
         }
@@ -313,16 +304,16 @@ impl Pipeline for CmsPipeline {
         self.asm.open_calls()
     }
 
-    fn counts(&self) -> PipelineCounts {
-        self.counts
+    fn out(&self) -> &Out {
+        &self.out
     }
 
-    fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+    fn out_mut(&mut self) -> &mut Out {
+        &mut self.out
     }
 
     fn take_batch(&mut self) -> Batch {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.out.batch);
         if self.sessions_changed {
             if let Ok(s) = serde_json::to_vec(&self.sessions) {
                 batch

@@ -6,10 +6,9 @@
 
 use std::time::Instant;
 
-use call_assembler::{Call, dialler_call};
-use cdr_sinks::outbox::{Batch, Reject};
+use call_assembler::dialler_call;
 
-use super::{Event, Pipeline, PipelineCounts, Restored};
+use super::{Out, Pipeline, Restored};
 
 /// What the dialler source hands over.
 #[derive(Debug)]
@@ -37,9 +36,7 @@ pub struct DiallerPipeline {
     /// A replayed file's unfinished last line.
     partial: Vec<u8>,
     number: u64,
-    batch: Batch,
-    events: Vec<Event>,
-    counts: PipelineCounts,
+    out: Out,
 }
 
 impl DiallerPipeline {
@@ -54,9 +51,7 @@ impl DiallerPipeline {
             clock,
             partial: Vec::new(),
             number: 0,
-            batch: Batch::default(),
-            events: Vec::new(),
-            counts: PipelineCounts::default(),
+            out: Out::default(),
         }
     }
 
@@ -73,27 +68,18 @@ impl DiallerPipeline {
         self.number += 1;
         match dialler_call(&self.site, raw, self.wall(now), self.max_item) {
             Ok(call) => {
-                self.counts.records += 1;
-                self.counts.complete += 1;
-                self.add(call);
+                self.out.counts.records += 1;
+                self.out.counts.complete += 1;
+                self.out.batch.calls.push(call);
             }
-            Err(e) => {
-                self.counts.bad_lines += 1;
-                self.batch.rejects.push(Reject {
-                    source: self.source.clone(),
-                    reason: format!("item {}: {e}", self.number),
-                    raw: raw.to_vec(),
-                });
-                self.events.push(Event::BadInput {
-                    number: self.number,
-                    error: e.to_string(),
-                });
-            }
+            Err(e) => self.out.reject(
+                &self.source,
+                self.number,
+                format!("item {}: {e}", self.number),
+                e.to_string(),
+                raw.to_vec(),
+            ),
         }
-    }
-
-    fn add(&mut self, call: Call) {
-        self.batch.calls.push(call);
     }
 
     fn lines(&mut self, now: Instant, bytes: &[u8]) {
@@ -163,16 +149,12 @@ impl Pipeline for DiallerPipeline {
         0
     }
 
-    fn counts(&self) -> PipelineCounts {
-        self.counts
+    fn out(&self) -> &Out {
+        &self.out
     }
 
-    fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
-    }
-
-    fn take_batch(&mut self) -> Batch {
-        std::mem::take(&mut self.batch)
+    fn out_mut(&mut self) -> &mut Out {
+        &mut self.out
     }
 }
 

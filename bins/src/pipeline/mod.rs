@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use call_assembler::Anomaly;
-use cdr_sinks::outbox::{Batch, JournalEntry};
+use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
 
 pub mod ami;
 pub mod cms;
@@ -46,6 +46,38 @@ pub struct PipelineCounts {
     pub complete: u64,
     /// Incomplete calls emitted.
     pub incomplete: u64,
+}
+
+/// What a pipeline collected since the last commit, and its counters.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// To commit.
+    pub batch: Batch,
+    /// To log and count.
+    pub events: Vec<Event>,
+    /// Counters since start.
+    pub counts: PipelineCounts,
+}
+
+impl Out {
+    /// Keeps a unit (line, message, item, body) that could not be used: counted, reported as
+    /// an event, and its bytes kept in the reject table under `reason`.
+    pub fn reject(
+        &mut self,
+        source: &str,
+        number: u64,
+        reason: String,
+        error: String,
+        raw: Vec<u8>,
+    ) {
+        self.counts.bad_lines += 1;
+        self.batch.rejects.push(Reject {
+            source: source.to_owned(),
+            reason,
+            raw,
+        });
+        self.events.push(Event::BadInput { number, error });
+    }
 }
 
 /// What the outbox kept for a source: its journal (with commit times, ms since the epoch) and
@@ -95,12 +127,24 @@ pub trait Pipeline: Send + 'static {
     /// Calls still open.
     fn open_calls(&self) -> usize;
 
+    /// What the pipeline collected.
+    fn out(&self) -> &Out;
+
+    /// What the pipeline collected, to take from.
+    fn out_mut(&mut self) -> &mut Out;
+
     /// Counters.
-    fn counts(&self) -> PipelineCounts;
+    fn counts(&self) -> PipelineCounts {
+        self.out().counts
+    }
 
     /// Events since the last call, for logs and metrics.
-    fn take_events(&mut self) -> Vec<Event>;
+    fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.out_mut().events)
+    }
 
     /// Everything to commit since the last call; empty when nothing happened.
-    fn take_batch(&mut self) -> Batch;
+    fn take_batch(&mut self) -> Batch {
+        std::mem::take(&mut self.out_mut().batch)
+    }
 }

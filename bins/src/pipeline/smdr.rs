@@ -9,7 +9,7 @@ use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
 use serde::{Deserialize, Serialize};
 use smdr_parse::{Frame, ParseError, SmdrFramer, SmdrRecord};
 
-use super::{Event, Pipeline, PipelineCounts, Restored};
+use super::{Event, Out, Pipeline, PipelineCounts, Restored};
 
 /// What the pipeline saves with each batch besides the journal: the assembler's epoch state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -24,9 +24,7 @@ pub struct SmdrPipeline {
     source: String,
     framer: SmdrFramer,
     asm: SmdrAssembler,
-    batch: Batch,
-    events: Vec<Event>,
-    counts: PipelineCounts,
+    out: Out,
     /// The assembler's incomplete-call count when its flushed calls were last saved.
     saved_incomplete: u64,
 }
@@ -102,12 +100,10 @@ impl SmdrPipeline {
             source: source.to_owned(),
             framer: SmdrFramer::default(),
             asm,
-            batch: Batch::default(),
-            events: Vec::new(),
-            counts: PipelineCounts::default(),
+            out: Out::default(),
         };
         for line in bad {
-            p.batch.rejects.push(Reject {
+            p.out.batch.rejects.push(Reject {
                 source: p.source.clone(),
                 reason: "journaled line no longer parses".into(),
                 raw: line,
@@ -123,9 +119,9 @@ impl SmdrPipeline {
             match frame {
                 Frame::Line { line, number, .. } => match SmdrRecord::parse(line) {
                     Ok(record) => {
-                        self.counts.records += 1;
+                        self.out.counts.records += 1;
                         if record.continuation {
-                            self.batch.journal_add.push(JournalEntry {
+                            self.out.batch.journal_add.push(JournalEntry {
                                 source: self.source.clone(),
                                 call_key: key(record.call_id, record.call_start),
                                 line: line.to_vec(),
@@ -133,34 +129,26 @@ impl SmdrPipeline {
                         }
                         self.asm.handle_record(now, &record);
                     }
-                    Err(error) => {
-                        self.counts.bad_lines += 1;
-                        self.batch.rejects.push(Reject {
-                            source: self.source.clone(),
-                            reason: format!("line {number}: {error}"),
-                            raw: line.to_vec(),
-                        });
-                        self.events.push(Event::BadInput {
-                            number,
-                            error: error.to_string(),
-                        });
-                    }
+                    Err(error) => self.out.reject(
+                        &self.source,
+                        number,
+                        format!("line {number}: {error}"),
+                        error.to_string(),
+                        line.to_vec(),
+                    ),
                 },
                 Frame::TooLong { number, max, .. } => {
-                    self.counts.bad_lines += 1;
                     let error = ParseError {
                         offset: 0,
                         kind: smdr_parse::ParseErrorKind::LineTooLong { max },
                     };
-                    self.batch.rejects.push(Reject {
-                        source: self.source.clone(),
-                        reason: format!("line {number}: {error}"),
-                        raw: Vec::new(),
-                    });
-                    self.events.push(Event::BadInput {
+                    self.out.reject(
+                        &self.source,
                         number,
-                        error: error.to_string(),
-                    });
+                        format!("line {number}: {error}"),
+                        error.to_string(),
+                        Vec::new(),
+                    );
                 }
             }
             self.drain();
@@ -205,18 +193,18 @@ impl SmdrPipeline {
 
     /// Counters.
     pub fn counts(&self) -> PipelineCounts {
-        self.counts
+        self.out.counts
     }
 
     /// Events since the last call, for logs and metrics.
     pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+        std::mem::take(&mut self.out.events)
     }
 
     /// Everything to commit since the last call, with the assembler's state. Empty when
     /// nothing happened.
     pub fn take_batch(&mut self) -> Batch {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.out.batch);
         if !batch.is_empty() {
             let saved = SavedState {
                 epoch: self.asm.epoch(),
@@ -243,7 +231,7 @@ impl SmdrPipeline {
         while let Some(out) = self.asm.poll_output() {
             match out {
                 Output::Call(call) => self.add_call(call),
-                Output::Anomaly(a) => self.events.push(Event::Anomaly(a)),
+                Output::Anomaly(a) => self.out.events.push(Event::Anomaly(a)),
                 _ => {}
             }
         }
@@ -251,13 +239,13 @@ impl SmdrPipeline {
 
     fn add_call(&mut self, call: Call) {
         if call.complete {
-            self.counts.complete += 1;
+            self.out.counts.complete += 1;
         } else {
-            self.counts.incomplete += 1;
+            self.out.counts.incomplete += 1;
         }
         // Calls of one final record were never journaled.
         if call.records.len() > 1 || !call.complete {
-            self.batch.journal_remove.push((
+            self.out.batch.journal_remove.push((
                 self.source.clone(),
                 key(
                     call.records.first().map_or(0, |r| r.call_id),
@@ -265,7 +253,7 @@ impl SmdrPipeline {
                 ),
             ));
         }
-        self.batch.calls.push(call);
+        self.out.batch.calls.push(call);
     }
 }
 
@@ -302,12 +290,12 @@ impl Pipeline for SmdrPipeline {
         Self::open_calls(self)
     }
 
-    fn counts(&self) -> PipelineCounts {
-        Self::counts(self)
+    fn out(&self) -> &Out {
+        &self.out
     }
 
-    fn take_events(&mut self) -> Vec<Event> {
-        Self::take_events(self)
+    fn out_mut(&mut self) -> &mut Out {
+        &mut self.out
     }
 
     fn take_batch(&mut self) -> Batch {
