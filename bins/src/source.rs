@@ -240,7 +240,7 @@ pub async fn replay<I: From<Vec<u8>>>(
 const AMI_BATCH: usize = 4096;
 
 /// Runs the AMI client until `shutdown`, handing its messages over in batches (whatever is
-/// already queued, up to [`AMI_BATCH`]) and its resyncs as they come. The client itself reads
+/// already queued, up to 4,096) and its resyncs as they come. The client itself reads
 /// the socket promptly whatever this consumer does (see `ami_proto::client`).
 pub async fn ami(
     config: ami_proto::client::ClientConfig,

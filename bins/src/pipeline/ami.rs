@@ -1,5 +1,5 @@
 //! The Asterisk AMI pipeline: raw AMI bytes (a replayed capture) or messages from the AMI client
-//! in, a [`Batch`] for the outbox out. Pure code: no IO, time passed in.
+//! in, a [`Batch`](cdr_sinks::outbox::Batch) for the outbox out. Pure code: no IO, time passed in.
 //!
 //! Every message that changed an open call is journaled, as received, under the call's key
 //! ([`AmiAssembler::last_key`]); when the call is emitted its keys are retired
