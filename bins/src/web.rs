@@ -3,8 +3,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` | the latest calls, newest first, 50 a page (`?page=N`), with filters |
-//! | `GET /calls/<id>` | one call: summary, parties, every record field, deliveries, raw JSON |
+//! | `GET /` | a chart of calls per hour and the deliveries per sink, then the latest calls, newest first, 50 a page (`?page=N`), with filters |
+//! | `GET /calls/<id>` | one call: a timeline of its legs, summary, parties, every record field, deliveries, raw JSON |
 //! | `GET /api/v1/calls` | `{"calls":[..],"page":N,"per_page":M,"total":T}` (`per_page` up to 500) |
 //! | `GET /api/v1/calls/<id>` | the call's JSON plus `"deliveries"`; 404 when unknown |
 //! | `GET /api/v1/records/<page>` | CMS records as the sample receiver's API shows them: 20 a page, newest first, `{"records":0}` past the end |
@@ -19,6 +19,25 @@
 //! includes that whole day), `number` (part of the caller or the called number), `direction`
 //! (`inbound`, `outbound` or `internal`) and `complete` (`true` or `false`). Empty values are
 //! ignored, so a submitted filter form with blank fields works.
+//!
+//! The pages draw their charts as inline SVG on the server (no JavaScript, no images to
+//! fetch); each chart has a `<title>` and a `<desc>`, each bar a `<title>` (its tooltip), and
+//! the numbers are printed as text too:
+//!
+//! - **Calls per hour** (top of `/`): stacked bars, answered below and not answered above, for
+//!   the 24 hours up to and including the hour of the latest start among the calls matching
+//!   the current filter (anchored on the calls, not on the clock, so a store of replayed or
+//!   old calls, or a filter like `to=2018-01-05`, shows its latest day). The same numbers are
+//!   in a table under "The numbers".
+//! - **Deliveries per sink** (top of `/`): pending, delivered and dead counts of every sink
+//!   over the whole store (not only the filtered calls), the age of the oldest pending
+//!   delivery, and a stacked bar of the three.
+//! - **Timeline** (`/calls/<id>`): one row per leg for calls with `legs` (Asterisk, CMS:
+//!   ringing from its creation to its answer, connected from the answer to its end, open when
+//!   no end was seen) with transfers as vertical lines; one row per record for SMDR calls
+//!   (each segment's ring, connected and hold plus park seconds, the segments one after the
+//!   other from the call's start, as the call's end time is computed); one row for the call
+//!   otherwise. At most 60 rows are drawn; the tables below list every leg and record.
 //!
 //! The server only reads the database: each request opens its own read-only connection (the
 //! file is in WAL mode, so reading never blocks the relay's writer). A database that does not
@@ -35,6 +54,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cdr_sinks::outbox::{Outbox, SinkCounts};
+use chrono::NaiveDateTime;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -419,17 +439,34 @@ async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
         }
     };
     let q2 = q.clone();
-    match with_store(shared, move |s| s.list(&q2, false)).await {
-        Ok((total, rows)) => {
-            let mut sinks: BTreeSet<String> =
-                shared.state.metrics.sink_names().into_iter().collect();
+    let listed = with_store(shared, move |s| {
+        let (total, rows) = s.list(&q2, false)?;
+        let hours = s.hourly(&q2.filter)?;
+        let counts = s.delivery_counts()?;
+        Ok((total, rows, hours, counts))
+    })
+    .await;
+    match listed {
+        Ok((total, rows, hours, mut counts)) => {
+            let registered = shared.state.metrics.sink_names();
+            for sink in &registered {
+                if !counts.iter().any(|c| &c.sink == sink) {
+                    counts.push(SinkCounts {
+                        sink: sink.clone(),
+                        ..SinkCounts::default()
+                    });
+                }
+            }
+            counts.sort_by(|a, b| a.sink.cmp(&b.sink));
+            let mut sinks: BTreeSet<String> = registered.into_iter().collect();
             sinks.extend(
                 rows.iter()
                     .flat_map(|r| r.deliveries.iter().map(|d| d.sink.clone())),
             );
+            let overview = Overview { hours, counts };
             html(
                 StatusCode::OK,
-                render_index(title, &q, total, &rows, &sinks),
+                render_index(title, &q, total, &rows, &sinks, &overview),
             )
         }
         Err(e) => db_error_html(title, &e),
@@ -779,6 +816,114 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Calls per hour of start time, answered and not, over the 24 hours up to (and including)
+    /// the hour of the latest start among the calls matching `filter`; `None` when none match
+    /// (or the latest start is not a time).
+    ///
+    /// Anchored on the matching calls rather than on the clock, so a store of old calls (a
+    /// replayed capture) and a filtered list (`to=2018-01-05`) still show their busiest day.
+    fn hourly(&self, filter: &CallFilter) -> rusqlite::Result<Option<Hours>> {
+        let Some(conn) = &self.conn else {
+            return Ok(None);
+        };
+        let tx = conn.unchecked_transaction()?;
+        let (clause, mut params) = filter.sql();
+        let latest: Option<String> = tx.query_row(
+            &format!("SELECT MAX(start_time) FROM calls{clause}"),
+            params_from_iter(params.iter()),
+            |r| r.get(0),
+        )?;
+        let Some(last) = latest.as_deref().and_then(hour_of) else {
+            return Ok(None);
+        };
+        let first = last - chrono::TimeDelta::hours(23);
+        let end = last + chrono::TimeDelta::hours(1);
+        params.push(SqlValue::Text(first.format(HOUR_KEY).to_string()));
+        params.push(SqlValue::Text(end.format(HOUR_KEY).to_string()));
+        let and = if clause.is_empty() { " WHERE" } else { " AND" };
+        let mut stmt = tx.prepare(&format!(
+            "SELECT substr(start_time, 1, 13), SUM(answered != 0), SUM(answered = 0)
+             FROM calls{clause}{and} start_time >= ? AND start_time < ? GROUP BY 1"
+        ))?;
+        let mut hours = Hours {
+            first,
+            counts: [(0, 0); 24],
+        };
+        let rows = stmt.query_map(params_from_iter(params.iter()), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (key, answered, unanswered) = row?;
+            let Some(at) = hour_of(&key) else { continue };
+            let slot = usize::try_from((at - first).num_hours()).ok();
+            if let Some(c) = slot.and_then(|i| hours.counts.get_mut(i)) {
+                *c = (
+                    u64::try_from(answered).unwrap_or_default(),
+                    u64::try_from(unanswered).unwrap_or_default(),
+                );
+            }
+        }
+        Ok(Some(hours))
+    }
+
+    /// Pending, delivered and dead deliveries of every sink with rows, by sink name (the
+    /// whole outbox, not only the calls of the list).
+    fn delivery_counts(&self) -> rusqlite::Result<Vec<SinkCounts>> {
+        let Some(conn) = &self.conn else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare(
+            "SELECT sink,
+                    SUM(state = 'pending'), SUM(state = 'delivered'), SUM(state = 'dead'),
+                    MIN(CASE WHEN state = 'pending' THEN created_ms END)
+             FROM deliveries GROUP BY sink ORDER BY sink",
+        )?;
+        stmt.query_map([], |r| {
+            let count = |i: usize| -> rusqlite::Result<u64> {
+                Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or_default())
+            };
+            Ok(SinkCounts {
+                sink: r.get(0)?,
+                pending: count(1)?,
+                delivered: count(2)?,
+                dead: count(3)?,
+                oldest_pending_ms: r.get(4)?,
+            })
+        })?
+        .collect()
+    }
+}
+
+/// The `strftime` form of an hour as the store's start times begin (`YYYY-MM-DDTHH`).
+const HOUR_KEY: &str = "%Y-%m-%dT%H";
+
+/// The hour a store time (`YYYY-MM-DDTHH:MM:SS`, or just its first 13 characters) falls in.
+fn hour_of(time: &str) -> Option<NaiveDateTime> {
+    let hour = time.get(..13)?;
+    NaiveDateTime::parse_from_str(&format!("{hour}:00:00"), "%Y-%m-%dT%H:%M:%S").ok()
+}
+
+/// Calls per hour for the chart of the list page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hours {
+    /// The first of the 24 hours.
+    first: NaiveDateTime,
+    /// Answered and not answered calls in each hour, from `first` on.
+    counts: [(u64, u64); 24],
+}
+
+/// What the top of the list page shows besides the calls.
+#[derive(Debug, Clone)]
+struct Overview {
+    hours: Option<Hours>,
+    counts: Vec<SinkCounts>,
+}
+
 fn deliveries(conn: &Connection, call_id: &str) -> rusqlite::Result<Vec<Delivery>> {
     let mut stmt = conn.prepare_cached(
         "SELECT sink, state, attempts, last_error, next_ms, created_ms, done_ms
@@ -1084,7 +1229,11 @@ form{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:end;margin:0 0 1rem}
 form label{display:flex;flex-direction:column;font-size:.85rem;color:#555}\
 input,select{font:inherit;padding:.15rem .3rem}\
 .pager{display:flex;gap:1rem;align-items:baseline}\
-pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem}";
+pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem}\
+.overview{display:flex;flex-wrap:wrap;gap:.5rem 2.5rem;align-items:flex-start;margin-bottom:.6rem}\
+figure{margin:0 0 1rem}figcaption{font-weight:600;margin:0 0 .3rem}figcaption.muted{font-weight:400}\
+svg{max-width:100%;height:auto}table.sinks svg{display:block}\
+details summary{cursor:pointer;color:#555;font-size:.85rem}";
 
 /// A whole page: the header with `title`, then `heading` and `body` (already HTML).
 fn page(title: &str, heading: &str, body: &str) -> String {
@@ -1106,9 +1255,14 @@ fn render_index(
     total: u64,
     rows: &[CallRow],
     sinks: &BTreeSet<String>,
+    overview: &Overview,
 ) -> String {
     let f = &q.filter;
-    let mut b = String::with_capacity(16 * 1024);
+    let mut b = String::with_capacity(32 * 1024);
+    b.push_str("<section class=\"overview\" aria-label=\"Overview\">\n");
+    hours_figure(&mut b, overview.hours.as_ref(), f != &CallFilter::default());
+    deliveries_figure(&mut b, &overview.counts);
+    b.push_str("</section>\n");
     let value = |v: Option<&str>| esc(v.unwrap_or_default());
     let _ = write!(
         b,
@@ -1156,7 +1310,10 @@ fn render_index(
             format!("/?{filter}&page={page}")
         }
     };
-    let mut pager = String::from("<div class=\"pager\">");
+    let mut pager = String::from("<nav class=\"pager\" aria-label=\"Pages\">");
+    if q.page > 2 {
+        let _ = write!(pager, "<a href=\"{}\">« Newest</a>", esc(&link(1)));
+    }
     if q.page > 1 {
         let _ = write!(
             pager,
@@ -1177,7 +1334,10 @@ fn render_index(
             esc(&link(q.page.saturating_add(1)))
         );
     }
-    pager.push_str("</div>\n");
+    if q.page.saturating_add(1) < pages {
+        let _ = write!(pager, "<a href=\"{}\">Oldest »</a>", esc(&link(pages)));
+    }
+    pager.push_str("</nav>\n");
     b.push_str(&pager);
 
     if rows.is_empty() {
@@ -1234,6 +1394,13 @@ fn render_call(title: &str, body: &[u8], deliveries: &[Delivery]) -> String {
         .and_then(|c| c.get("call_id"))
         .map(Json::display)
         .unwrap_or_default();
+    if let Some(timeline) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .as_ref()
+        .and_then(Timeline::of)
+    {
+        timeline_figure(&mut b, &timeline);
+    }
     match &call {
         Ok(Json::Object(fields)) => {
             b.push_str("<h3>Summary</h3>\n<table><tbody>\n");
@@ -1309,6 +1476,882 @@ fn render_call(title: &str, body: &[u8], deliveries: &[Delivery]) -> String {
         format!("Call {call_id}")
     };
     page(title, &heading, &format!("<h2>{}</h2>\n{b}", esc(&heading)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts: server-rendered SVG, readable without JavaScript. Every chart has a <title> and a
+// <desc>, every bar a <title> (the browser's tooltip; what a screen reader announces), and the
+// numbers are also printed as text (labels, tables).
+
+/// Fill of answered calls in the hour chart.
+const ANSWERED_FILL: &str = "#0969da";
+/// Fill of calls not answered in the hour chart.
+const UNANSWERED_FILL: &str = "#e16f24";
+/// Fills of the delivery states (as the `.delivered`, `.pending` and `.dead` text colours).
+const DELIVERED_FILL: &str = "#1a7f37";
+const PENDING_FILL: &str = "#d4a72c";
+const DEAD_FILL: &str = "#cf222e";
+
+/// An SVG coordinate or length: one decimal at most.
+fn px(x: f64) -> String {
+    let s = format!("{x:.1}");
+    match s.strip_suffix(".0") {
+        Some(whole) => whole.to_owned(),
+        None => s,
+    }
+}
+
+/// The smallest of 1, 2 and 5 times a power of ten that is at least `n` (and at least 1).
+fn nice_ceiling(n: u64) -> u64 {
+    let mut scale = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            let v = scale.saturating_mul(m);
+            if v >= n {
+                return v;
+            }
+        }
+        if scale > u64::MAX / 10 {
+            return u64::MAX;
+        }
+        scale *= 10;
+    }
+}
+
+/// `n` and the noun, in the plural unless `n` is 1.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The chart of calls per hour (stacked: answered below, not answered above), with its numbers
+/// as a table in a `<details>` below it.
+fn hours_figure(b: &mut String, hours: Option<&Hours>, filtered: bool) {
+    const W: f64 = 620.0;
+    const H: f64 = 206.0;
+    const LEFT: f64 = 40.0;
+    const RIGHT: f64 = 10.0;
+    const TOP: f64 = 30.0;
+    const BOTTOM: f64 = 36.0;
+    let scope = if filtered {
+        "matching the filter"
+    } else {
+        "in the store"
+    };
+    b.push_str("<figure class=\"chart\" id=\"calls-per-hour\">");
+    let Some(h) = hours else {
+        let _ = writeln!(
+            b,
+            "<figcaption>Calls per hour</figcaption><p class=\"muted\">No calls {scope}.</p>\
+             </figure>"
+        );
+        return;
+    };
+    let end = h.first + chrono::TimeDelta::hours(24);
+    let answered: u64 = h.counts.iter().map(|c| c.0).sum();
+    let unanswered: u64 = h.counts.iter().map(|c| c.1).sum();
+    let _ = writeln!(
+        b,
+        "<figcaption>Calls per hour, {} to {} <span class=\"muted\">(the 24 hours up to the \
+         latest call {scope})</span></figcaption>",
+        h.first.format("%Y-%m-%d %H:00"),
+        end.format("%Y-%m-%d %H:00"),
+    );
+    let summary = format!(
+        "{} from {} to {}: {} answered, {} not answered.",
+        count(answered + unanswered, "call", "calls"),
+        h.first.format("%Y-%m-%d %H:00"),
+        end.format("%Y-%m-%d %H:00"),
+        answered,
+        unanswered
+    );
+    let _ = writeln!(
+        b,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"hours\" width=\"{w}\" height=\"{h}\" \
+         viewBox=\"0 0 {w} {h}\" role=\"img\" aria-labelledby=\"hours-title hours-desc\" \
+         font-size=\"12\"><title id=\"hours-title\">Calls per hour, answered and not answered\
+         </title><desc id=\"hours-desc\">{summary}</desc>",
+        w = px(W),
+        h = px(H),
+        summary = esc(&summary),
+    );
+    // Legend.
+    let _ = writeln!(
+        b,
+        "<g class=\"legend\"><rect x=\"{l}\" y=\"8\" width=\"11\" height=\"11\" fill=\"{ANSWERED_FILL}\"/>\
+         <text x=\"{t1}\" y=\"18\">answered ({answered})</text>\
+         <rect x=\"{l2}\" y=\"8\" width=\"11\" height=\"11\" fill=\"{UNANSWERED_FILL}\"/>\
+         <text x=\"{t2}\" y=\"18\">not answered ({unanswered})</text></g>",
+        l = px(LEFT),
+        t1 = px(LEFT + 16.0),
+        l2 = px(LEFT + 150.0),
+        t2 = px(LEFT + 166.0),
+    );
+    // Y axis: 0, half and the top, with grid lines.
+    let max = h.counts.iter().map(|c| c.0 + c.1).max().unwrap_or(0);
+    let top = nice_ceiling(max);
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+    let y = |v: u64| TOP + plot_h - (v as f64) / (top as f64) * plot_h;
+    let mut marks = vec![0, top];
+    if top % 2 == 0 {
+        marks.insert(1, top / 2);
+    }
+    b.push_str("<g class=\"axis\">");
+    for v in marks {
+        let _ = write!(
+            b,
+            "<line x1=\"{x1}\" x2=\"{x2}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{stroke}\"/>\
+             <text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\" fill=\"#555\">{v}</text>",
+            x1 = px(LEFT),
+            x2 = px(W - RIGHT),
+            y = px(y(v)),
+            stroke = if v == 0 { "#888" } else { "#e5e5e5" },
+            tx = px(LEFT - 6.0),
+            ty = px(y(v) + 4.0),
+        );
+    }
+    b.push_str("</g>\n");
+    let slot = plot_w / 24.0;
+    let bar = slot * 0.72;
+    for (i, &(a, u)) in h.counts.iter().enumerate() {
+        let hour = h.first + chrono::TimeDelta::hours(i64::try_from(i).unwrap_or_default());
+        let next = hour + chrono::TimeDelta::hours(1);
+        let x0 = LEFT + slot * i as f64;
+        let bx = x0 + (slot - bar) / 2.0;
+        let label = format!(
+            "{}–{}: {}, {a} answered, {u} not answered",
+            hour.format("%Y-%m-%d %H:00"),
+            next.format("%H:00"),
+            count(a + u, "call", "calls"),
+        );
+        let _ = write!(
+            b,
+            "<g class=\"hour\"><title>{}</title><rect class=\"slot\" x=\"{}\" y=\"{}\" \
+             width=\"{}\" height=\"{}\" fill=\"transparent\"/>",
+            esc(&label),
+            px(x0),
+            px(TOP),
+            px(slot),
+            px(plot_h),
+        );
+        if a > 0 {
+            let _ = write!(
+                b,
+                "<rect class=\"answered\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{ANSWERED_FILL}\"/>",
+                px(bx),
+                px(y(a)),
+                px(bar),
+                px(y(0) - y(a)),
+            );
+        }
+        if u > 0 {
+            let _ = write!(
+                b,
+                "<rect class=\"unanswered\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{UNANSWERED_FILL}\"/>",
+                px(bx),
+                px(y(a + u)),
+                px(bar),
+                px(y(a) - y(a + u)),
+            );
+        }
+        if a + u > 0 {
+            let _ = write!(
+                b,
+                "<text class=\"total\" x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\" fill=\"#444\">{}</text>",
+                px(x0 + slot / 2.0),
+                px(y(a + u) - 3.0),
+                a + u
+            );
+        }
+        b.push_str("</g>\n");
+    }
+    // X axis: every third hour, with the date under the first hour and under midnight.
+    b.push_str("<g class=\"axis\">");
+    for i in (0..24).step_by(3) {
+        let hour = h.first + chrono::TimeDelta::hours(i);
+        let x = LEFT + slot * (i as f64) + slot / 2.0;
+        let _ = write!(
+            b,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+            px(x),
+            px(H - BOTTOM + 15.0),
+            hour.format("%H:00"),
+        );
+    }
+    for i in 0..24 {
+        let hour = h.first + chrono::TimeDelta::hours(i);
+        if i == 0 || hour.format("%H").to_string() == "00" {
+            let x = LEFT + slot * (i as f64);
+            let _ = write!(
+                b,
+                "<text x=\"{}\" y=\"{}\" fill=\"#555\">{}</text>",
+                px(x),
+                px(H - BOTTOM + 30.0),
+                hour.format("%Y-%m-%d"),
+            );
+        }
+    }
+    b.push_str("</g></svg>\n");
+    b.push_str(
+        "<details><summary>The numbers</summary><table class=\"hours\"><thead><tr>\
+         <th scope=\"col\">Hour</th><th scope=\"col\">Answered</th>\
+         <th scope=\"col\">Not answered</th><th scope=\"col\">Calls</th></tr></thead><tbody>\n",
+    );
+    for (i, &(a, u)) in h.counts.iter().enumerate() {
+        let hour = h.first + chrono::TimeDelta::hours(i64::try_from(i).unwrap_or_default());
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\">{}</th><td class=\"n\">{a}</td><td class=\"n\">{u}</td>\
+             <td class=\"n\">{}</td></tr>",
+            hour.format("%Y-%m-%d %H:00"),
+            a + u
+        );
+    }
+    b.push_str("</tbody></table></details></figure>\n");
+}
+
+/// The delivery state of every sink: a table with a stacked bar per sink.
+fn deliveries_figure(b: &mut String, counts: &[SinkCounts]) {
+    const W: f64 = 180.0;
+    b.push_str(
+        "<figure class=\"chart\" id=\"deliveries\"><figcaption>Deliveries per sink \
+         <span class=\"muted\">(every call in the store)</span></figcaption>\n",
+    );
+    if counts.is_empty() {
+        b.push_str("<p class=\"muted\">No sinks: calls are kept in the store only.</p></figure>\n");
+        return;
+    }
+    b.push_str(
+        "<table class=\"sinks\"><thead><tr><th scope=\"col\">Sink</th>\
+         <th scope=\"col\">Delivered</th><th scope=\"col\">Pending</th><th scope=\"col\">Dead</th>\
+         <th scope=\"col\">Oldest pending</th><th scope=\"col\">Share</th></tr></thead><tbody>\n",
+    );
+    for c in counts {
+        let total = c.delivered + c.pending + c.dead;
+        let summary = format!(
+            "{}: {} delivered, {} pending, {} dead",
+            c.sink, c.delivered, c.pending, c.dead
+        );
+        let _ = write!(
+            b,
+            "<tr><th scope=\"row\">{sink}</th><td class=\"n delivered\">{}</td>\
+             <td class=\"n pending\">{}</td><td class=\"n dead\">{}</td><td>{}</td><td>\
+             <svg xmlns=\"http://www.w3.org/2000/svg\" class=\"share\" width=\"{w}\" height=\"14\" \
+             viewBox=\"0 0 {w} 14\" role=\"img\" aria-label=\"{summary}\"><title>{summary}</title>\
+             <rect width=\"{w}\" height=\"14\" fill=\"#eee\"/>",
+            c.delivered,
+            c.pending,
+            c.dead,
+            utc(c.oldest_pending_ms),
+            sink = esc(&c.sink),
+            w = px(W),
+            summary = esc(&summary),
+        );
+        let mut x = 0.0;
+        for (n, state, fill) in [
+            (c.delivered, "delivered", DELIVERED_FILL),
+            (c.pending, "pending", PENDING_FILL),
+            (c.dead, "dead", DEAD_FILL),
+        ] {
+            if n == 0 || total == 0 {
+                continue;
+            }
+            let w = (n as f64) / (total as f64) * W;
+            let _ = write!(
+                b,
+                "<rect class=\"{state}\" x=\"{}\" width=\"{}\" height=\"14\" fill=\"{fill}\">\
+                 <title>{n} {state}</title></rect>",
+                px(x),
+                px(w.max(1.0)),
+            );
+            x += w;
+        }
+        b.push_str("</svg></td></tr>\n");
+    }
+    b.push_str("</tbody></table></figure>\n");
+}
+
+/// How many lanes a timeline draws at most (the tables below list every leg).
+const MAX_LANES: usize = 60;
+
+/// A call's timeline: one lane per Asterisk or CMS leg, or per SMDR record (segment).
+#[derive(Debug, Clone, PartialEq)]
+struct Timeline {
+    /// Time 0 of the axis: the call's start (or its earliest leg's).
+    origin: NaiveDateTime,
+    /// Seconds from `origin` to the last time drawn (at least 1).
+    span: f64,
+    /// What a lane is: `leg`, `record` or `call`.
+    what: &'static str,
+    /// The lanes drawn, top to bottom.
+    lanes: Vec<Lane>,
+    /// How many lanes there were before the [`MAX_LANES`] cap.
+    total: usize,
+    /// Events drawn as vertical lines (Asterisk transfers).
+    marks: Vec<Mark>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Lane {
+    label: String,
+    title: String,
+    /// Seconds from the origin where the lane begins (drawn as a tick when it has no spans).
+    at: f64,
+    spans: Vec<Span>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Span {
+    from: f64,
+    to: f64,
+    kind: SpanKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpanKind {
+    Ringing,
+    Connected,
+    Held,
+    /// Went on past the last time known (no end seen).
+    Open,
+}
+
+impl SpanKind {
+    const ALL: [Self; 4] = [Self::Ringing, Self::Connected, Self::Held, Self::Open];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ringing => "ringing",
+            Self::Connected => "connected",
+            Self::Held => "on hold or parked",
+            Self::Open => "no end seen",
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            Self::Ringing => "ringing",
+            Self::Connected => "connected",
+            Self::Held => "held",
+            Self::Open => "open",
+        }
+    }
+
+    fn fill(self) -> &'static str {
+        match self {
+            Self::Ringing => "#f2cc60",
+            Self::Connected => "#2da44e",
+            Self::Held => "#8c959f",
+            Self::Open => "#d8f3dc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Mark {
+    at: f64,
+    label: String,
+    title: String,
+}
+
+/// A time of the call model (`2018-01-05T21:30:09`, fractions allowed).
+fn json_time(v: &Value) -> Option<NaiveDateTime> {
+    v.as_str()?.parse().ok()
+}
+
+/// Seconds from `origin` to `t`.
+fn seconds(origin: NaiveDateTime, t: NaiveDateTime) -> f64 {
+    (t - origin).num_milliseconds() as f64 / 1000.0
+}
+
+/// `origin` plus `secs` seconds.
+fn plus(origin: NaiveDateTime, secs: f64) -> NaiveDateTime {
+    origin + chrono::TimeDelta::milliseconds((secs * 1000.0).round() as i64)
+}
+
+/// A wall-clock time, with milliseconds when it has any.
+fn clock(t: NaiveDateTime) -> String {
+    if t.and_utc().timestamp_subsec_millis() == 0 {
+        t.format("%H:%M:%S").to_string()
+    } else {
+        t.format("%H:%M:%S%.3f").to_string()
+    }
+}
+
+/// A length of time: `2 s`, `2.5 s`, or `H:MM:SS` from a minute on.
+fn seconds_text(secs: f64) -> String {
+    if secs >= 60.0 {
+        hms(secs.round() as i64)
+    } else if secs.fract() == 0.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
+/// A string field of a JSON object, or `""`.
+fn field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+impl Timeline {
+    /// The timeline of a stored call: its `legs` (Asterisk, CMS: created, answered, ended),
+    /// else its SMDR `records` (each segment's ring, connected, hold and park seconds, one
+    /// segment after the other from the call's start, as the call's end is computed), else the
+    /// call itself. `None` when the call has no start time.
+    fn of(call: &Value) -> Option<Self> {
+        let start = json_time(call.get("start_time")?)?;
+        let end = call.get("end_time").and_then(json_time).unwrap_or(start);
+        let list = |key: &str| {
+            call.get(key)
+                .and_then(Value::as_array)
+                .filter(|l| !l.is_empty())
+        };
+        if let Some(legs) = list("legs") {
+            Some(Self::of_legs(call, start, end, legs))
+        } else if let Some(records) = list("records") {
+            Some(Self::of_records(start, end, records))
+        } else {
+            Some(Self::of_call(call, start, end))
+        }
+    }
+
+    fn of_legs(call: &Value, start: NaiveDateTime, end: NaiveDateTime, legs: &[Value]) -> Self {
+        let times = |l: &Value| {
+            ["start", "answer", "end"]
+                .into_iter()
+                .filter_map(|k| l.get(k).and_then(json_time))
+                .collect::<Vec<_>>()
+        };
+        let origin = legs
+            .iter()
+            .flat_map(times)
+            .chain([start])
+            .min()
+            .unwrap_or(start);
+        let last = legs
+            .iter()
+            .flat_map(times)
+            .chain([end])
+            .max()
+            .unwrap_or(end);
+        let span = seconds(origin, last).max(1.0);
+        let at = |l: &Value, k: &str| l.get(k).and_then(json_time);
+        let lanes = legs
+            .iter()
+            .take(MAX_LANES)
+            .map(|leg| {
+                let created = at(leg, "start");
+                let answered = at(leg, "answer");
+                let ended = at(leg, "end");
+                let s = created.map_or(0.0, |t| seconds(origin, t));
+                let a = answered.map(|t| seconds(origin, t));
+                let e = ended.map(|t| seconds(origin, t));
+                let spans = match (a, e) {
+                    (Some(a), Some(e)) => {
+                        vec![(s, a, SpanKind::Ringing), (a, e, SpanKind::Connected)]
+                    }
+                    (Some(a), None) => vec![(s, a, SpanKind::Ringing), (a, span, SpanKind::Open)],
+                    (None, Some(e)) => vec![(s, e, SpanKind::Ringing)],
+                    (None, None) => vec![(s, span, SpanKind::Open)],
+                };
+                let channel = field(leg, "channel");
+                let renamed = field(leg, "renamed_to");
+                let who = [field(leg, "caller_num"), field(leg, "caller_name")]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let mut title = channel.to_owned();
+                if !renamed.is_empty() {
+                    let _ = write!(title, " (later {renamed})");
+                }
+                if !who.is_empty() {
+                    let _ = write!(title, ", {who}");
+                }
+                for (what, t) in [
+                    ("created", created),
+                    ("answered", answered),
+                    ("ended", ended),
+                ] {
+                    if let Some(t) = t {
+                        let _ = write!(title, "; {what} {}", clock(t));
+                    }
+                }
+                let cause = field(leg, "hangup_cause_text");
+                if !cause.is_empty() {
+                    let _ = write!(title, "; hangup cause {cause}");
+                }
+                let dial = field(leg, "dial_status");
+                if !dial.is_empty() {
+                    let _ = write!(title, "; dial status {dial}");
+                }
+                let label = if who.is_empty() {
+                    channel.to_owned()
+                } else {
+                    format!("{channel} ({who})")
+                };
+                Lane {
+                    label,
+                    title,
+                    at: s,
+                    spans: spans
+                        .into_iter()
+                        .filter(|(from, to, _)| to > from)
+                        .map(|(from, to, kind)| Span { from, to, kind })
+                        .collect(),
+                }
+            })
+            .collect();
+        let marks = call
+            .get("transfers")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|t| {
+                        let when = t.get("time").and_then(json_time)?;
+                        let kind = field(t, "kind");
+                        let mut title = format!("{kind} transfer at {}", clock(when));
+                        for (what, key) in [
+                            ("of", "transferee"),
+                            ("by", "transferer"),
+                            ("to", "target"),
+                            ("result", "result"),
+                        ] {
+                            let v = field(t, key);
+                            if !v.is_empty() {
+                                let _ = write!(title, ", {what} {v}");
+                            }
+                        }
+                        Some(Mark {
+                            at: seconds(origin, when),
+                            label: format!("{kind} transfer"),
+                            title,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            origin,
+            span,
+            what: "leg",
+            lanes,
+            total: legs.len(),
+            marks,
+        }
+    }
+
+    fn of_records(start: NaiveDateTime, end: NaiveDateTime, records: &[Value]) -> Self {
+        let secs = |r: &Value, k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0) as f64;
+        let mut offset = 0.0;
+        let mut lanes = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let ring = secs(r, "ring");
+            let connected = secs(r, "duration");
+            let held = secs(r, "hold_time") + secs(r, "park_time");
+            let at = offset;
+            offset += ring + connected + held;
+            if i >= MAX_LANES {
+                continue;
+            }
+            let party = |n: u8| {
+                let device = field(r, &format!("party_{n}_device"));
+                let name = field(r, &format!("party_{n}_name"));
+                if name.is_empty() || name == device {
+                    device.to_owned()
+                } else {
+                    format!("{device} {name}")
+                }
+            };
+            let (p1, p2) = (party(1), party(2));
+            let label = format!(
+                "{}. {} – {}",
+                i + 1,
+                field(r, "party_1_device"),
+                field(r, "party_2_device")
+            );
+            let title = format!(
+                "Record {}: {p1} with {p2}, from {} to {}: ring {}, connected {}, hold {}, park {}{}",
+                i + 1,
+                clock(plus(start, at)),
+                clock(plus(start, offset)),
+                seconds_text(ring),
+                seconds_text(connected),
+                seconds_text(secs(r, "hold_time")),
+                seconds_text(secs(r, "park_time")),
+                if r.get("continued").and_then(Value::as_bool) == Some(true) {
+                    "; continued in a later record"
+                } else {
+                    ""
+                }
+            );
+            let mut spans = Vec::new();
+            let mut from = at;
+            for (len, kind) in [
+                (ring, SpanKind::Ringing),
+                (connected, SpanKind::Connected),
+                (held, SpanKind::Held),
+            ] {
+                if len > 0.0 {
+                    spans.push(Span {
+                        from,
+                        to: from + len,
+                        kind,
+                    });
+                }
+                from += len;
+            }
+            lanes.push(Lane {
+                label,
+                title,
+                at,
+                spans,
+            });
+        }
+        Self {
+            origin: start,
+            span: offset.max(seconds(start, end)).max(1.0),
+            what: "record",
+            lanes,
+            total: records.len(),
+            marks: Vec::new(),
+        }
+    }
+
+    fn of_call(call: &Value, start: NaiveDateTime, end: NaiveDateTime) -> Self {
+        let e = seconds(start, end).max(0.0);
+        let answered = call.get("answered").and_then(Value::as_bool) == Some(true);
+        let answer = call
+            .get("answer_time")
+            .and_then(json_time)
+            .map(|t| seconds(start, t).clamp(0.0, e));
+        let spans: Vec<Span> = match answer {
+            Some(a) => vec![
+                Span {
+                    from: 0.0,
+                    to: a,
+                    kind: SpanKind::Ringing,
+                },
+                Span {
+                    from: a,
+                    to: e,
+                    kind: SpanKind::Connected,
+                },
+            ],
+            None => vec![Span {
+                from: 0.0,
+                to: e,
+                kind: if answered {
+                    SpanKind::Connected
+                } else {
+                    SpanKind::Ringing
+                },
+            }],
+        };
+        let title = format!(
+            "The call, {} to {}{}",
+            clock(start),
+            clock(end),
+            if answered {
+                ", answered"
+            } else {
+                ", not answered"
+            }
+        );
+        Self {
+            origin: start,
+            span: e.max(1.0),
+            what: "call",
+            lanes: vec![Lane {
+                label: "call".to_owned(),
+                title,
+                at: 0.0,
+                spans: spans.into_iter().filter(|s| s.to > s.from).collect(),
+            }],
+            total: 1,
+            marks: Vec::new(),
+        }
+    }
+}
+
+/// The tick step of a time axis `span` seconds long: about eight ticks or fewer.
+fn tick_step(span: f64) -> i64 {
+    const STEPS: [i64; 18] = [
+        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+    ];
+    STEPS
+        .into_iter()
+        .find(|s| span / (*s as f64) <= 8.0)
+        .unwrap_or(86400)
+}
+
+/// The timeline as an SVG figure: lanes top to bottom, time left to right, clock-time ticks.
+fn timeline_figure(b: &mut String, t: &Timeline) {
+    const LABEL_W: f64 = 300.0;
+    const PLOT_W: f64 = 640.0;
+    const RIGHT: f64 = 30.0;
+    const TOP: f64 = 36.0;
+    const ROW: f64 = 26.0;
+    const BOTTOM: f64 = 34.0;
+    let w = LABEL_W + PLOT_W + RIGHT;
+    let h = TOP + ROW * t.lanes.len() as f64 + BOTTOM;
+    let x = |s: f64| LABEL_W + s.clamp(0.0, t.span) / t.span * PLOT_W;
+    let end = plus(t.origin, t.span);
+    let many = |n: usize| if n == 1 { "" } else { "s" };
+    let caption = format!(
+        "{} {}{} from {} to {} ({}){}",
+        t.total,
+        t.what,
+        many(t.total),
+        clock(t.origin),
+        clock(end),
+        seconds_text(t.span),
+        if t.total > t.lanes.len() {
+            format!(", the first {} drawn", t.lanes.len())
+        } else {
+            String::new()
+        }
+    );
+    let _ = write!(
+        b,
+        "<h3>Timeline</h3>\n<figure class=\"chart\" id=\"timeline\"><figcaption class=\"muted\">\
+         {caption}</figcaption>\n<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline\" \
+         width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
+         aria-labelledby=\"timeline-title timeline-desc\" font-size=\"12\">\
+         <title id=\"timeline-title\">Timeline of the call: one row per {what}</title>\
+         <desc id=\"timeline-desc\">{caption}. Bars: ringing, connected, on hold or parked; \
+         each bar's title gives its times.</desc>\n",
+        caption = esc(&caption),
+        w = px(w),
+        h = px(h),
+        what = t.what,
+    );
+    // Row backgrounds.
+    for i in (0..t.lanes.len()).filter(|i| i % 2 == 1) {
+        let _ = write!(
+            b,
+            "<rect x=\"0\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#f6f8fa\"/>",
+            px(TOP + ROW * i as f64),
+            px(w),
+            px(ROW),
+        );
+    }
+    // Time axis: ticks at round clock times.
+    let step = tick_step(t.span);
+    let step_ms = step * 1000;
+    let origin_ms = t.origin.and_utc().timestamp_millis();
+    let end_ms = origin_ms + (t.span * 1000.0).round() as i64;
+    let mut tick = (origin_ms.div_euclid(step_ms) + i64::from(origin_ms % step_ms != 0)) * step_ms;
+    let format = if step >= 60 { "%H:%M" } else { "%H:%M:%S" };
+    b.push_str("<g class=\"axis\">");
+    while tick <= end_ms {
+        let at = (tick - origin_ms) as f64 / 1000.0;
+        let label = chrono::DateTime::from_timestamp_millis(tick)
+            .map(|d| d.naive_utc().format(format).to_string())
+            .unwrap_or_default();
+        let _ = write!(
+            b,
+            "<line x1=\"{x}\" x2=\"{x}\" y1=\"{y1}\" y2=\"{y2}\" stroke=\"#d0d7de\"/>\
+             <text x=\"{x}\" y=\"14\" text-anchor=\"middle\" fill=\"#555\">{label}</text>",
+            x = px(x(at)),
+            y1 = px(TOP - 16.0),
+            y2 = px(h - BOTTOM),
+        );
+        tick += step_ms;
+    }
+    b.push_str("</g>\n");
+    for (i, lane) in t.lanes.iter().enumerate() {
+        let top = TOP + ROW * i as f64;
+        let _ = write!(
+            b,
+            "<g class=\"lane\"><title>{}</title><text x=\"{}\" y=\"{}\" text-anchor=\"end\" \
+             font-size=\"11\">{}</text>",
+            esc(&lane.title),
+            px(LABEL_W - 8.0),
+            px(top + ROW / 2.0 + 4.0),
+            esc(&shorten(&lane.label, 46)),
+        );
+        if lane.spans.is_empty() {
+            let _ = write!(
+                b,
+                "<rect class=\"instant\" x=\"{}\" y=\"{}\" width=\"2\" height=\"16\" fill=\"#57606a\"/>",
+                px(x(lane.at)),
+                px(top + 5.0),
+            );
+        }
+        for s in &lane.spans {
+            let dashed = if s.kind == SpanKind::Open {
+                " stroke=\"#2da44e\" stroke-dasharray=\"4 2\""
+            } else {
+                ""
+            };
+            let _ = write!(
+                b,
+                "<rect class=\"{}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"16\" fill=\"{}\"{dashed}>\
+                 <title>{} {}–{} ({})</title></rect>",
+                s.kind.class(),
+                px(x(s.from)),
+                px(top + 5.0),
+                px((x(s.to) - x(s.from)).max(1.0)),
+                s.kind.fill(),
+                s.kind.name(),
+                clock(plus(t.origin, s.from)),
+                clock(plus(t.origin, s.to)),
+                seconds_text(s.to - s.from),
+            );
+        }
+        b.push_str("</g>\n");
+    }
+    for m in &t.marks {
+        let _ = writeln!(
+            b,
+            "<g class=\"mark\"><title>{}</title><line x1=\"{x}\" x2=\"{x}\" y1=\"{}\" y2=\"{}\" \
+             stroke=\"#8250df\" stroke-width=\"2\" stroke-dasharray=\"5 3\"/><text x=\"{x}\" \
+             y=\"{}\" text-anchor=\"middle\" fill=\"#8250df\">{}</text></g>",
+            esc(&m.title),
+            px(TOP - 2.0),
+            px(h - BOTTOM),
+            px(TOP - 6.0),
+            esc(&m.label),
+            x = px(x(m.at)),
+        );
+    }
+    // Legend: the kinds drawn.
+    b.push_str("<g class=\"legend\">");
+    let mut lx = LABEL_W;
+    for kind in SpanKind::ALL {
+        if !t
+            .lanes
+            .iter()
+            .any(|l| l.spans.iter().any(|s| s.kind == kind))
+        {
+            continue;
+        }
+        let _ = write!(
+            b,
+            "<rect x=\"{}\" y=\"{}\" width=\"11\" height=\"11\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            px(lx),
+            px(h - 20.0),
+            kind.fill(),
+            px(lx + 15.0),
+            px(h - 10.5),
+            kind.name(),
+        );
+        lx += 40.0 + 7.0 * kind.name().len() as f64;
+    }
+    b.push_str("</g></svg></figure>\n");
 }
 
 /// A table of JSON objects: one row per object when they have a few fields, else one column
@@ -1649,6 +2692,230 @@ mod tests {
             j.get("a").map(Json::display).as_deref(),
             Some(r#"[{"y":true,"b":null}]"#)
         );
+    }
+
+    #[test]
+    fn chart_helpers() {
+        assert_eq!(
+            [0, 1, 2, 3, 7, 10, 11, 36, 101].map(nice_ceiling),
+            [1, 1, 2, 5, 10, 10, 20, 50, 200]
+        );
+        assert_eq!(nice_ceiling(u64::MAX), u64::MAX);
+        assert_eq!(
+            [0.4, 8.0, 9.0, 14.0, 1446.0, 1e9].map(tick_step),
+            [1, 1, 2, 2, 300, 86400]
+        );
+        assert_eq!([1.0, 12.25, 3.0 / 7.0].map(px), ["1", "12.2", "0.4"]);
+        assert_eq!(
+            [2.0, 2.54, 281.0].map(seconds_text),
+            ["2 s", "2.5 s", "0:04:41"]
+        );
+        assert_eq!(shorten("abcdef", 6), "abcdef");
+        assert_eq!(shorten("abcdefg", 6), "abcde…");
+        let hour = |s: &str| hour_of(s).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+        assert_eq!(
+            hour("2018-01-05T21:30:09").as_deref(),
+            Some("2018-01-05 21:00:00")
+        );
+        assert_eq!(
+            hour("2018-01-05T21").as_deref(),
+            Some("2018-01-05 21:00:00")
+        );
+        assert_eq!(hour("2018-01-05"), None);
+        assert_eq!(hour("2018-01-05T2x:00:00"), None);
+    }
+
+    #[test]
+    fn timeline_of_legs_marks_ringing_connected_open_and_transfers() {
+        let call = json!({
+            "start_time": "2026-11-22T13:54:52.5",
+            "end_time": "2026-11-22T13:55:06",
+            "legs": [
+                {"channel": "SIP/a-1", "caller_num": "1001", "caller_name": "Alice",
+                 "start": "2026-11-22T13:54:52.5", "answer": "2026-11-22T13:54:54.5",
+                 "end": "2026-11-22T13:55:06", "hangup_cause_text": "Normal Clearing"},
+                {"channel": "SIP/b-2", "start": "2026-11-22T13:54:53",
+                 "end": "2026-11-22T13:54:58", "dial_status": "NOANSWER"},
+                {"channel": "SIP/c-3", "start": "2026-11-22T13:55:00",
+                 "answer": "2026-11-22T13:55:01"},
+                {"channel": "SIP/d-4"}
+            ],
+            "transfers": [{"kind": "blind", "time": "2026-11-22T13:54:58",
+                           "transferer": "1.1", "target": "2003@phones", "result": "Success"}]
+        });
+        let t = Timeline::of(&call).unwrap_or_else(|| panic!("a timeline"));
+        assert_eq!(t.what, "leg");
+        assert_eq!((t.total, t.lanes.len()), (4, 4));
+        assert!((t.span - 13.5).abs() < 1e-9, "{}", t.span);
+        let kinds = |i: usize| -> Vec<(f64, f64, SpanKind)> {
+            t.lanes[i]
+                .spans
+                .iter()
+                .map(|s| (s.from, s.to, s.kind))
+                .collect()
+        };
+        assert_eq!(
+            kinds(0),
+            [
+                (0.0, 2.0, SpanKind::Ringing),
+                (2.0, 13.5, SpanKind::Connected)
+            ]
+        );
+        assert_eq!(kinds(1), [(0.5, 5.5, SpanKind::Ringing)]);
+        assert_eq!(
+            kinds(2),
+            [(7.5, 8.5, SpanKind::Ringing), (8.5, 13.5, SpanKind::Open)]
+        );
+        assert_eq!(kinds(3), [(0.0, 13.5, SpanKind::Open)]);
+        assert_eq!(t.lanes[0].label, "SIP/a-1 (1001 Alice)");
+        assert_eq!(
+            t.lanes[0].title,
+            "SIP/a-1, 1001 Alice; created 13:54:52.500; answered 13:54:54.500; ended 13:55:06; \
+             hangup cause Normal Clearing"
+        );
+        assert!(t.lanes[1].title.ends_with("; dial status NOANSWER"));
+        assert_eq!(t.marks.len(), 1);
+        assert_eq!(t.marks[0].label, "blind transfer");
+        assert_eq!(
+            t.marks[0].title,
+            "blind transfer at 13:54:58, by 1.1, to 2003@phones, result Success"
+        );
+        assert!((t.marks[0].at - 5.5).abs() < 1e-9);
+
+        let mut b = String::new();
+        timeline_figure(&mut b, &t);
+        assert_eq!(b.matches("<g class=\"lane\">").count(), 4);
+        assert!(b.contains(">blind transfer</text>"));
+        assert!(
+            b.contains("<title>ringing 13:54:52.500–13:54:54.500 (2 s)</title>"),
+            "{b}"
+        );
+        assert!(
+            b.contains(">13:55:00</text>"),
+            "a tick on a round time: {b}"
+        );
+        assert!(
+            b.contains(">no end seen</text>"),
+            "the legend names the kinds drawn"
+        );
+        assert!(!b.contains(">on hold or parked</text>"));
+    }
+
+    #[test]
+    fn timeline_of_smdr_records_puts_segments_one_after_the_other() {
+        let call = json!({
+            "start_time": "2018-01-05T21:30:09",
+            "end_time": "2018-01-05T21:54:15",
+            "records": [
+                {"ring": 11, "duration": 281, "hold_time": 200, "park_time": 55,
+                 "party_1_device": "E244", "party_1_name": "Volunteer2",
+                 "party_2_device": "T9002", "party_2_name": "Line 2.0", "continued": true},
+                {"ring": 0, "duration": 899, "hold_time": 0, "park_time": 0,
+                 "party_1_device": "T9002", "party_1_name": "Line 2.0",
+                 "party_2_device": "V8", "party_2_name": ""},
+                {"ring": 0, "duration": 0, "party_1_device": "E1", "party_2_device": "E2"}
+            ]
+        });
+        let t = Timeline::of(&call).unwrap_or_else(|| panic!("a timeline"));
+        assert_eq!(t.what, "record");
+        assert!((t.span - 1446.0).abs() < 1e-9);
+        let spans: Vec<Vec<(f64, f64, SpanKind)>> = t
+            .lanes
+            .iter()
+            .map(|l| l.spans.iter().map(|s| (s.from, s.to, s.kind)).collect())
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                vec![
+                    (0.0, 11.0, SpanKind::Ringing),
+                    (11.0, 292.0, SpanKind::Connected),
+                    (292.0, 547.0, SpanKind::Held)
+                ],
+                vec![(547.0, 1446.0, SpanKind::Connected)],
+                vec![]
+            ]
+        );
+        assert_eq!(t.lanes[2].at, 1446.0);
+        assert_eq!(t.lanes[0].label, "1. E244 – T9002");
+        assert_eq!(
+            t.lanes[0].title,
+            "Record 1: E244 Volunteer2 with T9002 Line 2.0, from 21:30:09 to 21:39:16: ring 11 s, \
+             connected 0:04:41, hold 0:03:20, park 55 s; continued in a later record"
+        );
+        assert!(
+            t.lanes[1]
+                .title
+                .starts_with("Record 2: T9002 Line 2.0 with V8, ")
+        );
+        let mut b = String::new();
+        timeline_figure(&mut b, &t);
+        assert!(
+            b.contains("<rect class=\"instant\""),
+            "a record of no length: {b}"
+        );
+        assert!(b.contains(">21:35</text>"), "{b}");
+    }
+
+    #[test]
+    fn timeline_of_a_call_without_legs_or_records() {
+        let call = json!({
+            "start_time": "2024-03-01T10:00:00", "end_time": "2024-03-01T10:01:00",
+            "answered": true, "answer_time": "2024-03-01T10:00:15"
+        });
+        let t = Timeline::of(&call).unwrap_or_else(|| panic!("a timeline"));
+        assert_eq!((t.what, t.lanes.len()), ("call", 1));
+        let kinds: Vec<SpanKind> = t.lanes[0].spans.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [SpanKind::Ringing, SpanKind::Connected]);
+        assert_eq!(Timeline::of(&json!({"legs": []})), None);
+    }
+
+    #[test]
+    fn hour_chart_and_delivery_bars() {
+        let mut hours = Hours {
+            first: hour_of("2018-01-05T00").unwrap_or_default(),
+            counts: [(0, 0); 24],
+        };
+        hours.counts[14] = (22, 3);
+        hours.counts[23] = (0, 2);
+        let mut b = String::new();
+        hours_figure(&mut b, Some(&hours), true);
+        assert_eq!(b.matches("<g class=\"hour\">").count(), 24);
+        assert_eq!(b.matches("<rect class=\"answered\"").count(), 1);
+        assert_eq!(b.matches("<rect class=\"unanswered\"").count(), 2);
+        assert!(b.contains(
+            "<title>2018-01-05 14:00–15:00: 25 calls, 22 answered, 3 not answered</title>"
+        ));
+        assert!(b.contains(
+            "<title>2018-01-05 03:00–04:00: 0 calls, 0 answered, 0 not answered</title>"
+        ));
+        assert!(b.contains(">answered (22)</text>") && b.contains(">not answered (5)</text>"));
+        assert!(b.contains(">50</text>"), "the axis tops at 50: {b}");
+        assert!(b.contains("matching the filter"));
+        let mut b = String::new();
+        hours_figure(&mut b, None, false);
+        assert!(b.contains("No calls in the store."));
+
+        let counts = [SinkCounts {
+            sink: "web<hook>".to_owned(),
+            pending: 1,
+            delivered: 3,
+            dead: 0,
+            oldest_pending_ms: Some(0),
+        }];
+        let mut b = String::new();
+        deliveries_figure(&mut b, &counts);
+        assert!(b.contains("<th scope=\"row\">web&lt;hook&gt;</th>"), "{b}");
+        assert!(b.contains("<td>1970-01-01 00:00:00 UTC</td>"));
+        assert!(
+            b.contains("<rect class=\"delivered\" x=\"0\" width=\"135\""),
+            "{b}"
+        );
+        assert!(
+            b.contains("<rect class=\"pending\" x=\"135\" width=\"45\""),
+            "{b}"
+        );
+        assert!(!b.contains("<rect class=\"dead\""));
     }
 
     #[test]

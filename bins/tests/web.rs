@@ -210,6 +210,8 @@ async fn a_missing_database_reads_as_no_calls_until_calls_arrive() {
     let (status, html) = server.get("/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("No calls yet."), "{html}");
+    assert!(html.contains("No calls in the store."), "{html}");
+    assert!(html.contains("No sinks: calls are kept in the store only."));
     assert_eq!(html_rows(&html), 0);
     let (status, err) = server.json("/api/v1/calls/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -552,8 +554,9 @@ async fn html_list_pages_filters_and_escapes() {
     // One column per sink, the newest call first with its delivery states.
     assert!(page1.contains("<th>redis</th><th>webhook</th>"), "{page1}");
     let first_row = page1
-        .split("<tbody>")
+        .split("<th>Start</th>")
         .nth(1)
+        .and_then(|s| s.split("<tbody>").nth(1))
         .and_then(|s| s.split("</tr>").next())
         .expect("a first row");
     assert!(first_row.contains(&format!("href=\"/calls/{}\"", newest.id)));
@@ -562,6 +565,61 @@ async fn html_list_pages_filters_and_escapes() {
         first_row
             .ends_with("<td class=\"pending\">pending</td><td class=\"delivered\">delivered</td>"),
         "{first_row}"
+    );
+
+    // The overview: calls per hour over the latest day of the store, deliveries per sink.
+    let chart = page1
+        .split("<figure class=\"chart\" id=\"calls-per-hour\">")
+        .nth(1)
+        .and_then(|s| s.split("</figure>").next())
+        .expect("the chart of calls per hour");
+    assert!(
+        chart.contains("Calls per hour, 2018-01-05 00:00 to 2018-01-06 00:00"),
+        "{chart}"
+    );
+    assert_eq!(chart.matches("<g class=\"hour\">").count(), 24);
+    let day: Vec<&Call> = calls
+        .iter()
+        .filter(|c| start_iso(c).starts_with("2018-01-05"))
+        .collect();
+    let answered = day.iter().filter(|c| c.answered).count();
+    assert!(
+        chart.contains(&format!(
+            "<desc id=\"hours-desc\">{} calls from 2018-01-05 00:00 to 2018-01-06 00:00: \
+             {answered} answered, {} not answered.</desc>",
+            day.len(),
+            day.len() - answered
+        )),
+        "{chart}"
+    );
+    let fourteen = day
+        .iter()
+        .filter(|c| start_iso(c).starts_with("2018-01-05T14"))
+        .count();
+    assert!(
+        chart.contains(&format!(
+            "<title>2018-01-05 14:00–15:00: {fourteen} calls, "
+        )),
+        "{chart}"
+    );
+    assert!(
+        page1.contains(&format!(
+            "<tr><th scope=\"row\">webhook</th><td class=\"n delivered\">1</td>\
+             <td class=\"n pending\">{}</td><td class=\"n dead\">0</td>",
+            total - 1
+        )),
+        "{page1}"
+    );
+    assert!(page1.contains(&format!(
+        "<tr><th scope=\"row\">redis</th><td class=\"n delivered\">0</td>\
+         <td class=\"n pending\">{total}</td>"
+    )));
+    assert!(page1.contains(&format!(
+        "<title>redis: 0 delivered, {total} pending, 0 dead</title>"
+    )));
+    assert!(
+        page1.contains(&format!("<a href=\"/?page={pages}\">Oldest »</a>")),
+        "{page1}"
     );
 
     let (_, page2) = server.get("/?page=2").await;
@@ -573,7 +631,10 @@ async fn html_list_pages_filters_and_escapes() {
         page2.contains("<a href=\"/?page=1\">‹ Newer</a>"),
         "{page2}"
     );
+    assert!(!page2.contains("Newest"), "page 2 links page 1 as Newer");
     let (_, last) = server.get(&format!("/?page={pages}")).await;
+    assert!(last.contains("<a href=\"/?page=1\">« Newest</a>"), "{last}");
+    assert!(!last.contains("Oldest »"));
     assert_eq!(html_rows(&last), total - 50 * (pages - 1));
     assert!(last.contains(&format!("href=\"/calls/{}\"", calls[0].id)));
 
@@ -598,6 +659,16 @@ async fn html_list_pages_filters_and_escapes() {
     );
     assert!(!filtered.contains(">outbound</td>"));
     let number = &inbound[0].caller;
+    // The chart follows the filter.
+    let inbound_day = inbound
+        .iter()
+        .filter(|c| start_iso(c).starts_with("2018-01-05"))
+        .count();
+    assert!(
+        filtered.contains(&format!("<desc id=\"hours-desc\">{inbound_day} calls from")),
+        "{filtered}"
+    );
+    assert!(filtered.contains("the 24 hours up to the latest call matching the filter"));
     let (_, by_number) = server.get(&format!("/?number={number}")).await;
     let matching = calls
         .iter()
@@ -645,6 +716,31 @@ async fn html_call_page_shows_records_parties_deliveries_and_json() {
     assert!(page.contains(&format!("<tr><th>id</th><td>{}</td></tr>", call.id)));
     assert!(page.contains(&format!("<tr><th>caller</th><td>{}</td></tr>", call.caller)));
     assert!(page.contains(&format!("<h3>Records ({})</h3>", call.records.len())));
+    // The timeline: one lane per record, each segment after the previous one.
+    let timeline = page
+        .split("<figure class=\"chart\" id=\"timeline\">")
+        .nth(1)
+        .and_then(|s| s.split("</figure>").next())
+        .expect("a timeline");
+    assert!(timeline.contains(&format!(
+        "<figcaption class=\"muted\">{} records from {} to {}",
+        call.records.len(),
+        call.start_time.format("%H:%M:%S"),
+        call.end_time.format("%H:%M:%S")
+    )));
+    assert_eq!(
+        timeline.matches("<g class=\"lane\">").count(),
+        call.records.len()
+    );
+    let first = serde_json::to_value(&call.records[0]).unwrap();
+    assert!(
+        timeline.contains(&format!(
+            "<g class=\"lane\"><title>Record 1: {} {} with ",
+            first["party_1_device"].as_str().unwrap(),
+            first["party_1_name"].as_str().unwrap()
+        )),
+        "{timeline}"
+    );
     assert!(page.contains(&format!("<h3>Parties ({})</h3>", call.parties.len())));
     for party in &call.parties {
         assert!(
