@@ -1789,6 +1789,8 @@ struct Timeline {
     total: usize,
     /// Events drawn as vertical lines (Asterisk transfers).
     marks: Vec<Mark>,
+    /// `" UTC"` for CMS calls, whose times are UTC; empty for PBX local time.
+    zone: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1918,13 +1920,17 @@ impl Timeline {
                 .and_then(Value::as_array)
                 .filter(|l| !l.is_empty())
         };
-        if let Some(legs) = list("legs") {
-            Some(Self::of_legs(call, start, end, legs))
+        let mut timeline = if let Some(legs) = list("legs") {
+            Self::of_legs(call, start, end, legs)
         } else if let Some(records) = list("records") {
-            Some(Self::of_records(start, end, records))
+            Self::of_records(start, end, records)
         } else {
-            Some(Self::of_call(call, start, end))
+            Self::of_call(call, start, end)
+        };
+        if field(call, "source") == "cms" {
+            timeline.zone = " UTC";
         }
+        Some(timeline)
     }
 
     fn of_legs(call: &Value, start: NaiveDateTime, end: NaiveDateTime, legs: &[Value]) -> Self {
@@ -1968,9 +1974,10 @@ impl Timeline {
                 };
                 let channel = field(leg, "channel");
                 let renamed = field(leg, "renamed_to");
+                // CMS legs often repeat the address as the number: say it once.
                 let who = [field(leg, "caller_num"), field(leg, "caller_name")]
                     .into_iter()
-                    .filter(|s| !s.is_empty())
+                    .filter(|s| !s.is_empty() && *s != channel)
                     .collect::<Vec<_>>()
                     .join(" ");
                 let mut title = channel.to_owned();
@@ -2050,6 +2057,7 @@ impl Timeline {
             lanes,
             total: legs.len(),
             marks,
+            zone: "",
         }
     }
 
@@ -2127,6 +2135,7 @@ impl Timeline {
             lanes,
             total: records.len(),
             marks: Vec::new(),
+            zone: "",
         }
     }
 
@@ -2182,6 +2191,7 @@ impl Timeline {
             }],
             total: 1,
             marks: Vec::new(),
+            zone: "",
         }
     }
 }
@@ -2211,12 +2221,13 @@ fn timeline_figure(b: &mut String, t: &Timeline) {
     let end = plus(t.origin, t.span);
     let many = |n: usize| if n == 1 { "" } else { "s" };
     let caption = format!(
-        "{} {}{} from {} to {} ({}){}",
+        "{} {}{} from {} to {}{} ({}){}",
         t.total,
         t.what,
         many(t.total),
         clock(t.origin),
         clock(end),
+        t.zone,
         seconds_text(t.span),
         if t.total > t.lanes.len() {
             format!(", the first {} drawn", t.lanes.len())
@@ -2281,7 +2292,7 @@ fn timeline_figure(b: &mut String, t: &Timeline) {
             esc(&lane.title),
             px(LABEL_W - 8.0),
             px(top + ROW / 2.0 + 4.0),
-            esc(&shorten(&lane.label, 46)),
+            esc(&shorten(&lane.label, 42)),
         );
         if lane.spans.is_empty() {
             let _ = write!(
@@ -2855,6 +2866,26 @@ mod tests {
             "a record of no length: {b}"
         );
         assert!(b.contains(">21:35</text>"), "{b}");
+    }
+
+    #[test]
+    fn timeline_of_a_cms_call_is_in_utc_and_names_each_address_once() {
+        let call = json!({
+            "source": "cms",
+            "start_time": "2017-04-24T12:00:11", "end_time": "2017-04-24T13:06:05",
+            "legs": [{"channel": "carol@example.org", "caller_num": "carol@example.org",
+                      "caller_name": "Carol", "start": "2017-04-24T12:00:11",
+                      "answer": "2017-04-24T12:00:11", "end": "2017-04-24T13:06:05"}]
+        });
+        let t = Timeline::of(&call).unwrap_or_else(|| panic!("a timeline"));
+        assert_eq!(t.lanes[0].label, "carol@example.org (Carol)");
+        let mut b = String::new();
+        timeline_figure(&mut b, &t);
+        assert!(
+            b.contains(">1 leg from 12:00:11 to 13:06:05 UTC (1:05:54)</figcaption>"),
+            "{b}"
+        );
+        assert!(b.contains(">12:10</text>"), "ten-minute ticks: {b}");
     }
 
     #[test]
