@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::SinkError;
 use crate::backoff::{RetryDecision, RetryPolicy};
+use crate::http_cdr_sink::HttpCdrSink;
 use crate::jsonl::JsonlSink;
 use crate::outbox::{Outbox, OutboxError, Outcome, Pending};
 use crate::redis_list::RedisListSink;
@@ -27,6 +28,9 @@ pub enum RemoteSink {
     /// Each call pushed onto a Redis list; a round's due calls go as one batch (see
     /// [`RemoteSink::is_batched`]).
     Redis(Arc<RedisListSink>),
+    /// Calls POSTed as CMS CDR records to one to four receivers; batched (see
+    /// [`crate::http_cdr_sink`]).
+    HttpCdr(Arc<HttpCdrSink>),
 }
 
 impl std::fmt::Debug for RemoteSink {
@@ -35,12 +39,15 @@ impl std::fmt::Debug for RemoteSink {
             Self::Webhook(w) => w.as_ref().fmt(f),
             Self::Jsonl(_) => f.write_str("Jsonl"),
             Self::Redis(r) => r.as_ref().fmt(f),
+            Self::HttpCdr(h) => h.as_ref().fmt(f),
         }
     }
 }
 
 impl RemoteSink {
-    /// Delivers one call's JSON.
+    /// Delivers one call's JSON. The HTTP-CDR sink numbers its records from the delivery's
+    /// outbox position, which this does not have: it takes [`RemoteSink::send_batch`] only
+    /// (and fails here with [`SinkError::Config`]).
     pub async fn send(&self, id: &str, body: &[u8], now_unix: i64) -> Result<(), SinkError> {
         match self {
             Self::Webhook(w) => w.send(id, body, now_unix).await,
@@ -49,24 +56,29 @@ impl RemoteSink {
                 .map_err(|_| SinkError::Io(std::io::Error::other("jsonl sink poisoned")))?
                 .send_json(body),
             Self::Redis(r) => r.send(body).await,
+            Self::HttpCdr(_) => Err(SinkError::Config(
+                "the HTTP CDR sink sends batches only".into(),
+            )),
         }
     }
 
     /// Whether the sink takes a round's deliveries as one batch ([`RemoteSink::send_batch`],
-    /// one outcome for all) instead of one call at a time: true for Redis.
+    /// one outcome for all) instead of one call at a time: true for Redis and HTTP CDR.
     pub fn is_batched(&self) -> bool {
-        matches!(self, Self::Redis(_))
+        matches!(self, Self::Redis(_) | Self::HttpCdr(_))
     }
 
     /// Delivers the JSON of several calls, in order, as one batch: for Redis, one round trip that
-    /// succeeds or fails as a whole. Sinks without batches send one call after another and return
-    /// the first failure (the calls before it were delivered).
+    /// succeeds or fails as a whole; for HTTP CDR, the calls' records posted to every receiver.
+    /// Sinks without batches send one call after another and return the first failure (the
+    /// calls before it were delivered).
     pub async fn send_batch(&self, batch: &[Pending], now_unix: i64) -> Result<(), SinkError> {
         match self {
             Self::Redis(r) => {
                 let bodies: Vec<&[u8]> = batch.iter().map(|p| p.body.as_slice()).collect();
                 r.push_batch(&bodies).await
             }
+            Self::HttpCdr(h) => h.send_batch(batch).await,
             _ => {
                 for p in batch {
                     self.send(&p.call_id, &p.body, now_unix).await?;

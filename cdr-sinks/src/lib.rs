@@ -16,6 +16,7 @@
 pub mod backoff;
 pub mod engine;
 pub mod http_cdr;
+pub mod http_cdr_sink;
 pub mod jsonl;
 pub mod outbox;
 pub mod redis_list;

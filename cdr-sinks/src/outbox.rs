@@ -139,6 +139,10 @@ pub struct Pending {
     pub next_ms: i64,
     /// The call's JSON.
     pub body: Vec<u8>,
+    /// The delivery's arrival number (`deliveries.seq`): the call's row number in the call
+    /// store (a progress record's in `updates`), which SQLite never reuses and which grows
+    /// with every commit. The HTTP-CDR sink derives its record indexes from it.
+    pub seq: i64,
 }
 
 /// Delivery counts of one sink.
@@ -452,7 +456,7 @@ impl Outbox {
     /// Up to `limit` deliveries of `sink` due at `now_ms`, oldest first.
     pub fn due(&self, sink: &str, now_ms: i64, limit: usize) -> Result<Vec<Pending>, OutboxError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.call_id, d.attempts, d.created_ms, d.next_ms, COALESCE(c.body, u.body)
+            "SELECT d.call_id, d.attempts, d.created_ms, d.next_ms, COALESCE(c.body, u.body), d.seq
              FROM deliveries d
              LEFT JOIN calls c ON c.id = d.call_id
              LEFT JOIN updates u ON u.key = d.call_id
@@ -469,6 +473,7 @@ impl Outbox {
                     created_ms: r.get(2)?,
                     next_ms: r.get(3)?,
                     body: r.get(4)?,
+                    seq: r.get(5)?,
                 })
             },
         )?;
