@@ -95,6 +95,24 @@ pub struct CommonArgs {
     #[arg(long, env = "REDIS_CA_FILE", value_name = "FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
+    /// HTTP-CDR sink: receiver URLs (up to 4, comma separated) that get each call's records as
+    /// Cisco Meeting Server CDR posts (another relay's cdr-receiver, or a CMS CDR receiver).
+    #[arg(long, env = "HTTP_CDR_URLS", value_name = "URLS")]
+    pub http_cdr_urls: Option<String>,
+
+    /// HTTP-CDR sink: the `Authorization` header sent, as-is (`Bearer ...`, `Basic ...`).
+    #[arg(long, env = "HTTP_CDR_AUTHORIZATION", hide_env_values = true)]
+    pub http_cdr_authorization: Option<String>,
+
+    /// HTTP-CDR sink: extra trusted CA certificates (PEM).
+    #[arg(long, env = "HTTP_CDR_CA_FILE", value_name = "FILE")]
+    pub http_cdr_ca_file: Option<PathBuf>,
+
+    /// HTTP-CDR sink: the PBX's offset from UTC (`+02:00`) for SMDR and Asterisk call times
+    /// [default: +00:00].
+    #[arg(long, env = "HTTP_CDR_UTC_OFFSET", value_name = "+HH:MM")]
+    pub http_cdr_utc_offset: Option<String>,
+
     /// Sentry DSN: errors and dead letters are reported there.
     #[arg(long, env = "SENTRY_DSN", hide_env_values = true)]
     pub sentry_dsn: Option<String>,
@@ -395,6 +413,10 @@ struct FileConfig {
     dialler_redis_ca_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    http_cdr_urls: Option<Vec<String>>,
+    http_cdr_authorization: Option<String>,
+    http_cdr_ca_file: Option<PathBuf>,
+    http_cdr_utc_offset: Option<String>,
     cdr_path: Option<String>,
     cdr_token: Option<String>,
     cdr_basic_auth: Option<String>,
@@ -483,6 +505,9 @@ pub struct Config {
     pub redis: Option<cdr_sinks::redis_list::RedisListConfig>,
     /// HTTPS for the web server: certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The HTTP-CDR sink, when configured (its `session` is filled in from the database when
+    /// the relay starts: one GUID per outbox, kept in it).
+    pub http_cdr: Option<cdr_sinks::http_cdr_sink::HttpCdrConfig>,
     /// The sinks, store included.
     pub sinks: Vec<SinkSpec>,
     /// Site name.
@@ -768,6 +793,9 @@ impl Config {
             if pick(&args.redis_url, &file.redis_url).is_some() {
                 v.push(SinkSpec::Redis);
             }
+            if args.http_cdr_urls.is_some() || file.http_cdr_urls.is_some() {
+                v.push(SinkSpec::HttpCdr);
+            }
             v
         };
         let retry_delay = args
@@ -830,6 +858,47 @@ impl Config {
             }
             (None, false) => None,
         };
+        let http_cdr_urls: Vec<String> = match (&args.http_cdr_urls, &file.http_cdr_urls) {
+            (Some(a), _) => a
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            (None, Some(f)) => f.clone(),
+            (None, None) => Vec::new(),
+        };
+        let http_cdr = match (http_cdr_urls.is_empty(), sinks.contains(&SinkSpec::HttpCdr)) {
+            (false, _) => {
+                let mut h = cdr_sinks::http_cdr_sink::HttpCdrConfig {
+                    urls: http_cdr_urls,
+                    authorization: pick(&args.http_cdr_authorization, &file.http_cdr_authorization),
+                    ca_file: args
+                        .http_cdr_ca_file
+                        .clone()
+                        .or_else(|| file.http_cdr_ca_file.clone()),
+                    // Replaced by the outbox's own session when the relay starts.
+                    session: "00000000-0000-4000-8000-000000000000".into(),
+                    ..cdr_sinks::http_cdr_sink::HttpCdrConfig::default()
+                };
+                if let Some(off) = pick(&args.http_cdr_utc_offset, &file.http_cdr_utc_offset) {
+                    let parsed: chrono::FixedOffset = off.trim().parse().map_err(|_| {
+                        ConfigError(format!(
+                            "HTTP_CDR_UTC_OFFSET {off:?}: expected +HH:MM or -HH:MM"
+                        ))
+                    })?;
+                    h.utc_offset_secs = parsed.local_minus_utc();
+                }
+                cdr_sinks::http_cdr_sink::HttpCdrSink::new(&h)
+                    .map_err(|e| ConfigError(format!("HTTP_CDR_URLS: {e}")))?;
+                Some(h)
+            }
+            (true, true) => {
+                return Err(ConfigError(
+                    "--sink http-cdr needs receivers: set HTTP_CDR_URLS".into(),
+                ));
+            }
+            (true, false) => None,
+        };
         let tls = match (
             args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
             args.tls_key.clone().or_else(|| file.tls_key.clone()),
@@ -860,6 +929,7 @@ impl Config {
             dialler_max_item: call_assembler::DEFAULT_MAX_ITEM,
             redis,
             tls,
+            http_cdr,
             sinks,
             site: pick(&args.site, &file.site).unwrap_or_default(),
             idle_timeout: Duration::from_secs(
@@ -964,6 +1034,9 @@ impl Config {
             if !a.tenant_rules.is_empty() {
                 out.push_str(&format!("tenant rules: {}\n", a.tenant_rules.len()));
             }
+        }
+        if let Some(h) = &self.http_cdr {
+            out.push_str(&format!("http-cdr sink: {}\n", h.urls.join(", ")));
         }
         if let Some(r) = &self.redis {
             out.push_str(&format!(

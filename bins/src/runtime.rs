@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use call_assembler::SmdrAssemblerConfig;
 use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
+use cdr_sinks::http_cdr_sink::HttpCdrSink;
 use cdr_sinks::jsonl::JsonlSink;
 use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
 use cdr_sinks::redis_list::RedisListSink;
@@ -51,7 +52,41 @@ struct RemoteWorker {
     wake: Arc<Notify>,
 }
 
-fn remote_sinks(config: &Config) -> anyhow::Result<Vec<RemoteWorker>> {
+/// The names the outbox knows the configured remote sinks by.
+fn remote_sink_names(config: &Config) -> Vec<String> {
+    config
+        .sinks
+        .iter()
+        .filter(|s| **s != SinkSpec::Store)
+        .map(SinkSpec::to_string)
+        .collect()
+}
+
+/// The HTTP-CDR session of this outbox: made once (a random GUID) and kept in it, so record
+/// indexes, numbered from the outbox's rows, are never reused under the same session.
+const HTTP_CDR_SESSION: &str = "http-cdr/session";
+
+fn http_cdr_session(o: &mut Outbox) -> anyhow::Result<String> {
+    if let Some(s) = o.state(HTTP_CDR_SESSION)? {
+        return Ok(String::from_utf8_lossy(&s).into_owned());
+    }
+    let session = uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string();
+    o.commit(
+        &Batch {
+            states: vec![(HTTP_CDR_SESSION.to_owned(), session.clone().into_bytes())],
+            ..Batch::default()
+        },
+        now_ms(),
+    )?;
+    Ok(session)
+}
+
+fn remote_sinks(
+    config: &Config,
+    http_cdr_session: Option<String>,
+) -> anyhow::Result<Vec<RemoteWorker>> {
     let mut out = Vec::new();
     for spec in &config.sinks {
         let sink = match spec {
@@ -62,6 +97,16 @@ fn remote_sinks(config: &Config) -> anyhow::Result<Vec<RemoteWorker>> {
                     .as_ref()
                     .context("the webhook sink needs SMDR_WEBHOOK_URL")?;
                 RemoteSink::Webhook(Box::new(WebhookSink::new(w)?))
+            }
+            SinkSpec::HttpCdr => {
+                let mut h = config
+                    .http_cdr
+                    .clone()
+                    .context("the http-cdr sink needs HTTP_CDR_URLS")?;
+                if let Some(s) = &http_cdr_session {
+                    h.session.clone_from(s);
+                }
+                RemoteSink::HttpCdr(Arc::new(HttpCdrSink::new(&h)?))
             }
             SinkSpec::Redis => {
                 let r = config
@@ -302,8 +347,7 @@ async fn run_with<P: Pipeline>(
     build: impl FnOnce(&Restored, Instant) -> P,
 ) -> anyhow::Result<Summary> {
     let source_name = source_name(P::KIND, &config.site);
-    let workers = remote_sinks(&config)?;
-    let sink_names: Vec<String> = workers.iter().map(|w| w.worker.name.clone()).collect();
+    let sink_names = remote_sink_names(&config);
     let db = config.db.clone();
     let outbox = {
         let db = db.clone();
@@ -313,6 +357,12 @@ async fn run_with<P: Pipeline>(
             .with_context(|| format!("opening the database {}", config.db.display()))?
     };
     let outbox = Arc::new(Mutex::new(outbox));
+    let session = if config.http_cdr.is_some() {
+        Some(with_outbox(&outbox, http_cdr_session).await?)
+    } else {
+        None
+    };
+    let workers = remote_sinks(&config, session)?;
     let saved = {
         let source = source_name.clone();
         with_outbox(&outbox, move |o| {

@@ -16,6 +16,9 @@ pub enum SinkSpec {
     /// `redis`: push each call's JSON to the configured Redis list (`REDIS_URL`,
     /// `REDIS_LIST_KEY`).
     Redis,
+    /// `http-cdr`: post each call's records in Cisco Meeting Server CDR format to the
+    /// configured receivers (`HTTP_CDR_URLS`).
+    HttpCdr,
 }
 
 impl FromStr for SinkSpec {
@@ -30,11 +33,12 @@ impl FromStr for SinkSpec {
             ("store", None) => Ok(Self::Store),
             ("webhook", None) => Ok(Self::Webhook),
             ("redis", None) => Ok(Self::Redis),
+            ("http-cdr", None) => Ok(Self::HttpCdr),
             ("jsonl", None | Some("-")) => Ok(Self::Jsonl(None)),
             ("jsonl", Some("")) => Err("jsonl:PATH needs a path (or - for stdout)".into()),
             ("jsonl", Some(path)) => Ok(Self::Jsonl(Some(PathBuf::from(path)))),
             (other, _) => Err(format!(
-                "unknown sink {other:?}; known sinks: store, webhook, redis, jsonl[:PATH]"
+                "unknown sink {other:?}; known sinks: store, webhook, redis, http-cdr, jsonl[:PATH]"
             )),
         }
     }
@@ -46,6 +50,7 @@ impl fmt::Display for SinkSpec {
             Self::Store => f.write_str("store"),
             Self::Webhook => f.write_str("webhook"),
             Self::Redis => f.write_str("redis"),
+            Self::HttpCdr => f.write_str("http-cdr"),
             Self::Jsonl(None) => f.write_str("jsonl:-"),
             Self::Jsonl(Some(p)) => write!(f, "jsonl:{}", p.display()),
         }
@@ -61,6 +66,7 @@ mod tests {
         assert_eq!("store".parse(), Ok(SinkSpec::Store));
         assert_eq!("webhook".parse(), Ok(SinkSpec::Webhook));
         assert_eq!("redis".parse(), Ok(SinkSpec::Redis));
+        assert_eq!("http-cdr".parse(), Ok(SinkSpec::HttpCdr));
         assert_eq!("jsonl".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!("jsonl:-".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!(

@@ -327,3 +327,58 @@ async fn https_with_generated_certificates_and_basic_auth() {
         .unwrap();
     assert_eq!(kept, 1);
 }
+
+#[test]
+fn two_relays_chain_through_the_http_cdr_sink() {
+    let tmp = common::tempdir("cms-chain");
+    let receiver = start(&tmp.join("receiver.db"), &[], &[]);
+    let addr = receiver.http.unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/smdr/ccbc_rw180105_day_34fields.txt");
+    let want = common::expected_calls(&std::fs::read(&fixture).unwrap()).len();
+    let sender_db = tmp.join("sender.db");
+    // Twice: the second replay sends nothing new, and nothing the receiver took is doubled.
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smdr-relay"))
+            .args(["--replay", fixture.to_str().unwrap(), "--sink", "http-cdr"])
+            .args(["--http", "off", "--db", sender_db.to_str().unwrap()])
+            .env("HTTP_CDR_URLS", format!("http://{addr}/cdr"))
+            .env_remove("SMDR_WEBHOOK_URL")
+            .env_remove("WEBHOOK_URL")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let c = rusqlite::Connection::open(&sender_db).unwrap();
+    let sent: i64 = c
+        .query_row("SELECT COUNT(*) FROM calls", [], |r| r.get(0))
+        .unwrap();
+    let delivered: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE sink = 'http-cdr' AND state = 'delivered'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(delivered, sent);
+    assert!(sent as usize >= want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let n = get_json(addr, "/api/v1/calls?per_page=1")["total"]
+            .as_u64()
+            .unwrap();
+        if n as i64 >= sent || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(got as i64, sent, "one CMS call per relayed call");
+    let first = &calls(addr)[0];
+    assert_eq!(first["source"], "cms");
+    receiver.terminate();
+}
