@@ -823,7 +823,7 @@ impl Config {
             }),
             (None, true) => {
                 return Err(ConfigError(
-                    "--sink webhook needs a URL: set SMDR_WEBHOOK_URL or --webhook-url".into(),
+                    "--sink webhook needs a URL: set WEBHOOK_URL (SMDR_WEBHOOK_URL for smdr-relay) or --webhook-url".into(),
                 ));
             }
             (None, false) => None,

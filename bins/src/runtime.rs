@@ -95,7 +95,7 @@ fn remote_sinks(
                 let w = config
                     .webhook
                     .as_ref()
-                    .context("the webhook sink needs SMDR_WEBHOOK_URL")?;
+                    .context("the webhook sink needs WEBHOOK_URL (or SMDR_WEBHOOK_URL)")?;
                 RemoteSink::Webhook(Box::new(WebhookSink::new(w)?))
             }
             SinkSpec::HttpCdr => {
@@ -437,7 +437,10 @@ async fn run_with<P: Pipeline>(
     }
 
     let replaying = matches!(config.source, SourceConfig::Replay(_));
-    let connected = Arc::new(AtomicBool::new(replaying));
+    // A receiver has no connection of its own to lose: it is up while it serves.
+    let connected = Arc::new(AtomicBool::new(
+        replaying || matches!(config.source, SourceConfig::Posts(_)),
+    ));
     if let Some(url) = config.sentry_cron_url.clone() {
         let connected = connected.clone();
         let outbox = outbox.clone();
