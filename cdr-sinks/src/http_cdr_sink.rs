@@ -96,11 +96,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::webhook::{classify_status, classify_transport, parse_retry_after};
+
 use bytes::Bytes;
 use call_assembler::{Call, CallDirection, Source, UpdateEvent, stable_id};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Method, Request, Uri};
 
 use crate::SinkError;
 use crate::http_cdr::{CmsAttr, CmsNode, CmsRecord, write_records};
@@ -680,7 +682,7 @@ async fn post(
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|v| parse_retry_after(v, now_unix()));
         // Read the (bounded) answer so the connection can be reused.
         let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
             .collect()
@@ -696,65 +698,11 @@ async fn post(
     }
 }
 
-/// A transport failure: unreachable when the connection could not be made, else a counted
-/// retry (the request may have reached the receiver). As the webhook does.
-fn classify_transport(e: &hyper_util::client::legacy::Error) -> SinkError {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    if e.is_connect() {
-        SinkError::Unreachable(msg)
-    } else {
-        SinkError::Retryable {
-            reason: msg,
-            retry_after: None,
-        }
-    }
-}
-
-/// An answer: 2xx delivered; 408, 429, 5xx retried; 401, 403, 410 pause; other 4xx (and
-/// anything else) rejected. As the webhook does.
-fn classify_status(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Result<(), SinkError> {
-    if status.is_success() {
-        return Ok(());
-    }
-    let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
-    let reason = if snippet.trim().is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {}", snippet.trim())
-    };
-    match status.as_u16() {
-        408 | 429 | 500..=599 => Err(SinkError::Retryable {
-            reason,
-            retry_after,
-        }),
-        401 | 403 | 410 => Err(SinkError::Paused {
-            reason,
-            retry_after,
-        }),
-        _ => Err(SinkError::Rejected(reason)),
-    }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    if let Ok(secs) = v.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v.trim()).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+/// Seconds since the Unix epoch, now (for `Retry-After` dates).
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// How much a failure weighs when several URLs fail at once.
@@ -825,6 +773,7 @@ fn combine(mut failures: Vec<(String, SinkError)>) -> SinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::StatusCode;
 
     #[test]
     fn rfc3339_matches_chrono() {

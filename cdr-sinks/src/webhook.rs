@@ -245,7 +245,9 @@ fn webpki_roots() -> impl Iterator<Item = rustls_pki_types::TrustAnchor<'static>
     webpki_roots::TLS_SERVER_ROOTS.iter().cloned()
 }
 
-fn classify_transport(e: &hyper_util::client::legacy::Error) -> SinkError {
+/// A transport failure: unreachable when the connection could not be made, else a counted
+/// retry (the request may have reached the receiver). Shared with the HTTP-CDR sink.
+pub(crate) fn classify_transport(e: &hyper_util::client::legacy::Error) -> SinkError {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -264,7 +266,9 @@ fn classify_transport(e: &hyper_util::client::legacy::Error) -> SinkError {
     }
 }
 
-fn classify_status(
+/// An answer: 2xx delivered; 408, 429, 5xx retried; 401, 403, 410 pause; other 4xx (and
+/// anything else) rejected. Shared with the HTTP-CDR sink.
+pub(crate) fn classify_status(
     status: StatusCode,
     retry_after: Option<Duration>,
     body: &[u8],
@@ -292,7 +296,7 @@ fn classify_status(
 }
 
 /// `Retry-After` as seconds or an HTTP date, relative to `now_unix`.
-fn parse_retry_after(v: &str, now_unix: i64) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str, now_unix: i64) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
