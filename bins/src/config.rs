@@ -282,7 +282,33 @@ pub struct AmiArgs {
     /// are PBX local time like Asterisk's CDR [default: +00:00].
     #[arg(long, env = "AMI_UTC_OFFSET", value_name = "+HH:MM")]
     pub utc_offset: Option<String>,
+
+    /// Where CEL comes from: `ami` (the Manager Interface) or `csv` (follow the cel_custom and
+    /// cdr_csv files; AMI_HOST is then not needed) [default: ami]. `db` is not supported yet.
+    #[arg(long, env = "CEL_MODE", value_name = "ami|csv")]
+    pub cel_mode: Option<String>,
+
+    /// CEL_MODE=csv: the cel_custom file to follow
+    /// [default: /var/log/asterisk/cel-custom/Master.csv].
+    #[arg(long, env = "CEL_CSV_PATH", value_name = "FILE")]
+    pub cel_csv_path: Option<PathBuf>,
+
+    /// CEL_MODE=csv: the cdr_csv file whose rows are attached to their calls (optional: when it
+    /// does not exist, calls carry no CDR rows) [default: /var/log/asterisk/cdr-csv/Master.csv].
+    #[arg(long, env = "CDR_CSV_PATH", value_name = "FILE")]
+    pub cdr_csv_path: Option<PathBuf>,
+
+    /// CEL_MODE=csv: read the files to their current end, deliver every call, and exit (a
+    /// backfill) instead of following them.
+    #[arg(long)]
+    pub once: bool,
 }
+
+/// The default `CEL_CSV_PATH`: where Asterisk's cel_custom writes with its sample mapping.
+pub const DEFAULT_CEL_CSV_PATH: &str = "/var/log/asterisk/cel-custom/Master.csv";
+
+/// The default `CDR_CSV_PATH`: where Asterisk's cdr_csv writes.
+pub const DEFAULT_CDR_CSV_PATH: &str = "/var/log/asterisk/cdr-csv/Master.csv";
 
 /// Drains a predictive dialler's CDR list in Redis reliably (each item moved to a processing
 /// list, committed, then removed from it; items a crash left there are committed first at the
@@ -439,6 +465,19 @@ pub enum SourceConfig {
     RedisList(RedisListSource),
     /// CDR batches posted to the built-in web server (`cdr-receiver`).
     Posts(crate::receiver::ReceiverConfig),
+    /// Asterisk's CEL and CDR CSV files, followed (`CEL_MODE=csv`).
+    CelCsv(CelCsvSource),
+}
+
+/// Where `ami-relay` reads with `CEL_MODE=csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CelCsvSource {
+    /// The cel_custom file.
+    pub cel: PathBuf,
+    /// The cdr_csv file (may be missing).
+    pub cdr: PathBuf,
+    /// Read to the current end and exit instead of following.
+    pub once: bool,
 }
 
 /// Where `list-relay` reads.
@@ -577,8 +616,32 @@ impl Config {
             Some(v) => parse_bool("AMI_TLS", v)?,
             None => file.ami_tls.unwrap_or(false),
         };
+        let cel_mode = args
+            .cel_mode
+            .as_deref()
+            .map_or_else(|| "ami".to_owned(), |m| m.trim().to_ascii_lowercase());
         let source = if let Some(path) = &common.replay {
             SourceConfig::Replay(path.clone())
+        } else if cel_mode == "csv" {
+            SourceConfig::CelCsv(CelCsvSource {
+                cel: args
+                    .cel_csv_path
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CEL_CSV_PATH.into()),
+                cdr: args
+                    .cdr_csv_path
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CDR_CSV_PATH.into()),
+                once: args.once,
+            })
+        } else if cel_mode == "db" {
+            return Err(ConfigError(
+                "CEL_MODE=db is not supported yet: use CEL_MODE=ami or CEL_MODE=csv".into(),
+            ));
+        } else if cel_mode != "ami" {
+            return Err(ConfigError(format!(
+                "CEL_MODE {cel_mode:?}: expected ami or csv"
+            )));
         } else {
             let host = pick(&args.ami_host, &file.ami_host).ok_or_else(|| {
                 ConfigError(
@@ -962,6 +1025,12 @@ impl Config {
             SourceConfig::Connect(a) => format!("connect to the PBX at {a}"),
             SourceConfig::Listen(a) => format!("listen for the PBX on {a}"),
             SourceConfig::Replay(p) => format!("replay {}", p.display()),
+            SourceConfig::CelCsv(c) => format!(
+                "{} the CEL file {} and the CDR file {}",
+                if c.once { "read" } else { "follow" },
+                c.cel.display(),
+                c.cdr.display()
+            ),
             SourceConfig::Posts(r) => format!(
                 "receive CMS CDR posts on {}{}{}",
                 self.http.as_deref().unwrap_or("(web server off)"),

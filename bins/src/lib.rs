@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod csv_source;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

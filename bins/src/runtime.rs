@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
+use crate::pipeline::cel_csv::{CelCsvPipeline, CsvFile};
 use crate::pipeline::{
     self, AmiPipeline, CmsPipeline, DiallerPipeline, Event, Pipeline, PipelineCounts, Restored,
     SmdrPipeline,
@@ -222,7 +223,10 @@ async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
                 }
             });
         }
-        SourceConfig::Ami(_) | SourceConfig::RedisList(_) | SourceConfig::Posts(_) => {
+        SourceConfig::Ami(_)
+        | SourceConfig::RedisList(_)
+        | SourceConfig::Posts(_)
+        | SourceConfig::CelCsv(_) => {
             anyhow::bail!("this source does not read raw bytes")
         }
     }
@@ -310,6 +314,43 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let (site, max_item) = (config.site.clone(), config.dialler_max_item);
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 pipeline::dialler::restore(&source, &site, max_item, now, now_ms(), saved)
+            })
+            .await
+        }
+        RelayKind::Ami if matches!(config.source, SourceConfig::CelCsv(_)) => {
+            let SourceConfig::CelCsv(files) = config.source.clone() else {
+                anyhow::bail!("not a CSV source");
+            };
+            if files.once && !files.cel.exists() {
+                anyhow::bail!("--once: no CEL file at {}", files.cel.display());
+            }
+            let source = source_name(CelCsvPipeline::KIND, &config.site);
+            let metrics = Metrics::new(CelCsvPipeline::KIND);
+            let (tx, rx) = mpsc::channel(64);
+            // The follower waits for the positions saved in the outbox, which the run loop
+            // reads before it builds the pipeline: the build closure hands them over.
+            let (start_tx, start_rx) = tokio::sync::oneshot::channel();
+            tracing::info!(cel = %files.cel.display(), cdr = %files.cdr.display(), once = files.once, "reading Asterisk's CEL and CDR CSV files");
+            tokio::spawn(crate::csv_source::follow(
+                files,
+                start_rx,
+                tx,
+                shutdown.clone(),
+            ));
+            let feed = Feed {
+                progress: Arc::new(AtomicU64::new(0)),
+                total_bytes: None,
+            };
+            let asm_config = config.ami.clone();
+            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
+                let mut positions = crate::csv_source::StartPositions::new();
+                for file in [CsvFile::Cel, CsvFile::Cdr] {
+                    if let Some(pos) = CelCsvPipeline::saved_pos(&source, file, saved) {
+                        positions.insert(file, pos);
+                    }
+                }
+                let _ = start_tx.send(positions);
+                CelCsvPipeline::restore(&source, asm_config, now, now_ms(), saved)
             })
             .await
         }

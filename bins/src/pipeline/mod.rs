@@ -12,6 +12,7 @@ use call_assembler::Anomaly;
 use cdr_sinks::outbox::{Batch, JournalEntry, Reject};
 
 pub mod ami;
+pub mod cel_csv;
 pub mod cms;
 pub mod dialler;
 pub mod smdr;

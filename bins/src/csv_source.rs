@@ -1,0 +1,286 @@
+//! The CSV follower (`ami-relay` with `CEL_MODE=csv`): follows Asterisk's cdr_csv and
+//! cel_custom files like `tail -F`, handing over complete lines with the file position after
+//! them.
+//!
+//! * **Where it starts.** The follower waits for the positions the outbox saved (the
+//!   pipeline saves `(inode, offset)` per file with every batch, see
+//!   [`crate::pipeline::cel_csv`]): the run loop reads them when it builds the pipeline, and
+//!   the build closure sends them on the `start` channel ([`follow`]). A saved inode that is
+//!   still the path's: start at the saved offset (at 0 when the file is now shorter: it was
+//!   truncated). A saved inode that is no longer the path's (rotated while the relay was down):
+//!   the old file is looked for in the same directory by its inode and finished from the offset
+//!   first; then the new file is read from 0. Nothing saved: the files are read from 0.
+//! * **Lines.** Only complete lines (up to `\n`) are handed over; a last line still being
+//!   written is kept until its newline arrives, so the saved offset is always at a line start.
+//! * **Rotation.** When the path names another inode, the old file (still open) is read to its
+//!   end (a last line without a newline is then handed over as it is), and the new file is read
+//!   from 0.
+//! * **Truncation.** When the file is shorter than what was read, it is read again from 0.
+//! * **Polling.** Every [`POLL`]; the cdr_csv file first, so that a call's CDR rows are usually
+//!   in before its CEL end. A missing cdr_csv file is logged once and its rows are simply not
+//!   attached; a missing cel_custom file is waited for.
+//! * **`--once`.** Both files are read to their current end, then [`SourceEvent::End`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::CelCsvSource;
+use crate::pipeline::cel_csv::{CelCsvInput, CsvFile, FilePos};
+use crate::source::SourceEvent;
+
+/// How often the files are looked at.
+pub const POLL: Duration = Duration::from_millis(250);
+
+const CHUNK: usize = 64 * 1024;
+
+/// The most bytes one look at a file hands over before the others get their turn.
+const MAX_PER_POLL: usize = 16 * CHUNK;
+
+/// Where the followed files start: the positions saved in the outbox, by file.
+pub type StartPositions = HashMap<CsvFile, FilePos>;
+
+/// One followed file.
+#[derive(Debug)]
+struct Follower {
+    file: CsvFile,
+    path: PathBuf,
+    handle: Option<File>,
+    pos: FilePos,
+    /// Read after `pos.offset`, not yet a complete line.
+    partial: Vec<u8>,
+    missing_logged: bool,
+}
+
+impl Follower {
+    fn new(file: CsvFile, path: PathBuf) -> Self {
+        Self {
+            file,
+            path,
+            handle: None,
+            pos: FilePos::default(),
+            partial: Vec::new(),
+            missing_logged: false,
+        }
+    }
+
+    /// Opens the file at a saved position (see the module documentation).
+    fn start_at(&mut self, saved: Option<FilePos>) {
+        let Some(saved) = saved else { return };
+        let current = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+        if current == Some(saved.inode) {
+            if let Ok(mut f) = File::open(&self.path) {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let offset = if len >= saved.offset {
+                    saved.offset
+                } else {
+                    tracing::warn!(path = %self.path.display(), "truncated while the relay was down: reading it from the start");
+                    0
+                };
+                if f.seek(SeekFrom::Start(offset)).is_ok() {
+                    self.pos = FilePos {
+                        inode: saved.inode,
+                        offset,
+                    };
+                    self.handle = Some(f);
+                }
+            }
+            return;
+        }
+        match find_inode(&self.path, saved.inode) {
+            Some(old) => {
+                if let Ok(mut f) = File::open(&old)
+                    && f.seek(SeekFrom::Start(saved.offset)).is_ok()
+                {
+                    tracing::info!(path = %old.display(), offset = saved.offset, "finishing the file rotated while the relay was down");
+                    self.pos = saved;
+                    self.handle = Some(f);
+                }
+            }
+            None => tracing::warn!(
+                path = %self.path.display(),
+                "rotated while the relay was down and the old file is gone: reading the new one from the start"
+            ),
+        }
+    }
+
+    /// Opens the path from its start; false when it is not there.
+    fn open_path(&mut self) -> bool {
+        match File::open(&self.path) {
+            Ok(f) => {
+                let inode = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                tracing::info!(path = %self.path.display(), "following");
+                self.pos = FilePos { inode, offset: 0 };
+                self.partial.clear();
+                self.handle = Some(f);
+                self.missing_logged = false;
+                true
+            }
+            Err(e) => {
+                if !self.missing_logged {
+                    self.missing_logged = true;
+                    match self.file {
+                        CsvFile::Cdr => {
+                            tracing::warn!(path = %self.path.display(), error = %e, "no cdr_csv file: calls carry no CDR rows until it appears")
+                        }
+                        CsvFile::Cel => {
+                            tracing::warn!(path = %self.path.display(), error = %e, "no cel_custom file yet: waiting for it")
+                        }
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Reads what is there: chunks of complete lines with the position after each, and whether
+    /// there is more to read right away.
+    fn poll(&mut self) -> (Vec<(Vec<u8>, FilePos)>, bool) {
+        let mut out = Vec::new();
+        let mut budget = MAX_PER_POLL;
+        loop {
+            if self.handle.is_none() && !self.open_path() {
+                return (out, false);
+            }
+            let Some(handle) = self.handle.as_mut() else {
+                return (out, false);
+            };
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match handle.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(path = %self.path.display(), error = %e, "read failed");
+                        return (out, false);
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                self.partial
+                    .extend_from_slice(buf.get(..n).unwrap_or_default());
+                if let Some(last) = memchr::memrchr(b'\n', &self.partial) {
+                    let rest = self.partial.split_off(last + 1);
+                    let lines = std::mem::replace(&mut self.partial, rest);
+                    self.pos.offset += lines.len() as u64;
+                    out.push((lines, self.pos));
+                }
+                budget = budget.saturating_sub(n);
+                if budget == 0 {
+                    return (out, true);
+                }
+            }
+            // At the end of the open file: has the path moved on?
+            let read = self.pos.offset + self.partial.len() as u64;
+            match std::fs::metadata(&self.path) {
+                Ok(m) if m.ino() != self.pos.inode => {
+                    if !self.partial.is_empty() {
+                        let mut last = std::mem::take(&mut self.partial);
+                        self.pos.offset += last.len() as u64;
+                        last.push(b'\n');
+                        out.push((last, self.pos));
+                    }
+                    tracing::info!(path = %self.path.display(), "rotated: finished the old file, reading the new one");
+                    self.handle = None;
+                }
+                Ok(m) if m.len() < read => {
+                    tracing::info!(path = %self.path.display(), "truncated: reading it from the start");
+                    self.partial.clear();
+                    self.pos.offset = 0;
+                    if let Some(h) = self.handle.as_mut()
+                        && h.seek(SeekFrom::Start(0)).is_err()
+                    {
+                        self.handle = None;
+                    }
+                }
+                _ => return (out, false),
+            }
+        }
+    }
+}
+
+/// A file in `path`'s directory with inode `inode` (a rotated `Master.csv.1`, say).
+fn find_inode(path: &Path, inode: u64) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.metadata().is_ok_and(|m| m.ino() == inode && m.is_file()))
+        .map(|e| e.path())
+}
+
+/// Follows the files of `config` (see the module documentation), from the positions sent on
+/// `start`, until `shutdown` (or, with `once`, until their current end).
+pub async fn follow(
+    config: CelCsvSource,
+    start: oneshot::Receiver<StartPositions>,
+    tx: mpsc::Sender<SourceEvent<CelCsvInput>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(saved) = start.await else { return };
+    let mut followers = vec![
+        Follower::new(CsvFile::Cdr, config.cdr.clone()),
+        Follower::new(CsvFile::Cel, config.cel.clone()),
+    ];
+    for f in &mut followers {
+        f.start_at(saved.get(&f.file).copied());
+    }
+    let mut connected = false;
+    loop {
+        let mut more = false;
+        for slot in &mut followers {
+            let mut f = std::mem::replace(slot, Follower::new(slot.file, slot.path.clone()));
+            let Ok((f2, chunks, m)) = tokio::task::spawn_blocking(move || {
+                let (chunks, m) = f.poll();
+                (f, chunks, m)
+            })
+            .await
+            else {
+                return;
+            };
+            *slot = f2;
+            more |= m;
+            if !connected && slot.file == CsvFile::Cel && slot.handle.is_some() {
+                connected = true;
+                if tx
+                    .send(SourceEvent::Connected(config.cel.display().to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            for (bytes, pos) in chunks {
+                let input = CelCsvInput {
+                    file: slot.file,
+                    bytes,
+                    pos: Some(pos),
+                };
+                if tx.send(SourceEvent::Data(input)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if more {
+            continue;
+        }
+        if config.once {
+            for f in &followers {
+                if !f.partial.is_empty() {
+                    tracing::warn!(path = %f.path.display(), bytes = f.partial.len(), "the last line has no end yet: left for the next run");
+                }
+            }
+            let _ = tx.send(SourceEvent::End).await;
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
