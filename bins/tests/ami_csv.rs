@@ -376,3 +376,44 @@ fn a_relay_killed_mid_file_ships_every_call_once_after_a_restart() {
         .unwrap();
     assert_eq!(journaled, 0, "nothing left open");
 }
+
+#[test]
+fn a_file_rotated_while_the_relay_was_down_is_finished_first() {
+    let dir = common::tempdir("ami-csv-down");
+    let (a, b, c) = (
+        capture("01_answered_caller_hangup"),
+        capture("03_no_answer"),
+        capture("11_sip_answered_caller_hangup"),
+    );
+    let mut want = Vec::new();
+    for cap in [&a, &b, &c] {
+        want.extend(once_ids(cap, &dir));
+    }
+    want.sort();
+    let cel = dir.join("Master.csv");
+    let cdr = dir.join("cdr.csv");
+    append(&cel, &std::fs::read(a.join("cel.csv")).unwrap());
+    let first = dir.join("first.jsonl");
+    let relay = follow(&dir, &cel, &cdr, &first);
+    let got = wait_calls(&first, 1, &relay);
+    assert_eq!(got.len(), 1);
+    assert!(relay.terminate().success());
+    // While it is down: more rows in the old file, which is then rotated, and a new file.
+    append(&cel, &std::fs::read(b.join("cel.csv")).unwrap());
+    std::fs::rename(&cel, dir.join("Master.csv.1")).unwrap();
+    append(&cel, &std::fs::read(c.join("cel.csv")).unwrap());
+    let second = dir.join("second.jsonl");
+    let relay = follow(&dir, &cel, &cdr, &second);
+    let got = wait_calls(&second, 2, &relay);
+    let mut all = read_jsonl(&first);
+    all.extend(got);
+    let got_ids = ids(&all);
+    assert!(got_ids.values().all(|n| *n == 1), "{got_ids:?}");
+    assert_eq!(got_ids.keys().cloned().collect::<Vec<_>>(), want);
+    assert!(
+        relay.log().contains("rotated while the relay was down"),
+        "{}",
+        relay.log()
+    );
+    assert!(relay.terminate().success());
+}
