@@ -7,7 +7,7 @@
 //! a restart the journal is replayed through a fresh assembler on its original time line, so
 //! calls that were open survive the restart whole.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ami_proto::{AmiFramer, AmiMessage, Frame, HeaderBuf, Limits};
 use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, Output, UpdateEvent};
@@ -66,15 +66,7 @@ impl AmiPipeline {
         saved: &Restored,
     ) -> Self {
         let mut p = Self::new(source, config);
-        let mut last: Option<Instant> = None;
-        for (entry, received_ms) in &saved.journal {
-            let age = Duration::from_millis(u64::try_from(now_ms - received_ms).unwrap_or(0));
-            // Never backwards, even when the monotonic clock cannot reach that far back.
-            let at = match now.checked_sub(age) {
-                Some(t) => last.map_or(t, |l| t.max(l)),
-                None => last.unwrap_or(now),
-            };
-            last = Some(at);
+        for (entry, at) in saved.journal_on_time_line(now, now_ms) {
             match AmiMessage::parse_with(&entry.line, &mut p.headers) {
                 Ok(msg) => p.asm.handle_message(at, &msg),
                 Err(e) => p.out.batch.rejects.push(Reject {

@@ -229,14 +229,7 @@ impl CelCsvPipeline {
         saved: &Restored,
     ) -> Self {
         let mut p = Self::new(source, config);
-        let mut last: Option<Instant> = None;
-        for (entry, received_ms) in &saved.journal {
-            let age = Duration::from_millis(u64::try_from(now_ms - received_ms).unwrap_or(0));
-            let at = match now.checked_sub(age) {
-                Some(t) => last.map_or(t, |l| t.max(l)),
-                None => last.unwrap_or(now),
-            };
-            last = Some(at);
+        for (entry, at) in saved.journal_on_time_line(now, now_ms) {
             let text = String::from_utf8_lossy(&entry.line);
             let (file, line) = match text.split_once('\t') {
                 Some(("cel", l)) => (CsvFile::Cel, l),

@@ -92,6 +92,28 @@ pub struct Restored {
 }
 
 impl Restored {
+    /// The journal with each entry's place on the monotonic clock: `now` is `now_ms` on the
+    /// wall clock, and an entry committed `d` ago is replayed at `now - d`, never going
+    /// backwards (even when the monotonic clock cannot reach that far back), so an assembler
+    /// fed these times sees the gaps between its inputs as they were.
+    pub fn journal_on_time_line(
+        &self,
+        now: Instant,
+        now_ms: i64,
+    ) -> impl Iterator<Item = (&JournalEntry, Instant)> + '_ {
+        let mut last: Option<Instant> = None;
+        self.journal.iter().map(move |(entry, received_ms)| {
+            let age =
+                std::time::Duration::from_millis(u64::try_from(now_ms - received_ms).unwrap_or(0));
+            let at = match now.checked_sub(age) {
+                Some(t) => last.map_or(t, |l| t.max(l)),
+                None => last.unwrap_or(now),
+            };
+            last = Some(at);
+            (entry, at)
+        })
+    }
+
     /// The state saved under `name`.
     pub fn state(&self, name: &str) -> Option<&[u8]> {
         self.states.get(name).map(Vec::as_slice)
