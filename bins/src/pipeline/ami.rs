@@ -156,18 +156,8 @@ impl AmiPipeline {
     }
 
     fn drain(&mut self) {
-        while let Some(out) = self.asm.poll_output() {
-            match out {
-                Output::Call(call) => self.add_call(call),
-                Output::Anomaly(a) => self.out.events.push(Event::Anomaly(a)),
-                _ => {}
-            }
-        }
-        for key in self.asm.take_retired() {
-            self.out
-                .batch
-                .journal_remove
-                .push((self.source.clone(), key.to_string()));
+        for call in emitted(&mut self.asm, &mut self.out, &self.source) {
+            self.add_call(call);
         }
     }
 
@@ -187,6 +177,26 @@ impl AmiPipeline {
         }
         self.out.batch.calls.push(call);
     }
+}
+
+/// Takes what an Asterisk assembler emitted: its anomalies become events, the journal keys it
+/// retired are removed from `source`'s journal, and its calls are returned in order (shared by
+/// the AMI and the CEL CSV pipelines).
+pub(super) fn emitted(asm: &mut AmiAssembler, out: &mut Out, source: &str) -> Vec<Call> {
+    let mut calls = Vec::new();
+    while let Some(o) = asm.poll_output() {
+        match o {
+            Output::Call(call) => calls.push(call),
+            Output::Anomaly(a) => out.events.push(Event::Anomaly(a)),
+            _ => {}
+        }
+    }
+    for key in asm.take_retired() {
+        out.batch
+            .journal_remove
+            .push((source.to_owned(), key.to_string()));
+    }
+    calls
 }
 
 impl Pipeline for AmiPipeline {

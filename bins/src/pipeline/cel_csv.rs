@@ -22,11 +22,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, CelRow, Output, UpdateEvent};
+use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, CelRow, UpdateEvent};
 use cdr_sinks::outbox::{JournalEntry, Reject};
 use serde::{Deserialize, Serialize};
 
-use super::{Event, Out, Pipeline, Restored};
+use super::{Out, Pipeline, Restored};
 
 /// How long CDR rows wait for their call before they are dropped.
 pub const CDR_HOLD: Duration = Duration::from_secs(600);
@@ -360,18 +360,8 @@ impl CelCsvPipeline {
     }
 
     fn drain(&mut self) {
-        while let Some(out) = self.asm.poll_output() {
-            match out {
-                Output::Call(call) => self.add_call(call),
-                Output::Anomaly(a) => self.out.events.push(Event::Anomaly(a)),
-                _ => {}
-            }
-        }
-        for key in self.asm.take_retired() {
-            self.out
-                .batch
-                .journal_remove
-                .push((self.source.clone(), key.to_string()));
+        for call in super::ami::emitted(&mut self.asm, &mut self.out, &self.source) {
+            self.add_call(call);
         }
     }
 
