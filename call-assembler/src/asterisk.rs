@@ -301,50 +301,15 @@ impl CelRow {
         })
     }
 
-    /// Splits one CSV line (fields in double quotes with `""` escapes, or bare) and reads it
-    /// with [`CelRow::from_csv_fields`]. `None` for a line that is not a CEL row (or an
-    /// unterminated quote).
+    /// Splits one CSV line with [`crate::csv::split_record`] (fields in double quotes with `""`
+    /// escapes, or bare; a trailing `\n` or `\r\n` is ignored) and reads it with
+    /// [`CelRow::from_csv_fields`]. `None` for a line that is not a CEL row (or an unterminated
+    /// quote).
     pub fn parse_csv_line(line: &str) -> Option<Self> {
-        let fields = split_csv(line.trim_end_matches(['\r', '\n']))?;
+        let fields = crate::csv::split_record(line)?;
         let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
         Self::from_csv_fields(&refs)
     }
-}
-
-fn split_csv(line: &str) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    cur.push('"');
-                    chars.next();
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-        } else if c == '"' && at_start {
-            quoted = true;
-            at_start = false;
-        } else if c == ',' {
-            out.push(std::mem::take(&mut cur));
-            at_start = true;
-        } else {
-            cur.push(c);
-            at_start = false;
-        }
-    }
-    if quoted {
-        return None;
-    }
-    out.push(cur);
-    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 //! Two assemblers: [`SmdrAssembler`] (IP Office SMDR records) and [`AmiAssembler`] (Asterisk AMI
 //! channel, `Cdr` and `CEL` events, or CEL rows from a database or CSV file as [`CelRow`]).
 //! A predictive dialler's CDRs are whole calls already: [`dialler_call`] checks one and builds its
-//! [`Call`].
+//! [`Call`]. The [`csv`] module reads and writes the CSV of Asterisk's `cdr_csv` and
+//! `cel_custom` backends.
 //!
 //! Phone systems report a call in pieces: IP Office writes one SMDR record per call segment,
 //! interleaved with other calls' records and in call-*end* order. An assembler collects the
@@ -28,6 +29,7 @@
 mod asterisk;
 mod call;
 mod cms;
+pub mod csv;
 mod dialler;
 mod smdr;
 
