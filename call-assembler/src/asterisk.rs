@@ -243,7 +243,9 @@ pub struct AmiStats {
 pub struct CelRow {
     /// `CHAN_START`, `ANSWER`, `HANGUP`, `LINKEDID_END`, ...
     pub eventtype: String,
-    /// Epoch with microseconds (`1335310195.513823`) or local `YYYY-MM-DD HH:MM:SS[.ffffff]`.
+    /// Epoch with microseconds (`1335310195.513823`) or local `YYYY-MM-DD HH:MM:SS[.ffffff]`
+    /// (or with `T` for the space; with a zone offset such as `+00`, it is taken to UTC and
+    /// shifted by [`AmiAssemblerConfig::utc_offset_secs`] like an epoch).
     pub eventtime: String,
     /// Caller id name.
     pub cid_name: String,
@@ -432,13 +434,30 @@ fn epoch_to_local(text: &str, offset: i32) -> Option<NaiveDateTime> {
     utc.checked_add_signed(TimeDelta::seconds(i64::from(offset)))
 }
 
+/// A CEL time: epoch (UTC, shifted by `offset`) or local `YYYY-MM-DD HH:MM:SS[.ffffff]` (or
+/// with `T` for the space); with a zone offset after it (`+00`, `+01:00`, `Z`, as a database's
+/// `timestamptz` gives it), the time is taken to UTC and shifted by `offset` like an epoch.
 fn parse_time(text: &str, offset: i32) -> Option<NaiveDateTime> {
     let t = text.trim();
-    if t.contains('-') {
-        NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").ok()
-    } else {
-        epoch_to_local(t, offset)
+    if !t.contains('-') {
+        return epoch_to_local(t, offset);
     }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(local) = NaiveDateTime::parse_from_str(t, format) {
+            return Some(local);
+        }
+    }
+    let zoned = match t.strip_suffix(['Z', 'z']) {
+        Some(t) => std::borrow::Cow::Owned(format!("{t}+00")),
+        None => std::borrow::Cow::Borrowed(t),
+    };
+    ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"]
+        .iter()
+        .find_map(|format| DateTime::parse_from_str(&zoned, format).ok())
+        .and_then(|t| {
+            t.naive_utc()
+                .checked_add_signed(TimeDelta::seconds(i64::from(offset)))
+        })
 }
 
 fn parse_cause(s: &str) -> Option<u16> {
@@ -2722,6 +2741,28 @@ mod tests {
             "2014-10-28 16:36:40.500"
         );
         assert!(epoch_to_local("x", 0).is_none());
+        // Database forms: a fraction, a `T`, a zone.
+        let local = "2026-11-22 13:54:08.579430";
+        for text in [
+            local,
+            "2026-11-22T13:54:08.579430",
+            " 2026-11-22 13:54:08.579430 ",
+            "2026-11-22 12:54:08.579430+00",
+            "2026-11-22 13:54:08.579430+01:00",
+            "2026-11-22T12:54:08.579430Z",
+            "1795352048.579430",
+        ] {
+            assert_eq!(
+                parse_time(text, 3600).map(|t| t.to_string()).as_deref(),
+                Some(local),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_time("2026-11-22 13:54:08", 0).unwrap().to_string(),
+            "2026-11-22 13:54:08"
+        );
+        assert!(parse_time("2026-11-22 nonsense", 0).is_none());
     }
 
     /// An event about channel `uid` of call `lid`, with more headers.
