@@ -113,6 +113,10 @@ use crate::call::{
 };
 use crate::{Anomaly, Output};
 
+mod cel_columns;
+
+pub use cel_columns::{CelColumns, CelColumnsError};
+
 /// Settings of an [`AmiAssembler`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmiAssemblerConfig {
@@ -239,6 +243,10 @@ pub struct AmiStats {
 
 /// One CEL row as a database or `cel_custom` CSV backend stores it, for
 /// [`AmiAssembler::handle_cel_row`]. Field names follow the classic CEL columns.
+///
+/// Build one from a CSV line with [`CelRow::parse_csv_line`] (the lab's column order) or
+/// [`CelRow::from_fields`] (any order, as [`CelColumns`] gives it from a `cel_custom.conf`
+/// mapping), or from a database row with [`CelRow::from_named`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CelRow {
     /// `CHAN_START`, `ANSWER`, `HANGUP`, `LINKEDID_END`, ...

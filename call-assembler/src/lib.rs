@@ -36,7 +36,10 @@ mod smdr;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-pub use asterisk::{AmiAssembler, AmiAssemblerConfig, AmiStats, CelRow, RuleField, TenantRule};
+pub use asterisk::{
+    AmiAssembler, AmiAssemblerConfig, AmiStats, CelColumns, CelColumnsError, CelRow, RuleField,
+    TenantRule,
+};
 pub use call::{
     Call, CallDirection, CallUpdate, FlushReason, ID_NAMESPACE, Leg, Party, Source, Transfer,
     UpdateEvent, iso_timestamp, stable_id,
