@@ -2311,6 +2311,7 @@ impl AmiAssembler {
             parties,
             complete: reason.is_none() && snapshot_at.is_none(),
             flush_reason: reason,
+            reconciled: false,
             records: Vec::new(),
             linkedid: call.linkedid.clone(),
             answer_time,

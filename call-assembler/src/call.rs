@@ -145,6 +145,10 @@ pub struct Call {
     /// Why the call was flushed, when `complete` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_reason: Option<FlushReason>,
+    /// Asterisk: rebuilt from the CDR because the live source (AMI) missed it (see
+    /// `AmiAssembler::call_from_cdr`). Left out of JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
     /// SMDR: the call's records in arrival order (the webhook body's `records[]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<SmdrRecord<'static>>,

@@ -1220,6 +1220,7 @@ fn build_cms_call(
         parties,
         complete,
         flush_reason: flushed,
+        reconciled: false,
         records: Vec::new(),
         linkedid: CompactString::default(),
         answer_time,

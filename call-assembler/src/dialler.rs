@@ -177,6 +177,7 @@ pub fn dialler_call(
         parties: agent.into_iter().collect(),
         complete: true,
         flush_reason: None,
+        reconciled: false,
         records: Vec::new(),
         linkedid: CompactString::default(),
         answer_time: None,

@@ -613,6 +613,7 @@ fn build_smdr_call(
         parties,
         complete: flushed.is_none(),
         flush_reason: flushed,
+        reconciled: false,
         records,
         linkedid: CompactString::default(),
         answer_time: None,
