@@ -872,6 +872,33 @@ impl LegState {
     fn is_local(&self) -> bool {
         self.name.starts_with("Local/")
     }
+
+    fn rule_leg(&self) -> RuleLeg<'_> {
+        RuleLeg {
+            channel: if self.first_name.is_empty() {
+                &self.name
+            } else {
+                &self.first_name
+            },
+            context: &self.context,
+            caller: &self.cid_num,
+            accountcode: &self.accountcode,
+        }
+    }
+}
+
+/// What the direction and tenant rules look at in a channel (an assembled leg, or one rebuilt
+/// from CDR rows).
+#[derive(Debug, Clone, Copy, Default)]
+struct RuleLeg<'a> {
+    /// Its name when it was created.
+    channel: &'a str,
+    /// The context it started in.
+    context: &'a str,
+    /// Its caller id number.
+    caller: &'a str,
+    /// Its latest non-empty account code.
+    accountcode: &'a str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -2142,17 +2169,77 @@ impl AmiAssembler {
         wall_at(self.anchor, s, fallback_epoch, first)
     }
 
-    fn is_trunk(&self, leg: &LegState) -> bool {
-        let name = if leg.first_name.is_empty() {
-            &leg.name
-        } else {
-            &leg.first_name
-        };
+    fn is_trunk(&self, leg: &RuleLeg<'_>) -> bool {
         self.config
             .trunk_channel_prefixes
             .iter()
-            .any(|p| !p.is_empty() && name.starts_with(p.as_str()))
-            || self.config.trunk_contexts.iter().any(|c| *c == leg.context)
+            .any(|p| !p.is_empty() && leg.channel.starts_with(p.as_str()))
+            || self.config.trunk_contexts.iter().any(|c| c == leg.context)
+    }
+
+    /// A call's direction by the rules in the module docs ("The call's figures"): `caller` is
+    /// the caller leg, `legs` every leg.
+    fn direction<'a>(
+        &self,
+        caller: Option<&RuleLeg<'a>>,
+        mut legs: impl Iterator<Item = RuleLeg<'a>>,
+        caller_num: &str,
+        called: &str,
+    ) -> CallDirection {
+        let longer = |n: &str| {
+            self.config
+                .internal_number_max_len
+                .is_some_and(|max| n.bytes().filter(u8::is_ascii_digit).count() > max)
+        };
+        match caller {
+            Some(c) if self.is_trunk(c) => CallDirection::Inbound,
+            _ if legs.any(|l| self.is_trunk(&l)) => CallDirection::Outbound,
+            _ if longer(caller_num) => CallDirection::Inbound,
+            _ if longer(called) => CallDirection::Outbound,
+            _ => CallDirection::Internal,
+        }
+    }
+
+    /// The tenant the first of [`AmiAssemblerConfig::tenant_rules`] matching a leg gives, the
+    /// legs tried in order (caller leg first); a call without legs is tried as one empty leg
+    /// (only `Called` rules and catch-alls can match).
+    fn tenant_by_rules<'a>(
+        &self,
+        legs: impl Iterator<Item = RuleLeg<'a>>,
+        called: &str,
+    ) -> CompactString {
+        let rules = &self.config.tenant_rules;
+        if rules.is_empty() {
+            return CompactString::default();
+        }
+        fn field<'s>(leg: &RuleLeg<'s>, f: RuleField, called: &'s str) -> &'s str {
+            match f {
+                RuleField::Context => leg.context,
+                RuleField::Channel => leg.channel,
+                RuleField::Caller => leg.caller,
+                RuleField::Called => called,
+                RuleField::Accountcode => leg.accountcode,
+            }
+        }
+        let matching = |leg: &RuleLeg<'_>| {
+            rules
+                .iter()
+                .find(|r| field(leg, r.field, called).starts_with(r.prefix.as_str()))
+                .map(|r| CompactString::from(r.tenant.as_str()))
+        };
+        let mut any = false;
+        for leg in legs {
+            any = true;
+            if let Some(t) = matching(&leg) {
+                return t;
+            }
+        }
+        if !any {
+            if let Some(t) = matching(&RuleLeg::default()) {
+                return t;
+            }
+        }
+        CompactString::default()
     }
 
     /// The record of a call: final (`snapshot_at` `None`; complete when `reason` is `None`)
@@ -2233,18 +2320,12 @@ impl AmiAssembler {
             }
         };
         let caller_num = caller.map(|c| c.cid_num.clone()).unwrap_or_default();
-        let longer = |n: &str| {
-            self.config
-                .internal_number_max_len
-                .is_some_and(|max| n.bytes().filter(u8::is_ascii_digit).count() > max)
-        };
-        let direction = match caller {
-            Some(c) if self.is_trunk(c) => CallDirection::Inbound,
-            _ if call.legs.iter().any(|l| self.is_trunk(l)) => CallDirection::Outbound,
-            _ if longer(&caller_num) => CallDirection::Inbound,
-            _ if longer(&call.called) => CallDirection::Outbound,
-            _ => CallDirection::Internal,
-        };
+        let direction = self.direction(
+            caller.map(LegState::rule_leg).as_ref(),
+            call.legs.iter().map(LegState::rule_leg),
+            &caller_num,
+            &call.called,
+        );
         let mut parties: Vec<Party> = Vec::new();
         let non_local = call.legs.iter().any(|l| !l.is_local());
         for l in &call.legs {
@@ -2347,41 +2428,7 @@ impl AmiAssembler {
         if let Some(l) = legs().find(|l| !l.tenant.is_empty()) {
             return l.tenant.clone();
         }
-        let rules = &self.config.tenant_rules;
-        if rules.is_empty() {
-            return CompactString::default();
-        }
-        let field = |leg: &LegState, f: RuleField| -> CompactString {
-            match f {
-                RuleField::Context => leg.context.clone(),
-                RuleField::Channel if leg.first_name.is_empty() => leg.name.clone(),
-                RuleField::Channel => leg.first_name.clone(),
-                RuleField::Caller => leg.cid_num.clone(),
-                RuleField::Called => call.called.clone(),
-                RuleField::Accountcode => leg.accountcode.clone(),
-            }
-        };
-        let none = LegState::default();
-        let mut any = false;
-        for leg in legs() {
-            any = true;
-            if let Some(r) = rules
-                .iter()
-                .find(|r| field(leg, r.field).starts_with(r.prefix.as_str()))
-            {
-                return CompactString::from(r.tenant.as_str());
-            }
-        }
-        if !any {
-            // A call without legs: only `Called` rules (and catch-alls) can match.
-            if let Some(r) = rules
-                .iter()
-                .find(|r| field(&none, r.field).starts_with(r.prefix.as_str()))
-            {
-                return CompactString::from(r.tenant.as_str());
-            }
-        }
-        CompactString::default()
+        self.tenant_by_rules(legs().map(LegState::rule_leg), &call.called)
     }
 
     /// The party that answered: the far end of the answering pair, seen from the caller.

@@ -97,7 +97,10 @@ pub(crate) fn replay_ami(bytes: &[u8], config: AmiAssemblerConfig) -> (Vec<Call>
 
 /// Replays CEL rows, each at `base` + its offset (`secs`) from the first; lets the grace
 /// period pass at the end.
-pub(crate) fn replay_cel(rows: &[(f64, CelRow)], config: AmiAssemblerConfig) -> (Vec<Call>, AmiAssembler) {
+pub(crate) fn replay_cel(
+    rows: &[(f64, CelRow)],
+    config: AmiAssemblerConfig,
+) -> (Vec<Call>, AmiAssembler) {
     let base = Instant::now();
     let mut asm = AmiAssembler::new(config);
     let mut calls = Vec::new();
