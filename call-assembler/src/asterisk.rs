@@ -98,6 +98,14 @@
 //! [`AmiAssembler::last_key`] names the call each input was applied to and
 //! [`AmiAssembler::take_retired`] the keys whose calls are done (the contract, and what a
 //! replayed journal does not restore, are on [`AmiAssembler::last_key`]).
+//!
+//! # Reconciliation with the CDR
+//!
+//! A call Asterisk's CDR has but the live source missed (its events were lost while the
+//! connection was down) can be rebuilt from the CDR rows of its Linkedid with
+//! [`AmiAssembler::call_from_cdr`]: a complete call with [`Call::reconciled`] set and the id
+//! the AMI path would have given it, its figures worked out by the same rules as far as the
+//! CDR's columns allow.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -113,6 +121,7 @@ use crate::call::{
 };
 use crate::{Anomaly, Output};
 
+mod cdr;
 mod cel_columns;
 
 pub use cel_columns::{CelColumns, CelColumnsError};

@@ -146,7 +146,7 @@ pub struct Call {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_reason: Option<FlushReason>,
     /// Asterisk: rebuilt from the CDR because the live source (AMI) missed it (see
-    /// `AmiAssembler::call_from_cdr`). Left out of JSON when false.
+    /// [`crate::AmiAssembler::call_from_cdr`]). Left out of JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reconciled: bool,
     /// SMDR: the call's records in arrival order (the webhook body's `records[]`).
