@@ -10,8 +10,9 @@
 //!   truncated). A saved inode that is no longer the path's (rotated while the relay was down):
 //!   the old file is looked for in the same directory by its inode and finished from the offset
 //!   first; then the new file is read from 0. Nothing saved: the files are read from 0.
-//! * **Lines.** Only complete lines (up to `\n`) are handed over; a last line still being
-//!   written is kept until its newline arrives, so the saved offset is always at a line start.
+//! * **Lines.** Only complete records are handed over (up to a `\n` outside double quotes: a
+//!   quoted field may hold newlines); a last line still being written is kept until its
+//!   newline arrives, so the saved offset is always at a record's start.
 //! * **Rotation.** When the path names another inode, the old file (still open) is read to its
 //!   end (a last line without a newline is then handed over as it is), and the new file is read
 //!   from 0.
@@ -164,8 +165,8 @@ impl Follower {
                 }
                 self.partial
                     .extend_from_slice(buf.get(..n).unwrap_or_default());
-                if let Some(last) = memchr::memrchr(b'\n', &self.partial) {
-                    let rest = self.partial.split_off(last + 1);
+                if let Some(end) = last_record_end(&self.partial) {
+                    let rest = self.partial.split_off(end);
                     let lines = std::mem::replace(&mut self.partial, rest);
                     self.pos.offset += lines.len() as u64;
                     out.push((lines, self.pos));
@@ -204,6 +205,18 @@ impl Follower {
     }
 }
 
+/// Just past the last complete record in `buf` (which starts at a record): a newline outside
+/// quotes, so a quoted field with newlines in it is never cut.
+fn last_record_end(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut last = None;
+    while let Some(n) = call_assembler::csv::record_end(buf.get(at..).unwrap_or_default()) {
+        at += n;
+        last = Some(at);
+    }
+    last
+}
+
 /// A file in `path`'s directory with inode `inode` (a rotated `Master.csv.1`, say).
 fn find_inode(path: &Path, inode: u64) -> Option<PathBuf> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
@@ -220,13 +233,32 @@ pub async fn follow(
     config: CelCsvSource,
     start: oneshot::Receiver<StartPositions>,
     tx: mpsc::Sender<SourceEvent<CelCsvInput>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let files = vec![(CsvFile::Cdr, config.cdr), (CsvFile::Cel, config.cel)];
+    follow_files(files, config.once, start, tx, shutdown).await;
+}
+
+/// Follows `files` in this order (see the module documentation), from the positions sent on
+/// `start`, until `shutdown` (or, with `once`, until their current end). The source counts as
+/// connected once the cel_custom file (or, without one, the first file) is open.
+pub async fn follow_files(
+    files: Vec<(CsvFile, PathBuf)>,
+    once: bool,
+    start: oneshot::Receiver<StartPositions>,
+    tx: mpsc::Sender<SourceEvent<CelCsvInput>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Ok(saved) = start.await else { return };
-    let mut followers = vec![
-        Follower::new(CsvFile::Cdr, config.cdr.clone()),
-        Follower::new(CsvFile::Cel, config.cel.clone()),
-    ];
+    let primary = if files.iter().any(|(f, _)| *f == CsvFile::Cel) {
+        CsvFile::Cel
+    } else {
+        files.first().map_or(CsvFile::Cel, |(f, _)| *f)
+    };
+    let mut followers: Vec<Follower> = files
+        .into_iter()
+        .map(|(file, path)| Follower::new(file, path))
+        .collect();
     for f in &mut followers {
         f.start_at(saved.get(&f.file).copied());
     }
@@ -245,10 +277,10 @@ pub async fn follow(
             };
             *slot = f2;
             more |= m;
-            if !connected && slot.file == CsvFile::Cel && slot.handle.is_some() {
+            if !connected && slot.file == primary && slot.handle.is_some() {
                 connected = true;
                 if tx
-                    .send(SourceEvent::Connected(config.cel.display().to_string()))
+                    .send(SourceEvent::Connected(slot.path.display().to_string()))
                     .await
                     .is_err()
                 {
@@ -269,7 +301,7 @@ pub async fn follow(
         if more {
             continue;
         }
-        if config.once {
+        if once {
             for f in &followers {
                 if !f.partial.is_empty() {
                     tracing::warn!(path = %f.path.display(), bytes = f.partial.len(), "the last line has no end yet: left for the next run");
@@ -282,5 +314,40 @@ pub async fn follow(
             () = tokio::time::sleep(POLL) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn a_quoted_field_with_a_newline_is_never_cut_at_it() {
+        let dir = std::env::temp_dir().join(format!("cdr-relay-csv-nl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("Master.csv");
+        let first = "\"CHAN_START\",\"1.5\"\n";
+        std::fs::write(&path, format!("{first}\"HANGUP\",\"two\nlines")).unwrap();
+        let mut f = Follower::new(CsvFile::Cel, path.clone());
+        let (chunks, _) = f.poll();
+        // Only the first record: the second's newline is inside its quotes and it is not
+        // finished yet.
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].0, first.as_bytes());
+        assert_eq!(chunks[0].1.offset, first.len() as u64);
+        let mut w = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        w.write_all(b"\",\"x\"\n").unwrap();
+        let (chunks, _) = f.poll();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].0, b"\"HANGUP\",\"two\nlines\",\"x\"\n");
+        assert_eq!(
+            chunks[0].1.offset,
+            std::fs::metadata(&path).unwrap().len(),
+            "the saved offset is at the end of the whole record"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

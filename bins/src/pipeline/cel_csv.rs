@@ -124,45 +124,15 @@ pub fn cdr_columns(n: usize) -> Option<Vec<&'static str>> {
     Some(CDR_BASE.iter().chain(extra).copied().collect())
 }
 
-/// Splits one CSV line: fields bare or in double quotes with `""` for a quote. `None` for an
-/// unterminated quote.
-pub fn split_csv(line: &str) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    cur.push('"');
-                    chars.next();
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-        } else if c == '"' {
-            quoted = true;
-        } else if c == ',' {
-            out.push(std::mem::take(&mut cur));
-        } else {
-            cur.push(c);
-        }
-    }
-    if quoted {
-        return None;
-    }
-    out.push(cur);
-    Some(out)
-}
+/// One cdr_csv row: cdr_csv's column names with their values, in file order.
+pub(crate) type CdrRow = Vec<(&'static str, String)>;
 
-/// One cdr_csv row: its Linkedid (the grouping key) and its columns.
-fn parse_cdr(line: &str) -> Option<(String, Vec<(&'static str, String)>)> {
-    let fields = split_csv(line)?;
+/// One cdr_csv row: its Linkedid (the grouping key: the `linkedid` column, else `uniqueid`, else
+/// `channel`) and its columns.
+pub(crate) fn parse_cdr(line: &str) -> Option<(String, CdrRow)> {
+    let fields = call_assembler::csv::split_record(line)?;
     let cols = cdr_columns(fields.len())?;
-    let row: Vec<(&'static str, String)> = cols.into_iter().zip(fields).collect();
+    let row: CdrRow = cols.into_iter().zip(fields).collect();
     let get = |name: &str| {
         row.iter()
             .find(|(k, v)| *k == name && !v.is_empty())
@@ -176,7 +146,7 @@ fn parse_cdr(line: &str) -> Option<(String, Vec<(&'static str, String)>)> {
 
 #[derive(Debug)]
 struct PendingCdr {
-    rows: Vec<Vec<(&'static str, String)>>,
+    rows: Vec<CdrRow>,
     since: Instant,
 }
 
@@ -317,11 +287,11 @@ impl CelCsvPipeline {
         let mut buf = self.partial.remove(&file).unwrap_or_default();
         buf.extend_from_slice(bytes);
         let mut start = 0;
-        while let Some(i) = memchr::memchr(b'\n', buf.get(start..).unwrap_or_default()) {
-            let end = start + i;
+        while let Some(n) = call_assembler::csv::record_end(buf.get(start..).unwrap_or_default()) {
+            let end = start + n;
             let line =
-                String::from_utf8_lossy(buf.get(start..end).unwrap_or_default()).into_owned();
-            start = end + 1;
+                String::from_utf8_lossy(buf.get(start..end - 1).unwrap_or_default()).into_owned();
+            start = end;
             let number = {
                 let n = self.lines.entry(file).or_insert(0);
                 *n += 1;
@@ -473,15 +443,6 @@ impl Pipeline for CelCsvPipeline {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_with_quotes_and_escapes() {
-        assert_eq!(
-            split_csv(r#""a","""Alice"" <1001>",,3,"x,y""#).unwrap(),
-            vec!["a", "\"Alice\" <1001>", "", "3", "x,y"]
-        );
-        assert_eq!(split_csv(r#""open"#), None);
-    }
 
     #[test]
     fn cdr_layouts_by_field_count() {
