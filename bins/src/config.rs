@@ -295,6 +295,8 @@ pub struct AmiArgs {
 
     /// CEL_MODE=csv: the cdr_csv file whose rows are attached to their calls (optional: when it
     /// does not exist, calls carry no CDR rows) [default: /var/log/asterisk/cdr-csv/Master.csv].
+    /// CEL_MODE=ami (or --replay): when set, AMI's calls are reconciled with this file, the
+    /// book of record: calls AMI missed are rebuilt from it and delivered as reconciled.
     #[arg(long, env = "CDR_CSV_PATH", value_name = "FILE")]
     pub cdr_csv_path: Option<PathBuf>,
 
@@ -302,6 +304,28 @@ pub struct AmiArgs {
     /// backfill) instead of following them.
     #[arg(long)]
     pub once: bool,
+
+    /// Directories (comma separated, walked recursively) where call recordings are looked
+    /// for: a file whose name holds a call's Linkedid or a leg's Uniqueid is attached to the
+    /// call's `recordings`.
+    #[arg(long, env = "RECORDINGS_DIRS", value_name = "DIRS")]
+    pub recordings_dirs: Option<String>,
+
+    /// RECORDINGS_DIRS: files and subdirectories not modified within this many hours are not
+    /// looked at [default: 48].
+    #[arg(long, env = "RECORDINGS_MAX_AGE_HOURS", value_name = "HOURS")]
+    pub recordings_max_age_hours: Option<u64>,
+
+    /// CEL_MODE=ami with CDR_CSV_PATH set: how long (seconds) a call's CDR rows wait for AMI
+    /// to have seen the call before it is rebuilt from them and delivered as reconciled
+    /// [default: 60].
+    #[arg(long, env = "RECONCILE_WAIT", value_name = "SECS")]
+    pub reconcile_wait: Option<u64>,
+
+    /// CEL_MODE=ami with CDR_CSV_PATH set: how long (seconds) a call assembled from AMI waits
+    /// for its CDR rows before it is flagged as missing from the CDR [default: 600].
+    #[arg(long, env = "RECONCILE_FLAG_AFTER", value_name = "SECS")]
+    pub reconcile_flag_after: Option<u64>,
 }
 
 /// The default `CEL_CSV_PATH`: where Asterisk's cel_custom writes with its sample mapping.
@@ -480,6 +504,18 @@ pub struct CelCsvSource {
     pub once: bool,
 }
 
+/// `ami-relay` with AMI and a CDR source beside it: the CDR as the book of record (see
+/// [`crate::pipeline::reconcile`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileSource {
+    /// The cdr_csv file.
+    pub cdr_csv: PathBuf,
+    /// Read the CDR file to its current end and stop (with `--replay`, or `--once`).
+    pub once: bool,
+    /// The waits.
+    pub config: crate::pipeline::reconcile::ReconcileConfig,
+}
+
 /// Where `list-relay` reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisListSource {
@@ -538,6 +574,10 @@ pub struct Config {
     pub source: SourceConfig,
     /// The Asterisk assembler's settings (`ami-relay`).
     pub ami: AmiAssemblerConfig,
+    /// `ami-relay`: the CDR source AMI is reconciled with, if any.
+    pub reconcile: Option<ReconcileSource>,
+    /// `ami-relay`: where call recordings are looked for, if anywhere.
+    pub recordings: Option<crate::recordings::RecordingsConfig>,
     /// Dialler items larger than this are rejected unparsed (`list-relay`).
     pub dialler_max_item: usize,
     /// The Redis list sink, when configured.
@@ -731,6 +771,37 @@ impl Config {
             ami.utc_offset_secs = parsed.local_minus_utc();
         }
         c.ami = ami;
+        if let Some(dirs) = &args.recordings_dirs {
+            let dirs: Vec<PathBuf> = dirs
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            if !dirs.is_empty() {
+                c.recordings = Some(crate::recordings::RecordingsConfig {
+                    dirs,
+                    max_age: Duration::from_secs(
+                        args.recordings_max_age_hours.unwrap_or(48).max(1) * 3600,
+                    ),
+                });
+            }
+        }
+        let reconciles = matches!(c.source, SourceConfig::Ami(_) | SourceConfig::Replay(_));
+        if let (true, Some(cdr_csv)) = (reconciles, &args.cdr_csv_path) {
+            let mut config = crate::pipeline::reconcile::ReconcileConfig::default();
+            if let Some(s) = args.reconcile_wait {
+                config.wait = Duration::from_secs(s);
+            }
+            if let Some(s) = args.reconcile_flag_after {
+                config.flag_after = Duration::from_secs(s);
+            }
+            c.reconcile = Some(ReconcileSource {
+                cdr_csv: cdr_csv.clone(),
+                once: args.once || matches!(c.source, SourceConfig::Replay(_)),
+                config,
+            });
+        }
         Ok(c)
     }
 
@@ -990,6 +1061,8 @@ impl Config {
             source,
             ami: AmiAssemblerConfig::default(),
             dialler_max_item: call_assembler::DEFAULT_MAX_ITEM,
+            reconcile: None,
+            recordings: None,
             redis,
             tls,
             http_cdr,
@@ -1082,6 +1155,27 @@ impl Config {
                 if w.secret.is_some() { "on" } else { "off" },
                 self.retry.max_attempts,
                 self.retry.base.as_secs(),
+            ));
+        }
+        if let Some(r) = &self.reconcile {
+            out.push_str(&format!(
+                "reconcile: AMI with the CDR file {} ({}; rebuild after {} s, flag after {} s)\n",
+                r.cdr_csv.display(),
+                if r.once {
+                    "read to its end"
+                } else {
+                    "followed"
+                },
+                r.config.wait.as_secs(),
+                r.config.flag_after.as_secs(),
+            ));
+        }
+        if let Some(r) = &self.recordings {
+            let dirs: Vec<String> = r.dirs.iter().map(|d| d.display().to_string()).collect();
+            out.push_str(&format!(
+                "recordings: {} (files up to {} h old)\n",
+                dirs.join(", "),
+                r.max_age.as_secs() / 3600
             ));
         }
         if self.kind == RelayKind::Ami {

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod receiver;
+pub mod recordings;
 pub mod redis_source;
 pub mod runtime;
 pub mod sentry;

@@ -30,6 +30,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, text};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -50,6 +51,7 @@ pub struct Metrics {
     open_calls: Gauge,
     source_connected: Gauge,
     connected: AtomicBool,
+    reconcile: Family<[(&'static str, &'static str); 1], Counter>,
     dynamic: Arc<Dynamic>,
 }
 
@@ -211,6 +213,13 @@ impl Metrics {
             "Whether the source is connected (1) or not (0)",
             source_connected.clone(),
         );
+        let reconcile = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "reconcile",
+            "AMI calls compared with Asterisk's CDR, by outcome: matched, disagreement (per \
+             field), reconciled (rebuilt from the CDR), unusable, missing_from_cdr",
+            reconcile.clone(),
+        );
         let dynamic = Arc::new(Dynamic::default());
         registry.register_collector(Box::new(dynamic.clone()));
         Arc::new(Self {
@@ -221,6 +230,7 @@ impl Metrics {
             open_calls,
             source_connected,
             connected: AtomicBool::new(false),
+            reconcile,
             dynamic,
         })
     }
@@ -248,6 +258,11 @@ impl Metrics {
             &self.dynamic.calls_incomplete
         };
         n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one outcome of the comparison of AMI with the CDR (`reconcile_total{outcome}`).
+    pub fn reconciled(&self, outcome: &'static str) {
+        self.reconcile.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     /// Sets the number of calls the assembler holds open.

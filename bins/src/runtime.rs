@@ -19,12 +19,14 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::cel_csv::{CelCsvPipeline, CsvFile};
+use crate::pipeline::cel_csv::{CelCsvInput, CelCsvPipeline, CsvFile};
+use crate::pipeline::reconcile::{AsteriskInput, ReconcilePipeline, Reconciled};
 use crate::pipeline::{
     self, AmiPipeline, CmsPipeline, DiallerPipeline, Event, Pipeline, PipelineCounts, Restored,
     SmdrPipeline,
 };
 use crate::receiver::CdrReceiver;
+use crate::recordings::RecordingIndex;
 use crate::sinks::SinkSpec;
 use crate::source::{self, SourceEvent, TcpOptions};
 
@@ -354,6 +356,47 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             })
             .await
         }
+        RelayKind::Ami if config.reconcile.is_some() => {
+            let Some(rec) = config.reconcile.clone() else {
+                anyhow::bail!("no CDR source to reconcile with");
+            };
+            let source = source_name(ReconcilePipeline::KIND, &config.site);
+            let metrics = Metrics::new(ReconcilePipeline::KIND);
+            let (tx, rx) = mpsc::channel(64);
+            let (ami_tx, ami_rx) = mpsc::channel(64);
+            let feed = match &config.source {
+                SourceConfig::Ami(client) => {
+                    tracing::info!(host = %client.host, port = client.port, "connecting to the Asterisk Manager Interface");
+                    tokio::spawn(source::ami((**client).clone(), ami_tx, shutdown.clone()));
+                    Feed {
+                        progress: Arc::new(AtomicU64::new(0)),
+                        total_bytes: None,
+                    }
+                }
+                _ => start_byte_source(&config, &metrics, ami_tx, &shutdown).await?,
+            };
+            tracing::info!(cdr = %rec.cdr_csv.display(), "reconciling AMI with the CDR file");
+            let (cdr_tx, cdr_rx) = mpsc::channel(64);
+            let (start_tx, start_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(crate::csv_source::follow_files(
+                vec![(CsvFile::Cdr, rec.cdr_csv.clone())],
+                rec.once,
+                start_rx,
+                cdr_tx,
+                shutdown.clone(),
+            ));
+            tokio::spawn(merge_cdr(ami_rx, cdr_rx, tx));
+            let asm_config = config.ami.clone();
+            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
+                let mut positions = crate::csv_source::StartPositions::new();
+                if let Some(pos) = CelCsvPipeline::saved_pos(&source, CsvFile::Cdr, saved) {
+                    positions.insert(CsvFile::Cdr, pos);
+                }
+                let _ = start_tx.send(positions);
+                ReconcilePipeline::restore(&source, asm_config, rec.config, now, now_ms(), saved)
+            })
+            .await
+        }
         RelayKind::Ami => {
             let source = source_name(AmiPipeline::KIND, &config.site);
             let metrics = Metrics::new(AmiPipeline::KIND);
@@ -376,6 +419,53 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             .await
         }
     }
+}
+
+/// Merges AMI's events and the CDR follower's into one stream: the connection state is AMI's
+/// (the follower's is only logged), and the end comes once both sides ended (a replay beside a
+/// CDR file read to its end; a side that stops without an end, at shutdown, ends nothing).
+async fn merge_cdr(
+    mut ami: mpsc::Receiver<SourceEvent<pipeline::AmiInput>>,
+    mut cdr: mpsc::Receiver<SourceEvent<CelCsvInput>>,
+    tx: mpsc::Sender<SourceEvent<AsteriskInput>>,
+) {
+    let (mut ami_done, mut cdr_done) = (false, false);
+    while !(ami_done && cdr_done) {
+        let ev = tokio::select! {
+            ev = ami.recv(), if !ami_done => match ev {
+                None => return,
+                Some(SourceEvent::End) => {
+                    ami_done = true;
+                    continue;
+                }
+                Some(SourceEvent::Data(d)) => SourceEvent::Data(AsteriskInput::Ami(d)),
+                Some(SourceEvent::Acked(d, ack)) => SourceEvent::Acked(AsteriskInput::Ami(d), ack),
+                Some(SourceEvent::Connected(peer)) => SourceEvent::Connected(peer),
+                Some(SourceEvent::Disconnected(why)) => SourceEvent::Disconnected(why),
+            },
+            ev = cdr.recv(), if !cdr_done => match ev {
+                None => return,
+                Some(SourceEvent::End) => {
+                    cdr_done = true;
+                    continue;
+                }
+                Some(SourceEvent::Data(d)) => SourceEvent::Data(AsteriskInput::Cdr(d)),
+                Some(SourceEvent::Acked(d, ack)) => SourceEvent::Acked(AsteriskInput::Cdr(d), ack),
+                Some(SourceEvent::Connected(path)) => {
+                    tracing::info!(%path, "reading the CDR file");
+                    continue;
+                }
+                Some(SourceEvent::Disconnected(why)) => {
+                    tracing::warn!(%why, "CDR file");
+                    continue;
+                }
+            },
+        };
+        if tx.send(ev).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(SourceEvent::End).await;
 }
 
 async fn run_with<P: Pipeline>(
@@ -499,6 +589,10 @@ async fn run_with<P: Pipeline>(
         total_bytes,
     } = feed;
 
+    let recordings = config
+        .recordings
+        .clone()
+        .map(|r| Arc::new(Mutex::new(RecordingIndex::new(r))));
     let reporter = replaying.then(|| Progress::start(progress.clone(), total_bytes));
     let mut shutdown = shutdown;
     let mut ended = false;
@@ -541,7 +635,15 @@ async fn run_with<P: Pipeline>(
                 }
             }
         }
-        commit(&outbox, &mut pipeline, &metrics, &wakes, &mut reported).await?;
+        commit(
+            &outbox,
+            &mut pipeline,
+            &metrics,
+            &wakes,
+            &mut reported,
+            recordings.as_ref(),
+        )
+        .await?;
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
@@ -557,7 +659,15 @@ async fn run_with<P: Pipeline>(
         ended |= handle(&mut pipeline, &metrics, &connected, &mut acks, ev);
     }
     // Whatever was read is committed; for a replay, wait until every call has gone out.
-    commit(&outbox, &mut pipeline, &metrics, &wakes, &mut reported).await?;
+    commit(
+        &outbox,
+        &mut pipeline,
+        &metrics,
+        &wakes,
+        &mut reported,
+        recordings.as_ref(),
+    )
+    .await?;
     for ack in acks.drain(..) {
         let _ = ack.send(());
     }
@@ -632,12 +742,38 @@ fn handle<P: Pipeline>(
     false
 }
 
+fn log_reconciled(r: &Reconciled) {
+    match r {
+        Reconciled::Matched { linkedid } => {
+            tracing::debug!(%linkedid, "AMI call confirmed by the CDR");
+        }
+        Reconciled::Disagreement {
+            linkedid,
+            field,
+            ami,
+            cdr,
+        } => tracing::warn!(%linkedid, field, ami, cdr, "AMI and the CDR disagree"),
+        Reconciled::Rebuilt { linkedid } => tracing::info!(
+            %linkedid,
+            "call missed by AMI rebuilt from the CDR and delivered (reconciled)"
+        ),
+        Reconciled::Unusable { linkedid } => tracing::warn!(
+            %linkedid,
+            "call missed by AMI whose CDR rows make no call: kept as rejects"
+        ),
+        Reconciled::MissingFromCdr { linkedid } => {
+            tracing::warn!(%linkedid, "call assembled from AMI has no row in the CDR");
+        }
+    }
+}
+
 async fn commit<P: Pipeline>(
     outbox: &Arc<Mutex<Outbox>>,
     pipeline: &mut P,
     metrics: &Metrics,
     wakes: &[Arc<Notify>],
     reported: &mut u64,
+    recordings: Option<&Arc<Mutex<RecordingIndex>>>,
 ) -> anyhow::Result<()> {
     for ev in pipeline.take_events() {
         match ev {
@@ -655,11 +791,25 @@ async fn commit<P: Pipeline>(
                 }
             }
             Event::Anomaly(a) => tracing::warn!(source = P::KIND, anomaly = ?a, "anomaly"),
+            Event::Reconciled(r) => {
+                metrics.reconciled(r.label());
+                log_reconciled(&r);
+            }
         }
     }
-    let batch: Batch = pipeline.take_batch();
+    let mut batch: Batch = pipeline.take_batch();
     if batch.is_empty() {
         return Ok(());
+    }
+    if let Some(index) = recordings.filter(|_| !batch.calls.is_empty()) {
+        let index = index.clone();
+        batch = tokio::task::spawn_blocking(move || {
+            if let Ok(mut index) = index.lock() {
+                index.attach(&mut batch.calls);
+            }
+            batch
+        })
+        .await?;
     }
     let calls: Vec<bool> = batch.calls.iter().map(|c| c.complete).collect();
     with_outbox(outbox, move |o| Ok(o.commit(&batch, now_ms())?))

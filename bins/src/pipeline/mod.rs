@@ -15,6 +15,7 @@ pub mod ami;
 pub mod cel_csv;
 pub mod cms;
 pub mod dialler;
+pub mod reconcile;
 pub mod smdr;
 
 pub use ami::{AmiInput, AmiPipeline};
@@ -34,6 +35,8 @@ pub enum Event {
     },
     /// The assembler reported something surprising.
     Anomaly(Anomaly),
+    /// AMI and the CDR were compared for a call (see [`reconcile`]).
+    Reconciled(reconcile::Reconciled),
 }
 
 /// Counters since start.
