@@ -22,6 +22,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
+
+# Servers the tests talk to on loopback: started when installed but not answering. Tests that
+# stop a server start their own instance on a free port instead.
+#   PostgreSQL 127.0.0.1:5432 (trust)  bins/tests/ami_db.rs (CEL_MODE=db)
+#   MariaDB    127.0.0.1:3306 (root)   bins/tests/ami_db.rs (CEL_MODE=db)
+#   Redis      127.0.0.1:6379          bins/tests/list_relay.rs, cdr-sinks' Redis sink tests
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_up() { for _ in $(seq 1 50); do up "$1" && return 0; sleep 0.2; done; echo "test.sh: nothing answers on 127.0.0.1:$1 ($2)" >&2; return 1; }
+if ! up 5432 && ls /etc/postgresql >/dev/null 2>&1; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  wait_up 5432 PostgreSQL
+fi
+if ! up 3306 && command -v mariadbd >/dev/null 2>&1; then
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  wait_up 3306 MariaDB
+fi
+if ! up 6379 && command -v redis-server >/dev/null 2>&1; then
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+  wait_up 6379 Redis
+fi
+
 if [ "${1:-}" = "--deps" ]; then
   exit 0
 fi
