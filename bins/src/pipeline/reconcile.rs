@@ -623,3 +623,133 @@ impl Pipeline for ReconcilePipeline {
         std::mem::take(&mut self.ami.out_mut().batch)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn fixture(capture: &str, file: &str) -> Option<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/asterisk")
+            .join(capture);
+        std::fs::read(dir.join(file)).ok()
+    }
+
+    fn cdr(bytes: Vec<u8>) -> AsteriskInput {
+        AsteriskInput::Cdr(CelCsvInput {
+            file: CsvFile::Cdr,
+            bytes,
+            pos: None,
+        })
+    }
+
+    /// What a commit of `batch` leaves in the journal, on top of `journal`.
+    fn committed(
+        mut journal: Vec<(JournalEntry, i64)>,
+        batch: &cdr_sinks::outbox::Batch,
+        at: i64,
+    ) -> Vec<(JournalEntry, i64)> {
+        journal.extend(batch.journal_add.iter().cloned().map(|e| (e, at)));
+        journal.retain(|(e, _)| {
+            !batch
+                .journal_remove
+                .iter()
+                .any(|(s, k)| *s == e.source && *k == e.call_key)
+        });
+        journal
+    }
+
+    #[test]
+    fn waiting_cdr_rows_and_emitted_ami_calls_survive_a_restart() {
+        let (Some(cdr05), Some(ami01), Some(cdr01)) = (
+            fixture("05_blind_transfer", "cdr.csv"),
+            fixture("01_answered_caller_hangup", "ami.raw"),
+            fixture("01_answered_caller_hangup", "cdr.csv"),
+        ) else {
+            return;
+        };
+        let config = ReconcileConfig::default();
+        let now = Instant::now();
+        let mut p = ReconcilePipeline::new("ami", AmiAssemblerConfig::default(), config);
+        // AMI has call 01 and emits it; the CDR has 05 (a call AMI never saw) so far.
+        p.input(now, AsteriskInput::Ami(AmiInput::Bytes(ami01)));
+        p.handle_timeout(now + Duration::from_secs(30));
+        p.input(now, cdr(cdr05));
+        let batch = p.take_batch();
+        assert_eq!(batch.calls.len(), 1, "AMI's call goes out at once");
+        let ami_call = batch.calls[0].clone();
+        let journal = committed(Vec::new(), &batch, 1_000);
+        assert!(
+            journal
+                .iter()
+                .any(|(e, _)| e.call_key.starts_with(SEEN_PREFIX))
+        );
+        assert!(
+            journal
+                .iter()
+                .any(|(e, _)| e.call_key.starts_with(CDR_PREFIX))
+        );
+
+        // Restart: the CDR rows of 01 come now; 05's wait runs out.
+        let saved = Restored {
+            journal,
+            states: HashMap::new(),
+        };
+        let later = Instant::now();
+        let mut p = ReconcilePipeline::restore(
+            "ami",
+            AmiAssemblerConfig::default(),
+            config,
+            later,
+            1_000,
+            &saved,
+        );
+        p.input(later, cdr(cdr01));
+        p.handle_timeout(later + config.wait);
+        let outcomes = p.take_outcomes();
+        let batch = p.take_batch();
+        assert_eq!(batch.calls.len(), 1, "{outcomes:?}");
+        assert!(batch.calls[0].reconciled);
+        assert_ne!(batch.calls[0].id, ami_call.id);
+        assert!(outcomes.contains(&Reconciled::Matched {
+            linkedid: ami_call.linkedid.to_string()
+        }));
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Reconciled::Rebuilt { .. })),
+            "{outcomes:?}"
+        );
+        assert!(
+            !outcomes
+                .iter()
+                .any(|o| matches!(o, Reconciled::MissingFromCdr { .. }))
+        );
+        // Everything decided: nothing of it is left in the journal.
+        let journal = committed(saved.journal, &batch, 2_000);
+        assert!(journal.is_empty(), "{journal:?}");
+    }
+
+    #[test]
+    fn an_ami_call_without_cdr_rows_is_flagged_after_the_wait() {
+        let Some(ami01) = fixture("01_answered_caller_hangup", "ami.raw") else {
+            return;
+        };
+        let config = ReconcileConfig::default();
+        let now = Instant::now();
+        let mut p = ReconcilePipeline::new("ami", AmiAssemblerConfig::default(), config);
+        p.input(now, AsteriskInput::Ami(AmiInput::Bytes(ami01)));
+        p.handle_timeout(now + Duration::from_secs(30));
+        assert_eq!(p.take_batch().calls.len(), 1);
+        p.handle_timeout(now + Duration::from_secs(31));
+        assert!(p.take_outcomes().is_empty());
+        let due = p.poll_timeout().unwrap();
+        p.handle_timeout(due);
+        let outcomes = p.take_outcomes();
+        assert!(
+            matches!(outcomes.as_slice(), [Reconciled::MissingFromCdr { .. }]),
+            "{outcomes:?}"
+        );
+    }
+}
