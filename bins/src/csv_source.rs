@@ -338,7 +338,10 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].0, first.as_bytes());
         assert_eq!(chunks[0].1.offset, first.len() as u64);
-        let mut w = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         w.write_all(b"\",\"x\"\n").unwrap();
         let (chunks, _) = f.poll();
         assert_eq!(chunks.len(), 1);
