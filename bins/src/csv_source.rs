@@ -260,6 +260,7 @@ pub async fn follow(
                     file: slot.file,
                     bytes,
                     pos: Some(pos),
+                    state: None,
                 };
                 if tx.send(SourceEvent::Data(input)).await.is_err() {
                     return;
