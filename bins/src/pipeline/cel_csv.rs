@@ -18,7 +18,7 @@
 //!   it is saved as a state ([`CelCsvPipeline::state_name`]) in the same batch as the calls and
 //!   journal entries those lines produced, so the outbox commit that makes them durable also
 //!   moves the offset. The follower ([`crate::csv_source`]) starts from the saved position.
-//! * The database source (`db_source`, `CEL_MODE=db`) hands over the same lines, made
+//! * The database source ([`crate::db_source`], `CEL_MODE=db`) hands over the same lines, made
 //!   from the rows of Asterisk's `cel` and `cdr` tables, with its watermark as a general state
 //!   ([`CelCsvInput::state`], saved under [`CelCsvPipeline::db_state_name`]) in place of a file
 //!   position: committed in the same batch as the calls its rows produced.
@@ -73,7 +73,7 @@ pub struct CelCsvInput {
     /// The file position after `bytes`, saved with the batch (`None` for a replay).
     pub pos: Option<FilePos>,
     /// Any other progress to save with the batch that holds `bytes`, as (state name, value):
-    /// the database source's watermark (`db_source`) under
+    /// the database source's watermark ([`crate::db_source`]) under
     /// [`CelCsvPipeline::db_state_name`]. `bytes` may be empty, to save the state alone.
     pub state: Option<(String, Vec<u8>)>,
 }
