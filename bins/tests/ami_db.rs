@@ -314,6 +314,13 @@ struct TestDb {
 
 impl TestDb {
     fn create(server: &Server, tag: &str) -> Self {
+        let db = Self::create_empty(server, tag);
+        db.exec(&db.schema());
+        db
+    }
+
+    /// A database of its own without tables.
+    fn create_empty(server: &Server, tag: &str) -> Self {
         let name = format!(
             "cdrrelay_{tag}_{}_{}",
             std::process::id(),
@@ -327,11 +334,6 @@ impl TestDb {
             let mut admin = Db::must_connect(server, None).await;
             admin.exec(&format!("CREATE DATABASE {}", db.name)).await;
             admin.close().await;
-            let mut c = Db::must_connect(server, Some(&db.name)).await;
-            for sql in db.schema() {
-                c.exec(&sql).await;
-            }
-            c.close().await;
         });
         db
     }
@@ -912,6 +914,106 @@ fn backfill_from_ships_only_the_calls_from_that_time() {
         let got = run_once(&as_refs(&envs), &dir, &format!("{}.backfill", db.name));
         assert_same_call_set(&got, &want, &format!("{server:?} from {from}"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4b. Tables without ids, and missing tables
+
+/// The number of records the relay said it read when it stopped.
+fn records_read(log: &str) -> u64 {
+    let at = log.rfind("records=").expect("the relay's last words");
+    log[at + "records=".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_cel_table_without_ids_is_read_by_time_and_a_row_committed_late_ships_once() {
+    for server in [SHARED_PG, SHARED_MY] {
+        let dir = common::tempdir(&format!("ami-db-noid-{:?}", server.kind));
+        let db = TestDb::create(&server, "noid");
+        db.exec(&["ALTER TABLE cel DROP COLUMN id".into()]);
+        let cap = capture("05_blind_transfer");
+        let want = csv_once(&[&cap], &dir, "want");
+        let cel = csv_rows(&cap.join("cel.csv"));
+        let cdr = csv_rows(&cap.join("cdr.csv"));
+        // Held back: the rows from the last HANGUP on (so that the call stays open), and the
+        // ANSWER of that last channel, from the middle of the call.
+        let tail = cel.iter().rposition(|r| r[0] == "HANGUP").unwrap();
+        let late = cel
+            .iter()
+            .position(|r| r[0] == "ANSWER" && r[14] == cel[tail][14])
+            .unwrap();
+        assert!(late + 5 < tail);
+        let early: Vec<Vec<String>> = cel[..tail]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != late)
+            .map(|(_, r)| r.clone())
+            .collect();
+        block_on(async {
+            let mut c = db.conn().await;
+            db.insert_cdr(&mut c, &cdr).await;
+            db.insert_cel(&mut c, &early, None).await;
+            c.close().await;
+        });
+        let out = dir.join("out.jsonl");
+        let relay = follow(&db, &dir, &out, &[]);
+        wait_log(&relay, "by=\"time\"");
+        std::thread::sleep(Duration::from_secs(2));
+        // Committed late, with a time before the newest row read: inside the lookback window.
+        block_on(async {
+            let mut c = db.conn().await;
+            db.insert_cel(&mut c, &cel[late..=late], None).await;
+            c.close().await;
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        block_on(async {
+            let mut c = db.conn().await;
+            db.insert_cel(&mut c, &cel[tail..], None).await;
+            c.close().await;
+        });
+        let got = wait_calls(&out, want.len(), &relay);
+        assert_same_calls(&got, &want, &format!("{server:?}: {}", relay.log()));
+        let stderr = relay.stderr.clone();
+        assert!(relay.terminate().success());
+        std::thread::sleep(Duration::from_millis(300));
+        let log = stderr.lock().unwrap().join("\n");
+        // Every row once: re-reading the window every poll skipped the rows already shipped.
+        assert_eq!(
+            records_read(&log),
+            (cel.len() + cdr.len()) as u64,
+            "{server:?}: {log}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_cel_table_is_an_error_retried_and_a_missing_cdr_table_is_tolerated() {
+    let dir = common::tempdir("ami-db-missing");
+    let db = TestDb::create_empty(&SHARED_PG, "missing");
+    let cap = capture("01_answered_caller_hangup");
+    let out = dir.join("out.jsonl");
+    let relay = follow(&db, &dir, &out, &[]);
+    wait_log(&relay, "the CEL table cel cannot be read");
+    // The CEL table only (no CDR table), with a call in it.
+    db.exec(&db.schema()[..1]);
+    block_on(async {
+        let mut c = db.conn().await;
+        db.insert_cel(&mut c, &csv_rows(&cap.join("cel.csv")), None)
+            .await;
+        c.close().await;
+    });
+    let got = calls(&wait_calls(&out, 1, &relay));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].complete && got[0].cdr.is_empty());
+    let log = relay.log();
+    assert!(log.contains("no usable CDR table"), "{log}");
+    assert!(log.contains("ERROR"), "{log}");
+    assert!(relay.terminate().success());
 }
 
 // ---------------------------------------------------------------------------------------------
