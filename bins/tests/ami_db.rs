@@ -11,8 +11,13 @@
 //! * a user with SELECT on the two tables only is enough;
 //! * `DB_FRESH_START` ships none of the rows already there (also after a restart before any new
 //!   row), `DB_BACKFILL_FROM` only the calls from that time;
+//! * a CEL table without ids is read by time, and a row committed late with an earlier time
+//!   ships once; a missing CEL table is an error that is retried, a missing CDR table is
+//!   tolerated;
 //! * a server stopped mid-stream and started again: the relay waits and goes on, every call
 //!   once;
+//! * TLS: verified against DB_CA_FILE, or required; an unknown CA, or no TLS where the server
+//!   demands it, is logged and retried;
 //! * a gap in the ids is waited for (a row committed later with a lower id is shipped), and a
 //!   gap that never fills is passed after the wait.
 #![allow(
@@ -190,18 +195,22 @@ struct Server {
     kind: Kind,
     port: u16,
     user: &'static str,
+    /// Connections must use TLS.
+    tls: bool,
 }
 
 const SHARED_PG: Server = Server {
     kind: Kind::Pg,
     port: 5432,
     user: "postgres",
+    tls: false,
 };
 
 const SHARED_MY: Server = Server {
     kind: Kind::My,
     port: 3306,
     user: "root",
+    tls: false,
 };
 
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -227,7 +236,11 @@ impl Db {
                     .port(server.port)
                     .username(server.user)
                     .database(database.unwrap_or("postgres"))
-                    .ssl_mode(sqlx::postgres::PgSslMode::Disable);
+                    .ssl_mode(if server.tls {
+                        sqlx::postgres::PgSslMode::Require
+                    } else {
+                        sqlx::postgres::PgSslMode::Disable
+                    });
                 Ok(Self::Pg(sqlx::PgConnection::connect_with(&o).await?))
             }
             Kind::My => {
@@ -1047,10 +1060,43 @@ struct OwnPostgres {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
+    tls: bool,
 }
 
 impl OwnPostgres {
     fn start(tag: &str) -> Self {
+        let pg = Self::init(tag);
+        pg.up();
+        pg
+    }
+
+    /// A server that takes TLS connections only, with this certificate and key (PEM).
+    fn start_tls(tag: &str, cert: &str, key: &str) -> Self {
+        let mut pg = Self::init(tag);
+        let data = pg.data();
+        std::fs::write(data.join("server.crt"), cert).unwrap();
+        std::fs::write(data.join("server.key"), key).unwrap();
+        run(Command::new("chown").args([
+            "postgres:",
+            data.join("server.crt").to_str().unwrap(),
+            data.join("server.key").to_str().unwrap(),
+        ]));
+        run(Command::new("chmod").args(["600", data.join("server.key").to_str().unwrap()]));
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        pg.tls = true;
+        pg.up();
+        pg
+    }
+
+    /// initdb, not started.
+    fn init(tag: &str) -> Self {
         let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL's programs in /usr/lib/postgresql/*/bin")
             .map(|e| e.unwrap().path().join("bin"))
@@ -1064,6 +1110,7 @@ impl OwnPostgres {
             dir,
             bin,
             port: free_port(),
+            tls: false,
         };
         pg.as_postgres(
             "initdb",
@@ -1077,7 +1124,6 @@ impl OwnPostgres {
                 "--no-sync",
             ],
         );
-        pg.up();
         pg
     }
 
@@ -1134,6 +1180,7 @@ impl OwnPostgres {
             kind: Kind::Pg,
             port: self.port,
             user: "postgres",
+            tls: self.tls,
         }
     }
 }
@@ -1230,6 +1277,7 @@ impl OwnMariadb {
             kind: Kind::My,
             port: self.port,
             user: "root",
+            tls: false,
         }
     }
 }
@@ -1304,6 +1352,105 @@ fn a_mariadb_server_that_goes_away_mid_stream_and_comes_back() {
         &mut || m.borrow_mut().up(),
         "mydown",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5b. TLS
+
+#[test]
+fn tls_to_postgresql_verified_with_the_ca_file_or_required_and_a_bad_certificate_is_retried() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = common::tempdir("ami-db-tls");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let pg = OwnPostgres::start_tls("tls", &cert.pem(), &key.serialize_pem());
+    let db = TestDb::create(&pg.server(), "tls");
+    let cap = capture("11_sip_answered_caller_hangup");
+    db.load(&[&cap]);
+    let want = csv_once(&[&cap], &dir, "want");
+    let with = |extra: &[(&str, &str)]| {
+        let mut envs = db.env();
+        envs.retain(|(k, _)| k != "DB_TLS");
+        envs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        envs
+    };
+    // Verified against DB_CA_FILE; required without a check.
+    let verified = with(&[
+        ("DB_TLS", "verify"),
+        ("DB_CA_FILE", ca_file.to_str().unwrap()),
+    ]);
+    assert_same_calls(
+        &run_once(&as_refs(&verified), &dir, "verify"),
+        &want,
+        "verify",
+    );
+    let required = with(&[("DB_TLS", "require")]);
+    assert_same_calls(
+        &run_once(&as_refs(&required), &dir, "require"),
+        &want,
+        "require",
+    );
+    // Without the CA the certificate is refused; without TLS the server refuses: logged and
+    // retried, the relay stays up.
+    for (tag, extra) in [
+        ("unknown-ca", ("DB_TLS", "verify")),
+        ("plain", ("DB_TLS", "disable")),
+    ] {
+        let out = dir.join(format!("{tag}.jsonl"));
+        let sub = dir.join(tag);
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut relay = {
+            let sink = format!("jsonl:{}", out.display());
+            let state = sub.join("relay.db");
+            let envs = with(&[extra]);
+            Relay::start_bin(
+                BIN,
+                &[
+                    "--http",
+                    "off",
+                    "--db",
+                    state.to_str().unwrap(),
+                    "--sink",
+                    &sink,
+                ],
+                &as_refs(&envs),
+                false,
+                false,
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while relay.log().matches("database unavailable").count() < 2 {
+            assert!(Instant::now() < deadline, "{tag}: {}", relay.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            relay.child.try_wait().unwrap().is_none(),
+            "{tag}: {}",
+            relay.log()
+        );
+        assert!(read_jsonl(&out).is_empty(), "{tag}");
+        let log = relay.log();
+        match tag {
+            "unknown-ca" => assert!(log.to_ascii_lowercase().contains("certificate"), "{log}"),
+            _ => assert!(
+                log.contains("no encryption") || log.contains("pg_hba"),
+                "{log}"
+            ),
+        }
+        assert!(relay.terminate().success());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
