@@ -26,9 +26,11 @@
 //!   out of order (concurrent transactions commit in another order than they took their ids),
 //!   so when the rows read skip ids after the watermark, reading stops before the gap; the gap
 //!   is passed only once it has stayed for [`GAP_WAIT`] (measured from when the row after it
-//!   was first seen; a rolled-back insert leaves a gap that never fills). With
+//!   was first seen; a rolled-back insert leaves a gap that never fills, and so does a
+//!   PostgreSQL server that crashed: its sequences skip up to 32 values). With
 //!   `auto_increment_increment` above 1 every row follows a gap, so rows then arrive
-//!   [`GAP_WAIT`] late.
+//!   [`GAP_WAIT`] late. Reading from the beginning starts before the smallest id there (a table
+//!   empty at the start whose first id is not 1 costs one wait).
 //! * **Watermark by time.** A table without one (Asterisk's `cdr` usually) is read in the order
 //!   of its time column (`end`, else `calldate`, else `start` for cdr; `eventtime` for cel) plus
 //!   `uniqueid` and `sequence` when present. Every read begins `DB_LOOKBACK_SECS` (60) before
@@ -273,7 +275,10 @@ impl Column {
     }
 
     fn is_integer(&self) -> bool {
-        self.data_type.contains("int") || self.data_type.contains("serial")
+        matches!(
+            self.data_type.as_str(),
+            "smallint" | "integer" | "bigint" | "int" | "tinyint" | "mediumint"
+        ) || self.data_type.contains("serial")
     }
 }
 
