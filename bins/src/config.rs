@@ -283,9 +283,10 @@ pub struct AmiArgs {
     #[arg(long, env = "AMI_UTC_OFFSET", value_name = "+HH:MM")]
     pub utc_offset: Option<String>,
 
-    /// Where CEL comes from: `ami` (the Manager Interface) or `csv` (follow the cel_custom and
-    /// cdr_csv files; AMI_HOST is then not needed) [default: ami]. `db` is not supported yet.
-    #[arg(long, env = "CEL_MODE", value_name = "ami|csv")]
+    /// Where CEL comes from: `ami` (the Manager Interface), `csv` (follow the cel_custom and
+    /// cdr_csv files) or `db` (read Asterisk's `cel` and `cdr` tables in PostgreSQL or
+    /// MySQL/MariaDB, see the DB_* settings); AMI_HOST is needed only for `ami` [default: ami].
+    #[arg(long, env = "CEL_MODE", value_name = "ami|csv|db")]
     pub cel_mode: Option<String>,
 
     /// CEL_MODE=csv: the cel_custom file to follow
@@ -301,7 +302,8 @@ pub struct AmiArgs {
     pub cdr_csv_path: Option<PathBuf>,
 
     /// CEL_MODE=csv: read the files to their current end, deliver every call, and exit (a
-    /// backfill) instead of following them.
+    /// backfill) instead of following them. CEL_MODE=db: the same with both tables, read up to
+    /// the rows they held at the start.
     #[arg(long)]
     pub once: bool,
 
@@ -326,6 +328,73 @@ pub struct AmiArgs {
     /// for its CDR rows before it is flagged as missing from the CDR [default: 600].
     #[arg(long, env = "RECONCILE_FLAG_AFTER", value_name = "SECS")]
     pub reconcile_flag_after: Option<u64>,
+
+    /// CEL_MODE=db: `postgresql` (or `postgres`) or `mysql` (or `mariadb`).
+    #[arg(long, env = "DB_TYPE", value_name = "postgresql|mysql")]
+    pub db_type: Option<String>,
+
+    /// CEL_MODE=db: the database server's host name or address [default: 127.0.0.1].
+    #[arg(long, env = "DB_HOST")]
+    pub db_host: Option<String>,
+
+    /// CEL_MODE=db: its port [default: 5432 for PostgreSQL, 3306 for MySQL].
+    #[arg(long, env = "DB_PORT")]
+    pub db_port: Option<u16>,
+
+    /// CEL_MODE=db: the database holding Asterisk's tables [default: asterisk].
+    #[arg(long, env = "DB_NAME")]
+    pub db_name: Option<String>,
+
+    /// CEL_MODE=db: the user (SELECT on the two tables is enough).
+    #[arg(long, env = "DB_USER")]
+    pub db_user: Option<String>,
+
+    /// CEL_MODE=db: its password.
+    #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<String>,
+
+    /// CEL_MODE=db: the CDR table, whose rows are attached to their calls; set it empty for
+    /// none [default: cdr].
+    #[arg(long, env = "DB_TABLE_CDR", value_name = "TABLE")]
+    pub db_table_cdr: Option<String>,
+
+    /// CEL_MODE=db: the CEL table [default: cel].
+    #[arg(long, env = "DB_TABLE_CEL", value_name = "TABLE")]
+    pub db_table_cel: Option<String>,
+
+    /// CEL_MODE=db: TLS to the database: `disable`, `prefer` (TLS when the server offers it),
+    /// `require` (TLS, certificate not checked) or `verify` (TLS with the certificate and host
+    /// name checked against the web's roots or DB_CA_FILE) [default: prefer].
+    #[arg(long, env = "DB_TLS", value_name = "disable|prefer|require|verify")]
+    pub db_tls: Option<String>,
+
+    /// CEL_MODE=db: extra trusted CA certificates (PEM) for DB_TLS.
+    #[arg(long, env = "DB_CA_FILE", value_name = "FILE")]
+    pub db_ca_file: Option<PathBuf>,
+
+    /// CEL_MODE=db: milliseconds between looks at the tables [default: 1000].
+    #[arg(long, env = "DB_POLL_MS", value_name = "MS")]
+    pub db_poll_ms: Option<u64>,
+
+    /// CEL_MODE=db: rows read per query [default: 1000].
+    #[arg(long, env = "DB_BATCH", value_name = "ROWS")]
+    pub db_batch: Option<usize>,
+
+    /// CEL_MODE=db: with no saved watermark, begin at the tables' current end (ship no
+    /// history) [default: false: begin at their first row].
+    #[arg(long, env = "DB_FRESH_START", value_name = "BOOL")]
+    pub db_fresh_start: Option<String>,
+
+    /// CEL_MODE=db: with no saved watermark, begin at the rows from this time (the tables' own
+    /// time, as Asterisk wrote it: PBX local time unless `usegmtime`).
+    #[arg(long, env = "DB_BACKFILL_FROM", value_name = "YYYY-MM-DD HH:MM:SS")]
+    pub db_backfill_from: Option<String>,
+
+    /// CEL_MODE=db: for a table without an `id` column, how many seconds before the newest row
+    /// read are read again, so that a row committed late with an earlier time is still
+    /// shipped (once) [default: 60].
+    #[arg(long, env = "DB_LOOKBACK_SECS", value_name = "SECONDS")]
+    pub db_lookback_secs: Option<u64>,
 }
 
 /// The default `CEL_CSV_PATH`: where Asterisk's cel_custom writes with its sample mapping.
@@ -451,6 +520,21 @@ struct FileConfig {
     internal_number_max_len: Option<usize>,
     utc_offset: Option<String>,
     tenant_rules: Option<Vec<TenantRule>>,
+    db_type: Option<String>,
+    db_host: Option<String>,
+    db_port: Option<u16>,
+    db_name: Option<String>,
+    db_user: Option<String>,
+    db_password: Option<String>,
+    db_table_cdr: Option<String>,
+    db_table_cel: Option<String>,
+    db_tls: Option<String>,
+    db_ca_file: Option<PathBuf>,
+    db_poll_ms: Option<u64>,
+    db_batch: Option<usize>,
+    db_fresh_start: Option<bool>,
+    db_backfill_from: Option<String>,
+    db_lookback_secs: Option<u64>,
     redis_url: Option<String>,
     redis_list_key: Option<String>,
     redis_push: Option<String>,
@@ -491,6 +575,131 @@ pub enum SourceConfig {
     Posts(crate::receiver::ReceiverConfig),
     /// Asterisk's CEL and CDR CSV files, followed (`CEL_MODE=csv`).
     CelCsv(CelCsvSource),
+    /// Asterisk's `cel` and `cdr` tables in PostgreSQL or MySQL/MariaDB (`CEL_MODE=db`).
+    CelDb(CelDbSource),
+}
+
+/// Which database server holds Asterisk's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// PostgreSQL (`DB_TYPE=postgresql` or `postgres`; Asterisk's cel_pgsql, cdr_pgsql, or the
+    /// ODBC backends over PostgreSQL).
+    Postgres,
+    /// MySQL or MariaDB (`DB_TYPE=mysql` or `mariadb`; cdr_mysql, or ODBC over MySQL).
+    MySql,
+}
+
+impl DbKind {
+    /// The server's usual port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Postgres => 5432,
+            Self::MySql => 3306,
+        }
+    }
+}
+
+/// TLS to the database (`DB_TLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DbTls {
+    /// Never.
+    Disable,
+    /// When the server offers it.
+    #[default]
+    Prefer,
+    /// Always, without checking the certificate.
+    Require,
+    /// Always, with the certificate and the host name checked.
+    Verify,
+}
+
+/// Where the database source begins when no watermark was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DbStart {
+    /// At the tables' first rows: all history.
+    #[default]
+    Beginning,
+    /// At their current end: no history (`DB_FRESH_START`).
+    Fresh,
+    /// At the rows from this time on (`DB_BACKFILL_FROM`).
+    From(chrono::NaiveDateTime),
+}
+
+/// Where `ami-relay` reads with `CEL_MODE=db`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CelDbSource {
+    /// PostgreSQL or MySQL.
+    pub kind: DbKind,
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User (the client library's own default, from the environment, when `None`).
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// The CEL table (`schema.table` allowed).
+    pub cel_table: String,
+    /// The CDR table, if any.
+    pub cdr_table: Option<String>,
+    /// TLS mode.
+    pub tls: DbTls,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Time between looks at the tables when they had nothing new.
+    pub poll: Duration,
+    /// Rows per query.
+    pub batch: usize,
+    /// Where to begin without a saved watermark.
+    pub start: DbStart,
+    /// For tables without an `id` column: how far before the newest row read the next read
+    /// begins.
+    pub lookback: Duration,
+    /// Read up to the rows there at the start, then stop (`--once`).
+    pub once: bool,
+}
+
+impl std::fmt::Debug for CelDbSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CelDbSource")
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("cel_table", &self.cel_table)
+            .field("cdr_table", &self.cdr_table)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("poll", &self.poll)
+            .field("batch", &self.batch)
+            .field("start", &self.start)
+            .field("lookback", &self.lookback)
+            .field("once", &self.once)
+            .finish()
+    }
+}
+
+impl CelDbSource {
+    /// Where it reads, for logs: `postgresql://user@host:port/database` (no password).
+    pub fn describe(&self) -> String {
+        let scheme = match self.kind {
+            DbKind::Postgres => "postgresql",
+            DbKind::MySql => "mysql",
+        };
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        format!(
+            "{scheme}://{user}{}:{}/{}",
+            self.host, self.port, self.database
+        )
+    }
 }
 
 /// Where `ami-relay` reads with `CEL_MODE=csv`.
@@ -543,6 +752,8 @@ impl PartialEq for SourceConfig {
             (Self::Replay(a), Self::Replay(b)) => a == b,
             (Self::RedisList(a), Self::RedisList(b)) => a == b,
             (Self::Posts(a), Self::Posts(b)) => a == b,
+            (Self::CelCsv(a), Self::CelCsv(b)) => a == b,
+            (Self::CelDb(a), Self::CelDb(b)) => a == b,
             (Self::Ami(a), Self::Ami(b)) => {
                 (&a.host, a.port, &a.username) == (&b.host, b.port, &b.username)
             }
@@ -675,12 +886,10 @@ impl Config {
                 once: args.once,
             })
         } else if cel_mode == "db" {
-            return Err(ConfigError(
-                "CEL_MODE=db is not supported yet: use CEL_MODE=ami or CEL_MODE=csv".into(),
-            ));
+            SourceConfig::CelDb(resolve_db(args, &file)?)
         } else if cel_mode != "ami" {
             return Err(ConfigError(format!(
-                "CEL_MODE {cel_mode:?}: expected ami or csv"
+                "CEL_MODE {cel_mode:?}: expected ami, csv or db"
             )));
         } else {
             let host = pick(&args.ami_host, &file.ami_host).ok_or_else(|| {
@@ -1104,6 +1313,22 @@ impl Config {
                 c.cel.display(),
                 c.cdr.display()
             ),
+            SourceConfig::CelDb(d) => format!(
+                "{} the CEL table {} and {} at {}{}",
+                if d.once { "read" } else { "follow" },
+                d.cel_table,
+                d.cdr_table.as_deref().map_or_else(
+                    || "no CDR table".to_owned(),
+                    |t| format!("the CDR table {t}")
+                ),
+                d.describe(),
+                match d.start {
+                    DbStart::Beginning => String::new(),
+                    DbStart::Fresh => " (without a saved watermark: from the current end)".into(),
+                    DbStart::From(t) =>
+                        format!(" (without a saved watermark: from the rows of {t})"),
+                }
+            ),
             SourceConfig::Posts(r) => format!(
                 "receive CMS CDR posts on {}{}{}",
                 self.http.as_deref().unwrap_or("(web server off)"),
@@ -1240,6 +1465,122 @@ fn check_redis_url(name: &str, url: &str, ca_file: Option<&Path>) -> Result<(), 
         .map_err(|e| ConfigError(format!("{name}: {e}")))
 }
 
+/// `CEL_MODE=db`'s settings.
+fn resolve_db(args: &AmiArgs, file: &FileConfig) -> Result<CelDbSource, ConfigError> {
+    let kind = match pick(&args.db_type, &file.db_type)
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("postgresql" | "postgres" | "pgsql" | "pg") => DbKind::Postgres,
+        Some("mysql" | "mariadb") => DbKind::MySql,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "DB_TYPE {other:?}: expected postgresql or mysql"
+            )));
+        }
+        None => {
+            return Err(ConfigError(
+                "CEL_MODE=db needs DB_TYPE (postgresql or mysql)".into(),
+            ));
+        }
+    };
+    let tls = match pick(&args.db_tls, &file.db_tls)
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("prefer" | "preferred") => DbTls::Prefer,
+        Some("disable" | "disabled" | "off" | "false") => DbTls::Disable,
+        Some("require" | "required") => DbTls::Require,
+        Some("verify" | "verify-full" | "verify_identity") => DbTls::Verify,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "DB_TLS {other:?}: expected disable, prefer, require or verify"
+            )));
+        }
+    };
+    let fresh = match args.db_fresh_start.as_deref().map(str::trim) {
+        Some(v) => parse_bool("DB_FRESH_START", v)?,
+        None => file.db_fresh_start.unwrap_or(false),
+    };
+    let from = match pick(&args.db_backfill_from, &file.db_backfill_from) {
+        Some(t) => Some(parse_db_time(&t).ok_or_else(|| {
+            ConfigError(format!(
+                "DB_BACKFILL_FROM {t:?}: expected YYYY-MM-DD HH:MM:SS (or YYYY-MM-DD)"
+            ))
+        })?),
+        None => None,
+    };
+    let start = match (fresh, from) {
+        (true, Some(_)) => {
+            return Err(ConfigError(
+                "set DB_FRESH_START or DB_BACKFILL_FROM, not both".into(),
+            ));
+        }
+        (true, None) => DbStart::Fresh,
+        (false, Some(t)) => DbStart::From(t),
+        (false, None) => DbStart::Beginning,
+    };
+    // An empty DB_TABLE_CDR means no CDR table; clap drops empty values, so the variable is
+    // looked at too.
+    let cdr_table = match (&args.db_table_cdr, &file.db_table_cdr) {
+        (Some(t), _) => Some(t.clone()),
+        (None, _) if std::env::var_os("DB_TABLE_CDR").is_some_and(|v| v.is_empty()) => {
+            Some(String::new())
+        }
+        (None, f) => f.clone(),
+    }
+    .map_or_else(|| Some("cdr".to_owned()), |t| Some(t.trim().to_owned()))
+    .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("none"));
+    let cel_table = pick(&args.db_table_cel, &file.db_table_cel)
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_else(|| "cel".into());
+    Ok(CelDbSource {
+        kind,
+        host: pick(&args.db_host, &file.db_host).unwrap_or_else(|| "127.0.0.1".into()),
+        port: args
+            .db_port
+            .or(file.db_port)
+            .unwrap_or_else(|| kind.default_port()),
+        database: pick(&args.db_name, &file.db_name).unwrap_or_else(|| "asterisk".into()),
+        user: pick(&args.db_user, &file.db_user),
+        password: args
+            .db_password
+            .clone()
+            .or_else(|| file.db_password.clone()),
+        cel_table,
+        cdr_table,
+        tls,
+        ca_file: args.db_ca_file.clone().or_else(|| file.db_ca_file.clone()),
+        poll: Duration::from_millis(args.db_poll_ms.or(file.db_poll_ms).unwrap_or(1000).max(10)),
+        batch: args
+            .db_batch
+            .or(file.db_batch)
+            .unwrap_or(1000)
+            .clamp(1, 100_000),
+        start,
+        lookback: Duration::from_secs(
+            args.db_lookback_secs
+                .or(file.db_lookback_secs)
+                .unwrap_or(60),
+        ),
+        once: args.once,
+    })
+}
+
+/// A time as `DB_BACKFILL_FROM` takes it: `YYYY-MM-DD HH:MM:SS[.ffffff]`, `YYYY-MM-DDTHH:MM:SS`
+/// or `YYYY-MM-DD` (midnight).
+pub fn parse_db_time(text: &str) -> Option<chrono::NaiveDateTime> {
+    let t = text.trim();
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f"))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+}
+
 fn pick(a: &Option<String>, f: &Option<String>) -> Option<String> {
     a.clone().or_else(|| f.clone()).filter(|s| !s.is_empty())
 }
@@ -1334,5 +1675,116 @@ mod tests {
         assert!(e.0.contains("SMDR_WEBHOOK_URL"), "{e}");
         let e = Config::resolve(&args(&["--webhook-url", "ftp://x"])).unwrap_err();
         assert!(e.0.contains("http"), "{e}");
+    }
+
+    fn ami(v: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["ami-relay"];
+        all.extend_from_slice(v);
+        Config::resolve_ami(&AmiArgs::try_parse_from(all).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn cel_mode_db_reads_the_db_settings() {
+        let c = ami(&[
+            "--cel-mode",
+            "db",
+            "--db-type",
+            "mariadb",
+            "--db-user",
+            "reader",
+        ])
+        .unwrap();
+        let SourceConfig::CelDb(d) = &c.source else {
+            panic!("{:?}", c.source);
+        };
+        assert_eq!(d.kind, DbKind::MySql);
+        assert_eq!((d.host.as_str(), d.port), ("127.0.0.1", 3306));
+        assert_eq!(d.database, "asterisk");
+        assert_eq!(
+            (d.cel_table.as_str(), d.cdr_table.as_deref()),
+            ("cel", Some("cdr"))
+        );
+        assert_eq!(d.tls, DbTls::Prefer);
+        assert_eq!(d.poll, Duration::from_millis(1000));
+        assert_eq!(d.batch, 1000);
+        assert_eq!(d.lookback, Duration::from_secs(60));
+        assert_eq!(d.start, DbStart::Beginning);
+        assert!(
+            c.describe()
+                .contains("mysql://reader@127.0.0.1:3306/asterisk")
+        );
+        let c = ami(&[
+            "--cel-mode",
+            "db",
+            "--db-type",
+            "postgres",
+            "--db-table-cdr",
+            "",
+            "--db-password",
+            "s3cret",
+            "--db-tls",
+            "verify",
+            "--db-backfill-from",
+            "2026-11-22 13:54:08",
+            "--once",
+        ])
+        .unwrap();
+        let SourceConfig::CelDb(d) = &c.source else {
+            panic!("{:?}", c.source);
+        };
+        assert_eq!(
+            (d.kind, d.port, d.tls),
+            (DbKind::Postgres, 5432, DbTls::Verify)
+        );
+        assert_eq!(d.cdr_table, None, "an empty DB_TABLE_CDR: no CDR table");
+        assert_eq!(
+            d.start,
+            DbStart::From(parse_db_time("2026-11-22 13:54:08").unwrap())
+        );
+        assert!(d.once);
+        assert!(!format!("{d:?}").contains("s3cret"));
+        assert!(!c.describe().contains("s3cret"));
+        for (args, says) in [
+            (vec!["--cel-mode", "db"], "needs DB_TYPE"),
+            (vec!["--cel-mode", "db", "--db-type", "oracle"], "DB_TYPE"),
+            (
+                vec![
+                    "--cel-mode",
+                    "db",
+                    "--db-type",
+                    "mysql",
+                    "--db-tls",
+                    "maybe",
+                ],
+                "DB_TLS",
+            ),
+            (
+                vec![
+                    "--cel-mode",
+                    "db",
+                    "--db-type",
+                    "mysql",
+                    "--db-backfill-from",
+                    "yesterday",
+                ],
+                "DB_BACKFILL_FROM",
+            ),
+            (
+                vec![
+                    "--cel-mode",
+                    "db",
+                    "--db-type",
+                    "mysql",
+                    "--db-backfill-from",
+                    "2026-01-01",
+                    "--db-fresh-start",
+                    "true",
+                ],
+                "not both",
+            ),
+        ] {
+            let e = ami(&args).unwrap_err();
+            assert!(e.0.contains(says), "{args:?}: {e}");
+        }
     }
 }

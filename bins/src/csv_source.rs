@@ -292,6 +292,7 @@ pub async fn follow_files(
                     file: slot.file,
                     bytes,
                     pos: Some(pos),
+                    state: None,
                 };
                 if tx.send(SourceEvent::Data(input)).await.is_err() {
                     return;

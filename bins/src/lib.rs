@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod csv_source;
+pub mod db_source;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -228,7 +228,8 @@ async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
         SourceConfig::Ami(_)
         | SourceConfig::RedisList(_)
         | SourceConfig::Posts(_)
-        | SourceConfig::CelCsv(_) => {
+        | SourceConfig::CelCsv(_)
+        | SourceConfig::CelDb(_) => {
             anyhow::bail!("this source does not read raw bytes")
         }
     }
@@ -394,6 +395,49 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 }
                 let _ = start_tx.send(positions);
                 ReconcilePipeline::restore(&source, asm_config, rec.config, now, now_ms(), saved)
+            })
+            .await
+        }
+        RelayKind::Ami if matches!(config.source, SourceConfig::CelDb(_)) => {
+            let SourceConfig::CelDb(db) = config.source.clone() else {
+                anyhow::bail!("not a database source");
+            };
+            let source = source_name(CelCsvPipeline::KIND, &config.site);
+            let metrics = Metrics::new(CelCsvPipeline::KIND);
+            let (tx, rx) = mpsc::channel(64);
+            // As for the CSV files: the source waits for the watermarks saved in the outbox,
+            // which the build closure hands over.
+            let (start_tx, start_rx) = tokio::sync::oneshot::channel();
+            tracing::info!(
+                db = %db.describe(),
+                cel = %db.cel_table,
+                cdr = db.cdr_table.as_deref().unwrap_or("(none)"),
+                once = db.once,
+                "reading Asterisk's CEL and CDR tables"
+            );
+            tokio::spawn(crate::db_source::follow(
+                db,
+                source.clone(),
+                start_rx,
+                tx,
+                shutdown.clone(),
+            ));
+            let feed = Feed {
+                progress: Arc::new(AtomicU64::new(0)),
+                total_bytes: None,
+            };
+            let asm_config = config.ami.clone();
+            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
+                let mark = |file| {
+                    saved
+                        .state(&CelCsvPipeline::db_state_name(&source, file))
+                        .map(<[u8]>::to_vec)
+                };
+                let _ = start_tx.send(crate::db_source::SavedMarks {
+                    cel: mark(CsvFile::Cel),
+                    cdr: mark(CsvFile::Cdr),
+                });
+                CelCsvPipeline::restore(&source, asm_config, now, now_ms(), saved)
             })
             .await
         }

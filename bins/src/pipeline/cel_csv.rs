@@ -18,6 +18,10 @@
 //!   it is saved as a state ([`CelCsvPipeline::state_name`]) in the same batch as the calls and
 //!   journal entries those lines produced, so the outbox commit that makes them durable also
 //!   moves the offset. The follower ([`crate::csv_source`]) starts from the saved position.
+//! * The database source ([`crate::db_source`], `CEL_MODE=db`) hands over the same lines, made
+//!   from the rows of Asterisk's `cel` and `cdr` tables, with its watermark as a general state
+//!   ([`CelCsvInput::state`], saved under [`CelCsvPipeline::db_state_name`]) in place of a file
+//!   position: committed in the same batch as the calls its rows produced.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -68,6 +72,10 @@ pub struct CelCsvInput {
     pub bytes: Vec<u8>,
     /// The file position after `bytes`, saved with the batch (`None` for a replay).
     pub pos: Option<FilePos>,
+    /// Any other progress to save with the batch that holds `bytes`, as (state name, value):
+    /// the database source's watermark ([`crate::db_source`]) under
+    /// [`CelCsvPipeline::db_state_name`]. `bytes` may be empty, to save the state alone.
+    pub state: Option<(String, Vec<u8>)>,
 }
 
 impl From<Vec<u8>> for CelCsvInput {
@@ -76,6 +84,7 @@ impl From<Vec<u8>> for CelCsvInput {
             file: CsvFile::Cel,
             bytes,
             pos: None,
+            state: None,
         }
     }
 }
@@ -179,6 +188,12 @@ impl CelCsvPipeline {
     /// The state name under which `file`'s position is saved for `source`.
     pub fn state_name(source: &str, file: CsvFile) -> String {
         format!("{source}/csv/{}", file.tag())
+    }
+
+    /// The state name under which the database source's watermark for the table of `file`
+    /// (`cel` or `cdr`) is saved for `source`.
+    pub fn db_state_name(source: &str, file: CsvFile) -> String {
+        format!("{source}/db/{}", file.tag())
     }
 
     /// The saved position of `file`, if any.
@@ -368,6 +383,11 @@ impl CelCsvPipeline {
     fn save_pos(&mut self, file: CsvFile, pos: FilePos) {
         let name = Self::state_name(&self.source, file);
         let value = serde_json::to_vec(&pos).unwrap_or_default();
+        self.save_state(name, value);
+    }
+
+    /// Saves `value` under `name` with the batch; a later value in the same batch replaces it.
+    fn save_state(&mut self, name: String, value: Vec<u8>) {
         match self.out.batch.states.iter_mut().find(|(n, _)| *n == name) {
             Some(s) => s.1 = value,
             None => self.out.batch.states.push((name, value)),
@@ -384,6 +404,8 @@ impl Pipeline for CelCsvPipeline {
         vec![
             Self::state_name(source, CsvFile::Cel),
             Self::state_name(source, CsvFile::Cdr),
+            Self::db_state_name(source, CsvFile::Cel),
+            Self::db_state_name(source, CsvFile::Cdr),
         ]
     }
 
@@ -391,6 +413,9 @@ impl Pipeline for CelCsvPipeline {
         self.push(now, input.file, &input.bytes);
         if let Some(pos) = input.pos {
             self.save_pos(input.file, pos);
+        }
+        if let Some((name, value)) = input.state {
+            self.save_state(name, value);
         }
     }
 
@@ -480,6 +505,7 @@ mod tests {
                 file: CsvFile::Cdr,
                 bytes: cdr,
                 pos: Some(pos),
+                state: None,
             },
         );
         p.input(now, CelCsvInput::from(cel));
@@ -492,5 +518,33 @@ mod tests {
             batch.states,
             vec![("ami/csv/cdr".to_owned(), serde_json::to_vec(&pos).unwrap())]
         );
+    }
+
+    #[test]
+    fn a_database_watermark_rides_with_the_batch_of_its_rows() {
+        let name = CelCsvPipeline::db_state_name("ami/hq", CsvFile::Cel);
+        assert_eq!(name, "ami/hq/db/cel");
+        assert!(CelCsvPipeline::state_names("ami/hq").contains(&name));
+        let mut p = CelCsvPipeline::new("ami/hq", AmiAssemblerConfig::default());
+        let now = Instant::now();
+        let line = r#""CHAN_START","2026-11-22 13:54:08.579430","","","","","","2001","internal","Local/2001@internal-0000002c;1","","","3","","1795355648.116","1795355648.116","","","","""#;
+        for (bytes, mark) in [(format!("{line}\n").into_bytes(), "1"), (Vec::new(), "2")] {
+            p.input(
+                now,
+                CelCsvInput {
+                    file: CsvFile::Cel,
+                    bytes,
+                    pos: None,
+                    state: Some((name.clone(), mark.as_bytes().to_vec())),
+                },
+            );
+        }
+        let batch = p.take_batch();
+        assert_eq!(
+            batch.journal_add.len(),
+            1,
+            "the row is journaled with its call"
+        );
+        assert_eq!(batch.states, vec![(name, b"2".to_vec())]);
     }
 }

@@ -641,6 +641,7 @@ mod tests {
             file: CsvFile::Cdr,
             bytes,
             pos: None,
+            state: None,
         })
     }
 
