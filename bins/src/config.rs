@@ -294,6 +294,17 @@ pub struct AmiArgs {
     #[arg(long, env = "CEL_CSV_PATH", value_name = "FILE")]
     pub cel_csv_path: Option<PathBuf>,
 
+    /// CEL_MODE=csv: the cel_custom file's columns, comma separated, in Asterisk's CEL field
+    /// names (eventtype,eventtime,cid_name,...,uniqueid,linkedid,...,eventextra) [default:
+    /// cel_custom's sample mapping, or CEL_CUSTOM_CONF's].
+    #[arg(long, env = "CEL_CSV_COLUMNS", value_name = "NAMES")]
+    pub cel_csv_columns: Option<String>,
+
+    /// CEL_MODE=csv: Asterisk's cel_custom.conf, whose `[mappings]` line for CEL_CSV_PATH's
+    /// file name (else its first) gives the columns.
+    #[arg(long, env = "CEL_CUSTOM_CONF", value_name = "FILE")]
+    pub cel_custom_conf: Option<PathBuf>,
+
     /// CEL_MODE=csv: the cdr_csv file whose rows are attached to their calls (optional: when it
     /// does not exist, calls carry no CDR rows) [default: /var/log/asterisk/cdr-csv/Master.csv].
     /// CEL_MODE=ami (or --replay): when set, AMI's calls are reconciled with this file, the
@@ -395,6 +406,57 @@ pub struct AmiArgs {
     /// shipped (once) [default: 60].
     #[arg(long, env = "DB_LOOKBACK_SECS", value_name = "SECONDS")]
     pub db_lookback_secs: Option<u64>,
+}
+
+/// The cel_custom columns `ami-relay` reads: `CEL_CSV_COLUMNS`, else the mapping for
+/// `CEL_CSV_PATH`'s file name in `CEL_CUSTOM_CONF`, else cel_custom's sample mapping.
+fn cel_columns(args: &AmiArgs) -> Result<call_assembler::CelColumns, ConfigError> {
+    use call_assembler::CelColumns;
+    if let Some(list) = &args.cel_csv_columns {
+        return CelColumns::parse_list(list)
+            .map_err(|e| ConfigError(format!("CEL_CSV_COLUMNS: {e}")));
+    }
+    let Some(conf) = &args.cel_custom_conf else {
+        return Ok(CelColumns::sample());
+    };
+    let text = std::fs::read_to_string(conf)
+        .map_err(|e| ConfigError(format!("CEL_CUSTOM_CONF {}: {e}", conf.display())))?;
+    let file_name = args
+        .cel_csv_path
+        .as_deref()
+        .unwrap_or_else(|| Path::new(DEFAULT_CEL_CSV_PATH))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut in_mappings = false;
+    let mut first = None;
+    for line in text.lines() {
+        let line = line.split(';').next().unwrap_or_default().trim();
+        if line.starts_with('[') {
+            in_mappings = line.eq_ignore_ascii_case("[mappings]");
+            continue;
+        }
+        let Some((name, mapping)) = line.split_once("=>") else {
+            continue;
+        };
+        if !in_mappings {
+            continue;
+        }
+        let (name, mapping) = (name.trim(), mapping.trim());
+        if name == file_name {
+            first = Some(mapping);
+            break;
+        }
+        first.get_or_insert(mapping);
+    }
+    let mapping = first.ok_or_else(|| {
+        ConfigError(format!(
+            "CEL_CUSTOM_CONF {}: no mapping in its [mappings] section",
+            conf.display()
+        ))
+    })?;
+    CelColumns::from_mapping(mapping)
+        .map_err(|e| ConfigError(format!("CEL_CUSTOM_CONF {}: {e}", conf.display())))
 }
 
 /// The default `CEL_CSV_PATH`: where Asterisk's cel_custom writes with its sample mapping.
@@ -711,6 +773,8 @@ pub struct CelCsvSource {
     pub cdr: PathBuf,
     /// Read to the current end and exit instead of following.
     pub once: bool,
+    /// The cel_custom file's columns, in order.
+    pub columns: call_assembler::CelColumns,
 }
 
 /// `ami-relay` with AMI and a CDR source beside it: the CDR as the book of record (see
@@ -884,6 +948,7 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_CDR_CSV_PATH.into()),
                 once: args.once,
+                columns: cel_columns(args)?,
             })
         } else if cel_mode == "db" {
             SourceConfig::CelDb(resolve_db(args, &file)?)

@@ -324,6 +324,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let SourceConfig::CelCsv(files) = config.source.clone() else {
                 anyhow::bail!("not a CSV source");
             };
+            let columns = files.columns.clone();
             if files.once && !files.cel.exists() {
                 anyhow::bail!("--once: no CEL file at {}", files.cel.display());
             }
@@ -353,7 +354,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                     }
                 }
                 let _ = start_tx.send(positions);
-                CelCsvPipeline::restore(&source, asm_config, now, now_ms(), saved)
+                CelCsvPipeline::restore(&source, asm_config, columns, now, now_ms(), saved)
             })
             .await
         }
@@ -437,7 +438,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                     cel: mark(CsvFile::Cel),
                     cdr: mark(CsvFile::Cdr),
                 });
-                CelCsvPipeline::restore(&source, asm_config, now, now_ms(), saved)
+                CelCsvPipeline::restore(
+                    &source,
+                    asm_config,
+                    call_assembler::CelColumns::sample(),
+                    now,
+                    now_ms(),
+                    saved,
+                )
             })
             .await
         }

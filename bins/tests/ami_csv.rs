@@ -418,3 +418,131 @@ fn a_file_rotated_while_the_relay_was_down_is_finished_first() {
     );
     assert!(relay.terminate().success());
 }
+
+#[test]
+fn a_cel_custom_file_with_its_own_column_mapping_gives_the_same_calls() {
+    let dir = common::tempdir("ami-csv-columns");
+    let cap = capture("05_blind_transfer");
+    let sample = run_to_end(
+        &["--once"],
+        &[
+            ("CEL_MODE", "csv"),
+            ("CEL_CSV_PATH", cap.join("cel.csv").to_str().unwrap()),
+            ("CDR_CSV_PATH", cap.join("cdr.csv").to_str().unwrap()),
+        ],
+        &dir.join("sample.jsonl"),
+        &dir.join("sample.db"),
+    );
+    assert_eq!(sample.len(), 1);
+    // The same rows written by a site's own mapping: other order, fewer columns, one field
+    // with a line break in it (a quoted newline inside a record).
+    let sample_cols = [
+        "eventtype",
+        "eventtime",
+        "cid_name",
+        "cid_num",
+        "cid_ani",
+        "cid_rdnis",
+        "cid_dnid",
+        "exten",
+        "context",
+        "channame",
+        "appname",
+        "appdata",
+        "amaflags",
+        "accountcode",
+        "uniqueid",
+        "linkedid",
+        "peer",
+        "userfield",
+        "userdeftype",
+        "eventextra",
+    ];
+    let mine = [
+        ("uniqueid", "${CSV_QUOTE(${CHANNEL(uniqueid)})}"),
+        ("linkedid", "${CSV_QUOTE(${CHANNEL(linkedid)})}"),
+        ("eventtype", "${CSV_QUOTE(${eventtype})}"),
+        ("eventtime", "${CSV_QUOTE(${eventtime})}"),
+        ("channame", "${CSV_QUOTE(${CHANNEL(channame)})}"),
+        ("cid_num", "${CSV_QUOTE(${CALLERID(num)})}"),
+        ("cid_name", "${CSV_QUOTE(${CALLERID(name)})}"),
+        ("exten", "${CSV_QUOTE(${CHANNEL(exten)})}"),
+        ("context", "${CSV_QUOTE(${CHANNEL(context)})}"),
+        ("appname", "${CSV_QUOTE(${CHANNEL(appname)})}"),
+        ("appdata", "${CSV_QUOTE(${CHANNEL(appdata)})}"),
+        ("peer", "${CSV_QUOTE(${BRIDGEPEER})}"),
+        ("userfield", "${CSV_QUOTE(${CHANNEL(userfield)})}"),
+        ("eventextra", "${CSV_QUOTE(${eventextra})}"),
+    ];
+    let mut out = String::new();
+    let text = std::fs::read_to_string(cap.join("cel.csv")).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        let fields = call_assembler::csv::split_record(line).unwrap();
+        let row: Vec<String> = mine
+            .iter()
+            .map(|(name, _)| {
+                let at = sample_cols.iter().position(|c| c == name).unwrap();
+                let v = fields[at].clone();
+                if *name == "userfield" && i == 3 {
+                    "a note\nover two lines".to_owned()
+                } else {
+                    v
+                }
+            })
+            .collect();
+        call_assembler::csv::write_record(&mut out, &row);
+    }
+    let cel = dir.join("Custom.csv");
+    std::fs::write(&cel, out).unwrap();
+    let mapping: Vec<&str> = mine.iter().map(|(_, m)| *m).collect();
+    let conf = dir.join("cel_custom.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "; site config\n[mappings]\nOther.csv => ${{CSV_QUOTE(${{eventtype}})}},${{CSV_QUOTE(${{CHANNEL(uniqueid)}})}}\nCustom.csv => {}\n",
+            mapping.join(",")
+        ),
+    )
+    .unwrap();
+    let by_conf = run_to_end(
+        &["--once"],
+        &[
+            ("CEL_MODE", "csv"),
+            ("CEL_CSV_PATH", cel.to_str().unwrap()),
+            ("CDR_CSV_PATH", cap.join("cdr.csv").to_str().unwrap()),
+            ("CEL_CUSTOM_CONF", conf.to_str().unwrap()),
+        ],
+        &dir.join("conf.jsonl"),
+        &dir.join("conf.db"),
+    );
+    let names: Vec<&str> = mine.iter().map(|(n, _)| *n).collect();
+    let by_list = run_to_end(
+        &["--once"],
+        &[
+            ("CEL_MODE", "csv"),
+            ("CEL_CSV_PATH", cel.to_str().unwrap()),
+            ("CDR_CSV_PATH", cap.join("cdr.csv").to_str().unwrap()),
+            ("CEL_CSV_COLUMNS", &names.join(",")),
+        ],
+        &dir.join("list.jsonl"),
+        &dir.join("list.db"),
+    );
+    let want = serde_json::to_value(&sample).unwrap();
+    assert_eq!(serde_json::to_value(&by_conf).unwrap(), want);
+    assert_eq!(serde_json::to_value(&by_list).unwrap(), want);
+    // Read with the sample mapping instead, the same file gives no call.
+    let wrong = run_to_end(
+        &["--once"],
+        &[
+            ("CEL_MODE", "csv"),
+            ("CEL_CSV_PATH", cel.to_str().unwrap()),
+            ("CDR_CSV_PATH", dir.join("none.csv").to_str().unwrap()),
+        ],
+        &dir.join("wrong.jsonl"),
+        &dir.join("wrong.db"),
+    );
+    assert!(
+        wrong.is_empty() || serde_json::to_value(&wrong).unwrap() != want,
+        "the mapping must matter"
+    );
+}

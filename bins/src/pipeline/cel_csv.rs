@@ -2,7 +2,7 @@
 //! and of the cdr_csv file in, a [`Batch`](cdr_sinks::outbox::Batch) for the outbox out. Pure
 //! code: no IO, time passed in.
 //!
-//! * CEL rows ([`CelRow::parse_csv_line`]) go to the same [`AmiAssembler`] as AMI events
+//! * CEL rows ([`CelRow::from_fields`], in the configured [`CelColumns`]) go to the same [`AmiAssembler`] as AMI events
 //!   ([`AmiAssembler::handle_cel_row`]): one implementation of the call logic, two transports.
 //!   A row that changed an open call is journaled under the call's key
 //!   ([`AmiAssembler::last_key`]) and the keys of emitted calls are retired, as in the AMI
@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, CelRow, UpdateEvent};
+use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, CelColumns, CelRow, UpdateEvent};
 use cdr_sinks::outbox::{JournalEntry, Reject};
 use serde::{Deserialize, Serialize};
 
@@ -169,6 +169,8 @@ pub struct CelCsvPipeline {
     partial: HashMap<CsvFile, Vec<u8>>,
     lines: HashMap<CsvFile, u64>,
     cdr: HashMap<String, PendingCdr>,
+    /// The cel_custom file's columns.
+    columns: CelColumns,
 }
 
 impl CelCsvPipeline {
@@ -182,7 +184,15 @@ impl CelCsvPipeline {
             partial: HashMap::new(),
             lines: HashMap::new(),
             cdr: HashMap::new(),
+            columns: CelColumns::sample(),
         }
+    }
+
+    /// The same pipeline reading cel_custom lines in `columns`' order (instead of the sample
+    /// mapping's).
+    pub fn with_columns(mut self, columns: CelColumns) -> Self {
+        self.columns = columns;
+        self
     }
 
     /// The state name under which `file`'s position is saved for `source`.
@@ -206,14 +216,16 @@ impl CelCsvPipeline {
     /// A pipeline whose open calls and waiting CDR rows are rebuilt from the journal in
     /// `saved`, each row replayed at the monotonic time that corresponds to when it was
     /// committed (`now` is `now_ms` on the wall clock), as [`super::AmiPipeline::restore`] does.
+    /// CEL lines are read in `columns`' order (the journal holds them as the file had them).
     pub fn restore(
         source: &str,
         config: AmiAssemblerConfig,
+        columns: CelColumns,
         now: Instant,
         now_ms: i64,
         saved: &Restored,
     ) -> Self {
-        let mut p = Self::new(source, config);
+        let mut p = Self::new(source, config).with_columns(columns);
         for (entry, at) in saved.journal_on_time_line(now, now_ms) {
             let text = String::from_utf8_lossy(&entry.line);
             let (file, line) = match text.split_once('\t') {
@@ -243,7 +255,10 @@ impl CelCsvPipeline {
             return;
         }
         match file {
-            CsvFile::Cel => match CelRow::parse_csv_line(line) {
+            CsvFile::Cel => match call_assembler::csv::split_record(line).and_then(|f| {
+                let fields: Vec<&str> = f.iter().map(String::as_str).collect();
+                CelRow::from_fields(&self.columns, &fields)
+            }) {
                 Some(row) => {
                     if journal {
                         self.out.counts.records += 1;
