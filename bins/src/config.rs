@@ -781,12 +781,21 @@ pub struct CelCsvSource {
 /// [`crate::pipeline::reconcile`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcileSource {
-    /// The cdr_csv file.
-    pub cdr_csv: PathBuf,
-    /// Read the CDR file to its current end and stop (with `--replay`, or `--once`).
+    /// Where the CDR comes from.
+    pub cdr: ReconcileCdr,
+    /// Read the CDR to its current end and stop (with `--replay`, or `--once`).
     pub once: bool,
     /// The waits.
     pub config: crate::pipeline::reconcile::ReconcileConfig,
+}
+
+/// The CDR AMI is reconciled with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReconcileCdr {
+    /// The cdr_csv file (`CDR_CSV_PATH`).
+    Csv(PathBuf),
+    /// The cdr table (`DB_TYPE` and the other `DB_*` settings; no CEL table is read).
+    Db(Box<CelDbSource>),
 }
 
 /// Where `list-relay` reads.
@@ -1062,7 +1071,22 @@ impl Config {
             }
         }
         let reconciles = matches!(c.source, SourceConfig::Ami(_) | SourceConfig::Replay(_));
-        if let (true, Some(cdr_csv)) = (reconciles, &args.cdr_csv_path) {
+        let once = args.once || matches!(c.source, SourceConfig::Replay(_));
+        let cdr = if pick(&args.db_type, &file.db_type).is_some() {
+            let mut db = resolve_db(args, &file)?;
+            if db.cdr_table.is_none() {
+                return Err(ConfigError(
+                    "reconciling AMI with the database needs DB_TABLE_CDR".into(),
+                ));
+            }
+            // The CDR table only: AMI brings the calls.
+            db.cel_table = String::new();
+            db.once = once;
+            Some(ReconcileCdr::Db(Box::new(db)))
+        } else {
+            args.cdr_csv_path.clone().map(ReconcileCdr::Csv)
+        };
+        if let (true, Some(cdr)) = (reconciles, cdr) {
             let mut config = crate::pipeline::reconcile::ReconcileConfig::default();
             if let Some(s) = args.reconcile_wait {
                 config.wait = Duration::from_secs(s);
@@ -1070,11 +1094,7 @@ impl Config {
             if let Some(s) = args.reconcile_flag_after {
                 config.flag_after = Duration::from_secs(s);
             }
-            c.reconcile = Some(ReconcileSource {
-                cdr_csv: cdr_csv.clone(),
-                once: args.once || matches!(c.source, SourceConfig::Replay(_)),
-                config,
-            });
+            c.reconcile = Some(ReconcileSource { cdr, once, config });
         }
         Ok(c)
     }
@@ -1448,9 +1468,16 @@ impl Config {
             ));
         }
         if let Some(r) = &self.reconcile {
+            let cdr = match &r.cdr {
+                ReconcileCdr::Csv(path) => format!("the CDR file {}", path.display()),
+                ReconcileCdr::Db(db) => format!(
+                    "the CDR table {} at {}",
+                    db.cdr_table.as_deref().unwrap_or_default(),
+                    db.describe()
+                ),
+            };
             out.push_str(&format!(
-                "reconcile: AMI with the CDR file {} ({}; rebuild after {} s, flag after {} s)\n",
-                r.cdr_csv.display(),
+                "reconcile: AMI with {cdr} ({}; rebuild after {} s, flag after {} s)\n",
                 if r.once {
                     "read to its end"
                 } else {

@@ -1406,7 +1406,8 @@ pub async fn follow(
         ),
         Table::new(
             CsvFile::Cel,
-            Some(config.cel_table.clone()),
+            // Empty when only the CDR is read (AMI reconciled with the cdr table).
+            Some(config.cel_table.clone()).filter(|t| !t.is_empty()),
             &source,
             saved.cel.as_deref(),
         ),

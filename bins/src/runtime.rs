@@ -17,7 +17,7 @@ use cdr_sinks::redis_list::RedisListSink;
 use cdr_sinks::webhook::WebhookSink;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::{Config, RelayKind, SourceConfig};
+use crate::config::{Config, ReconcileCdr, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::cel_csv::{CelCsvInput, CelCsvPipeline, CsvFile};
 use crate::pipeline::reconcile::{AsteriskInput, ReconcilePipeline, Reconciled};
@@ -377,24 +377,49 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 }
                 _ => start_byte_source(&config, &metrics, ami_tx, &shutdown).await?,
             };
-            tracing::info!(cdr = %rec.cdr_csv.display(), "reconciling AMI with the CDR file");
             let (cdr_tx, cdr_rx) = mpsc::channel(64);
             let (start_tx, start_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(crate::csv_source::follow_files(
-                vec![(CsvFile::Cdr, rec.cdr_csv.clone())],
-                rec.once,
-                start_rx,
-                cdr_tx,
-                shutdown.clone(),
-            ));
+            let (csv_start, db_start) = match &rec.cdr {
+                ReconcileCdr::Csv(path) => {
+                    tracing::info!(cdr = %path.display(), "reconciling AMI with the CDR file");
+                    tokio::spawn(crate::csv_source::follow_files(
+                        vec![(CsvFile::Cdr, path.clone())],
+                        rec.once,
+                        start_rx,
+                        cdr_tx,
+                        shutdown.clone(),
+                    ));
+                    (Some(start_tx), None)
+                }
+                ReconcileCdr::Db(db) => {
+                    tracing::info!(db = %db.describe(), cdr = db.cdr_table.as_deref().unwrap_or_default(), "reconciling AMI with the CDR table");
+                    let (db_tx, db_rx) = tokio::sync::oneshot::channel();
+                    tokio::spawn(crate::db_source::follow(
+                        (**db).clone(),
+                        source.clone(),
+                        db_rx,
+                        cdr_tx,
+                        shutdown.clone(),
+                    ));
+                    (None, Some(db_tx))
+                }
+            };
             tokio::spawn(merge_cdr(ami_rx, cdr_rx, tx));
             let asm_config = config.ami.clone();
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                let mut positions = crate::csv_source::StartPositions::new();
-                if let Some(pos) = CelCsvPipeline::saved_pos(&source, CsvFile::Cdr, saved) {
-                    positions.insert(CsvFile::Cdr, pos);
+                if let Some(start_tx) = csv_start {
+                    let mut positions = crate::csv_source::StartPositions::new();
+                    if let Some(pos) = CelCsvPipeline::saved_pos(&source, CsvFile::Cdr, saved) {
+                        positions.insert(CsvFile::Cdr, pos);
+                    }
+                    let _ = start_tx.send(positions);
                 }
-                let _ = start_tx.send(positions);
+                if let Some(start_tx) = db_start {
+                    let cdr = saved
+                        .state(&CelCsvPipeline::db_state_name(&source, CsvFile::Cdr))
+                        .map(<[u8]>::to_vec);
+                    let _ = start_tx.send(crate::db_source::SavedMarks { cel: None, cdr });
+                }
                 ReconcilePipeline::restore(&source, asm_config, rec.config, now, now_ms(), saved)
             })
             .await

@@ -1536,3 +1536,81 @@ fn a_gap_in_the_ids_is_waited_for_and_one_that_never_fills_is_passed() {
     assert_eq!(log.matches("moved past them").count(), 1, "{log}");
     assert!(relay.terminate().success());
 }
+
+/// AMI (a replayed capture with a call cut out) reconciled with the cdr table: the call AMI
+/// missed is rebuilt from its rows, exactly as with the cdr_csv file.
+fn reconciled_with_the_cdr_table(server: &Server, tag: &str) {
+    let dir = common::tempdir(&format!("ami-db-reconcile-{tag}"));
+    let (c01, c05, c07) = (
+        capture("01_answered_caller_hangup"),
+        capture("05_blind_transfer"),
+        capture("07_queue_two_agents"),
+    );
+    // AMI: 01 and 07 (each capture's greeting line dropped after the first); 05 is the gap.
+    let mut ami = std::fs::read(c01.join("ami.raw")).unwrap();
+    let raw07 = std::fs::read(c07.join("ami.raw")).unwrap();
+    let eol = raw07.windows(2).position(|w| w == b"\r\n").unwrap();
+    ami.extend_from_slice(&raw07[eol + 2..]);
+    let ami_path = dir.join("gap.ami.raw");
+    std::fs::write(&ami_path, &ami).unwrap();
+    // The CDR: 01 and 05, as a file and as the table.
+    let mut cdr = std::fs::read(c01.join("cdr.csv")).unwrap();
+    cdr.extend_from_slice(&std::fs::read(c05.join("cdr.csv")).unwrap());
+    let cdr_path = dir.join("Master.csv");
+    std::fs::write(&cdr_path, &cdr).unwrap();
+    let db = TestDb::create(server, tag);
+    block_on(async {
+        let mut c = db.conn().await;
+        for cap in [&c01, &c05] {
+            db.insert_cdr(&mut c, &csv_rows(&cap.join("cdr.csv"))).await;
+        }
+        c.close().await;
+    });
+
+    let replay = |envs: &[(&str, &str)], name: &str| -> (Vec<serde_json::Value>, String) {
+        let out = dir.join(format!("{name}.jsonl"));
+        let output = Command::new(BIN)
+            .args(["--replay", ami_path.to_str().unwrap()])
+            .args(["--sink", &format!("jsonl:{}", out.display())])
+            .args(["--http", "off", "--db"])
+            .arg(dir.join(format!("{name}.db")))
+            .env_remove("AMI_HOST")
+            .env_remove("CEL_MODE")
+            .env_remove("CDR_CSV_PATH")
+            .env_remove("DB_TYPE")
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{name}: {log}");
+        (read_jsonl(&out), log)
+    };
+    let (by_file, _) = replay(&[("CDR_CSV_PATH", cdr_path.to_str().unwrap())], "file");
+    let env: Vec<(String, String)> = db
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "CEL_MODE")
+        .collect();
+    let (by_table, log) = replay(&as_refs(&env), "table");
+    assert_eq!(by_file.len(), 3, "{log}");
+    let reconciled: Vec<&serde_json::Value> = by_table
+        .iter()
+        .filter(|c| c["reconciled"] == true)
+        .collect();
+    assert_eq!(reconciled.len(), 1, "{log}");
+    assert!(log.contains("rebuilt from the CDR"), "{log}");
+    assert!(
+        log.contains("has no row in the CDR"),
+        "07 is not in the CDR: {log}"
+    );
+    // The same calls as with the file (CDR rows of a call in the table's order).
+    assert_same_calls(&by_table, &by_file, tag);
+}
+
+#[test]
+fn ami_reconciled_with_the_cdr_table_on_postgresql_and_mariadb() {
+    reconciled_with_the_cdr_table(&SHARED_PG, "recpg");
+    reconciled_with_the_cdr_table(&SHARED_MY, "recmy");
+}

@@ -3,7 +3,7 @@
 //! time passed in.
 //!
 //! AMI loses whatever happens while its connection is down. With a CDR source beside it (the
-//! cdr_csv file or the cdr table), this pipeline compares the two after the fact:
+//! cdr_csv file, or the cdr table as cdr_csv lines from [`crate::db_source`]), this pipeline compares the two after the fact:
 //!
 //! * AMI input goes through the [`AmiPipeline`] unchanged: its calls are delivered as soon as
 //!   they are assembled. Every Linkedid AMI sees (the keys it journals and retires, the calls it
@@ -547,7 +547,10 @@ impl Pipeline for ReconcilePipeline {
     const KIND: &'static str = "ami";
 
     fn state_names(source: &str) -> Vec<String> {
-        vec![Self::cdr_state_name(source)]
+        vec![
+            Self::cdr_state_name(source),
+            CelCsvPipeline::db_state_name(source, CsvFile::Cdr),
+        ]
     }
 
     fn input(&mut self, now: Instant, input: AsteriskInput) {
@@ -558,6 +561,9 @@ impl Pipeline for ReconcilePipeline {
                 if let Some(pos) = c.pos {
                     let value = serde_json::to_vec(&pos).unwrap_or_default();
                     self.save_state(Self::cdr_state_name(&self.source), value);
+                }
+                if let Some((name, value)) = c.state {
+                    self.save_state(name, value);
                 }
             }
         }
