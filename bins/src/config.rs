@@ -1635,10 +1635,13 @@ fn resolve_db(args: &AmiArgs, file: &FileConfig) -> Result<CelDbSource, ConfigEr
             .unwrap_or_else(|| kind.default_port()),
         database: pick(&args.db_name, &file.db_name).unwrap_or_else(|| "asterisk".into()),
         user: pick(&args.db_user, &file.db_user),
+        // An empty DB_PASSWORD (as env files often leave it) is no password: MySQL refuses an
+        // empty one sent as a password.
         password: args
             .db_password
             .clone()
-            .or_else(|| file.db_password.clone()),
+            .or_else(|| file.db_password.clone())
+            .filter(|p| !p.is_empty()),
         cel_table,
         cdr_table,
         tls,
