@@ -365,7 +365,8 @@ pub struct AmiArgs {
     pub db_password: Option<String>,
 
     /// CEL_MODE=db: the CDR table, whose rows are attached to their calls; set it empty for
-    /// none [default: cdr].
+    /// none [default: cdr]. CEL_MODE=ami with DB_TYPE: the table AMI is reconciled with; empty:
+    /// no reconciliation with the database (CDR_CSV_PATH still counts).
     #[arg(long, env = "DB_TABLE_CDR", value_name = "TABLE")]
     pub db_table_cdr: Option<String>,
 
@@ -1072,19 +1073,21 @@ impl Config {
         }
         let reconciles = matches!(c.source, SourceConfig::Ami(_) | SourceConfig::Replay(_));
         let once = args.once || matches!(c.source, SourceConfig::Replay(_));
-        let cdr = if pick(&args.db_type, &file.db_type).is_some() {
-            let mut db = resolve_db(args, &file)?;
-            if db.cdr_table.is_none() {
-                return Err(ConfigError(
-                    "reconciling AMI with the database needs DB_TABLE_CDR".into(),
-                ));
+        // DB_TYPE reconciles with its CDR table, unless DB_TABLE_CDR is empty (the DB_*
+        // settings may be there for the recordings table only); then CDR_CSV_PATH may still.
+        let db_cdr = match pick(&args.db_type, &file.db_type) {
+            Some(_) if reconciles => Some(resolve_db(args, &file)?),
+            _ => None,
+        }
+        .filter(|db| db.cdr_table.is_some());
+        let cdr = match db_cdr {
+            Some(mut db) => {
+                // The CDR table only: AMI brings the calls.
+                db.cel_table = String::new();
+                db.once = once;
+                Some(ReconcileCdr::Db(Box::new(db)))
             }
-            // The CDR table only: AMI brings the calls.
-            db.cel_table = String::new();
-            db.once = once;
-            Some(ReconcileCdr::Db(Box::new(db)))
-        } else {
-            args.cdr_csv_path.clone().map(ReconcileCdr::Csv)
+            None => args.cdr_csv_path.clone().map(ReconcileCdr::Csv),
         };
         if let (true, Some(cdr)) = (reconciles, cdr) {
             let mut config = crate::pipeline::reconcile::ReconcileConfig::default();
