@@ -325,9 +325,19 @@ pub struct AmiArgs {
     pub recordings_dirs: Option<String>,
 
     /// RECORDINGS_DIRS: files and subdirectories not modified within this many hours are not
-    /// looked at [default: 48].
+    /// looked at; DB_TABLE_RECORDINGS: rows older than this (by its time column) are not read
+    /// at the start [default: 48].
     #[arg(long, env = "RECORDINGS_MAX_AGE_HOURS", value_name = "HOURS")]
     pub recordings_max_age_hours: Option<u64>,
+
+    /// A table of call recordings (`schema.table` allowed) in the database the DB_* settings
+    /// reach, in any CEL_MODE: a `uniqueid` and/or `linkedid` column, a `path` (or `filename`,
+    /// `file`, `recordingfile`) column, optionally an integer `id` or a time column (`created`,
+    /// `calldate`, `start`, `time`) to read only new rows. Read every DB_POLL_MS; each row's
+    /// path is added to the `recordings` of the call whose Linkedid, or a leg's Uniqueid, it
+    /// names. A missing table or database is logged and retried.
+    #[arg(long, env = "DB_TABLE_RECORDINGS", value_name = "TABLE")]
+    pub db_table_recordings: Option<String>,
 
     /// CEL_MODE=ami with CDR_CSV_PATH set: how long (seconds) a call's CDR rows wait for AMI
     /// to have seen the call before it is rebuilt from them and delivered as reconciled
@@ -340,7 +350,9 @@ pub struct AmiArgs {
     #[arg(long, env = "RECONCILE_FLAG_AFTER", value_name = "SECS")]
     pub reconcile_flag_after: Option<u64>,
 
-    /// CEL_MODE=db: `postgresql` (or `postgres`) or `mysql` (or `mariadb`).
+    /// CEL_MODE=db: `postgresql` (or `postgres`) or `mysql` (or `mariadb`). The DB_*
+    /// settings also reach the cdr table AMI is reconciled with (CEL_MODE=ami) and
+    /// DB_TABLE_RECORDINGS.
     #[arg(long, env = "DB_TYPE", value_name = "postgresql|mysql")]
     pub db_type: Option<String>,
 
@@ -365,7 +377,8 @@ pub struct AmiArgs {
     pub db_password: Option<String>,
 
     /// CEL_MODE=db: the CDR table, whose rows are attached to their calls; set it empty for
-    /// none [default: cdr].
+    /// none [default: cdr]. CEL_MODE=ami with DB_TYPE: the table AMI is reconciled with; empty:
+    /// no reconciliation with the database (CDR_CSV_PATH still counts).
     #[arg(long, env = "DB_TABLE_CDR", value_name = "TABLE")]
     pub db_table_cdr: Option<String>,
 
@@ -383,7 +396,8 @@ pub struct AmiArgs {
     #[arg(long, env = "DB_CA_FILE", value_name = "FILE")]
     pub db_ca_file: Option<PathBuf>,
 
-    /// CEL_MODE=db: milliseconds between looks at the tables [default: 1000].
+    /// CEL_MODE=db (and DB_TABLE_RECORDINGS): milliseconds between looks at the tables
+    /// [default: 1000].
     #[arg(long, env = "DB_POLL_MS", value_name = "MS")]
     pub db_poll_ms: Option<u64>,
 
@@ -401,9 +415,9 @@ pub struct AmiArgs {
     #[arg(long, env = "DB_BACKFILL_FROM", value_name = "YYYY-MM-DD HH:MM:SS")]
     pub db_backfill_from: Option<String>,
 
-    /// CEL_MODE=db: for a table without an `id` column, how many seconds before the newest row
-    /// read are read again, so that a row committed late with an earlier time is still
-    /// shipped (once) [default: 60].
+    /// CEL_MODE=db (and DB_TABLE_RECORDINGS): for a table without an `id` column, how many
+    /// seconds before the newest row read are read again, so that a row committed late with an
+    /// earlier time is still shipped (once) [default: 60].
     #[arg(long, env = "DB_LOOKBACK_SECS", value_name = "SECONDS")]
     pub db_lookback_secs: Option<u64>,
 }
@@ -590,6 +604,7 @@ struct FileConfig {
     db_password: Option<String>,
     db_table_cdr: Option<String>,
     db_table_cel: Option<String>,
+    db_table_recordings: Option<String>,
     db_tls: Option<String>,
     db_ca_file: Option<PathBuf>,
     db_poll_ms: Option<u64>,
@@ -862,6 +877,8 @@ pub struct Config {
     pub reconcile: Option<ReconcileSource>,
     /// `ami-relay`: where call recordings are looked for, if anywhere.
     pub recordings: Option<crate::recordings::RecordingsConfig>,
+    /// `ami-relay`: the recordings table read in the background, if any.
+    pub recordings_table: Option<crate::recordings_db::RecordingsTable>,
     /// Dialler items larger than this are rejected unparsed (`list-relay`).
     pub dialler_max_item: usize,
     /// The Redis list sink, when configured.
@@ -1054,6 +1071,8 @@ impl Config {
             ami.utc_offset_secs = parsed.local_minus_utc();
         }
         c.ami = ami;
+        let recordings_max_age =
+            Duration::from_secs(args.recordings_max_age_hours.unwrap_or(48).max(1) * 3600);
         if let Some(dirs) = &args.recordings_dirs {
             let dirs: Vec<PathBuf> = dirs
                 .split(',')
@@ -1064,27 +1083,42 @@ impl Config {
             if !dirs.is_empty() {
                 c.recordings = Some(crate::recordings::RecordingsConfig {
                     dirs,
-                    max_age: Duration::from_secs(
-                        args.recordings_max_age_hours.unwrap_or(48).max(1) * 3600,
-                    ),
+                    max_age: recordings_max_age,
                 });
             }
         }
-        let reconciles = matches!(c.source, SourceConfig::Ami(_) | SourceConfig::Replay(_));
-        let once = args.once || matches!(c.source, SourceConfig::Replay(_));
-        let cdr = if pick(&args.db_type, &file.db_type).is_some() {
-            let mut db = resolve_db(args, &file)?;
-            if db.cdr_table.is_none() {
+        if let Some(table) = pick(&args.db_table_recordings, &file.db_table_recordings)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+        {
+            if pick(&args.db_type, &file.db_type).is_none() {
                 return Err(ConfigError(
-                    "reconciling AMI with the database needs DB_TABLE_CDR".into(),
+                    "DB_TABLE_RECORDINGS needs DB_TYPE (postgresql or mysql) and the other DB_* settings of its database".into(),
                 ));
             }
-            // The CDR table only: AMI brings the calls.
-            db.cel_table = String::new();
-            db.once = once;
-            Some(ReconcileCdr::Db(Box::new(db)))
-        } else {
-            args.cdr_csv_path.clone().map(ReconcileCdr::Csv)
+            c.recordings_table = Some(crate::recordings_db::RecordingsTable {
+                db: resolve_db(args, &file)?,
+                table,
+                max_age: recordings_max_age,
+            });
+        }
+        let reconciles = matches!(c.source, SourceConfig::Ami(_) | SourceConfig::Replay(_));
+        let once = args.once || matches!(c.source, SourceConfig::Replay(_));
+        // DB_TYPE reconciles with its CDR table, unless DB_TABLE_CDR is empty (the DB_*
+        // settings may be there for the recordings table only); then CDR_CSV_PATH may still.
+        let db_cdr = match pick(&args.db_type, &file.db_type) {
+            Some(_) if reconciles => Some(resolve_db(args, &file)?),
+            _ => None,
+        }
+        .filter(|db| db.cdr_table.is_some());
+        let cdr = match db_cdr {
+            Some(mut db) => {
+                // The CDR table only: AMI brings the calls.
+                db.cel_table = String::new();
+                db.once = once;
+                Some(ReconcileCdr::Db(Box::new(db)))
+            }
+            None => args.cdr_csv_path.clone().map(ReconcileCdr::Csv),
         };
         if let (true, Some(cdr)) = (reconciles, cdr) {
             let mut config = crate::pipeline::reconcile::ReconcileConfig::default();
@@ -1357,6 +1391,7 @@ impl Config {
             dialler_max_item: call_assembler::DEFAULT_MAX_ITEM,
             reconcile: None,
             recordings: None,
+            recordings_table: None,
             redis,
             tls,
             http_cdr,
@@ -1494,6 +1529,9 @@ impl Config {
                 dirs.join(", "),
                 r.max_age.as_secs() / 3600
             ));
+        }
+        if let Some(t) = &self.recordings_table {
+            out.push_str(&format!("recordings table: {}\n", t.describe()));
         }
         if self.kind == RelayKind::Ami {
             let a = &self.ami;
@@ -1881,5 +1919,85 @@ mod tests {
             let e = ami(&args).unwrap_err();
             assert!(e.0.contains(says), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_recordings_table_takes_the_db_settings_in_any_cel_mode() {
+        // CEL_MODE=ami (a replay) with an empty DB_TABLE_CDR: no reconciliation, the table read.
+        let c = ami(&[
+            "--replay",
+            "x.raw",
+            "--db-type",
+            "postgresql",
+            "--db-name",
+            "pbx",
+            "--db-password",
+            "s3cret",
+            "--db-table-cdr",
+            "",
+            "--db-table-recordings",
+            "public.recs",
+            "--recordings-max-age-hours",
+            "2",
+        ])
+        .unwrap();
+        assert!(
+            c.reconcile.is_none(),
+            "an empty DB_TABLE_CDR: no reconciliation"
+        );
+        assert!(c.recordings.is_none());
+        let t = c.recordings_table.as_ref().unwrap();
+        assert_eq!(t.table, "public.recs");
+        assert_eq!(t.max_age, Duration::from_secs(7200));
+        assert_eq!(
+            (t.db.kind, t.db.database.as_str()),
+            (DbKind::Postgres, "pbx")
+        );
+        let d = c.describe();
+        assert!(
+            d.contains(
+                "recordings table: the table public.recs at postgresql://127.0.0.1:5432/pbx"
+            ),
+            "{d}"
+        );
+        assert!(!d.contains("s3cret"), "{d}");
+        // The cdr_csv file still reconciles when the database's CDR table is off.
+        let c = ami(&[
+            "--replay",
+            "x.raw",
+            "--db-type",
+            "mysql",
+            "--db-table-cdr",
+            "",
+            "--cdr-csv-path",
+            "/tmp/Master.csv",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.reconcile.as_ref().map(|r| &r.cdr),
+            Some(ReconcileCdr::Csv(_))
+        ));
+        assert!(c.recordings_table.is_none());
+        // With the CDR table (the default), AMI is reconciled with it as before.
+        let c = ami(&["--replay", "x.raw", "--db-type", "mysql"]).unwrap();
+        assert!(matches!(
+            c.reconcile.as_ref().map(|r| &r.cdr),
+            Some(ReconcileCdr::Db(_))
+        ));
+        // CEL_MODE=db and csv read it too.
+        for mode in ["db", "csv"] {
+            let c = ami(&[
+                "--cel-mode",
+                mode,
+                "--db-type",
+                "mariadb",
+                "--db-table-recordings",
+                "recs",
+            ])
+            .unwrap();
+            assert_eq!(c.recordings_table.unwrap().db.kind, DbKind::MySql, "{mode}");
+        }
+        let e = ami(&["--replay", "x.raw", "--db-table-recordings", "recs"]).unwrap_err();
+        assert!(e.0.contains("DB_TABLE_RECORDINGS needs DB_TYPE"), "{e}");
     }
 }

@@ -80,7 +80,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Time allowed to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time allowed for one query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -140,7 +140,7 @@ pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
 
 /// How a field's column is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     /// As text.
     Text,
     /// A time to the microsecond.
@@ -246,12 +246,12 @@ pub struct Column {
 }
 
 impl Column {
-    fn is_time(&self) -> bool {
+    pub(crate) fn is_time(&self) -> bool {
         let t = self.data_type.as_str();
         t.starts_with("timestamp") || t == "datetime" || t == "date"
     }
 
-    fn is_integer(&self) -> bool {
+    pub(crate) fn is_integer(&self) -> bool {
         matches!(
             self.data_type.as_str(),
             "smallint" | "integer" | "bigint" | "int" | "tinyint" | "mediumint"
@@ -296,7 +296,7 @@ pub fn quote_ident(kind: DbKind, name: &str) -> String {
 }
 
 /// Quotes a table name that may be `schema.table`.
-fn quote_table(kind: DbKind, name: &str) -> String {
+pub(crate) fn quote_table(kind: DbKind, name: &str) -> String {
     match name.split_once('.') {
         Some((schema, table)) => {
             format!("{}.{}", quote_ident(kind, schema), quote_ident(kind, table))
@@ -306,7 +306,7 @@ fn quote_table(kind: DbKind, name: &str) -> String {
 }
 
 /// The select expression reading `col` as text in `format`.
-fn select_expr(kind: DbKind, col: &Column, format: Format) -> String {
+pub(crate) fn select_expr(kind: DbKind, col: &Column, format: Format) -> String {
     let q = quote_ident(kind, &col.name);
     match (kind, format, col.is_time()) {
         (DbKind::Postgres, Format::Micros, true) => {
@@ -327,7 +327,7 @@ fn select_expr(kind: DbKind, col: &Column, format: Format) -> String {
 }
 
 /// A query's placeholder `n` (1-based): `$n` on PostgreSQL, `?` on MySQL.
-fn ph(kind: DbKind, n: usize) -> String {
+pub(crate) fn ph(kind: DbKind, n: usize) -> String {
     match kind {
         DbKind::Postgres => format!("${n}"),
         DbKind::MySql => "?".into(),
@@ -336,7 +336,7 @@ fn ph(kind: DbKind, n: usize) -> String {
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Param {
+pub(crate) enum Param {
     Int(i64),
     Text(String),
 }
@@ -622,7 +622,11 @@ fn format_time(t: NaiveDateTime) -> String {
 }
 
 /// Where a read of a time-ordered table begins: `lookback` before `max`, not before `floor`.
-fn read_from(max: Option<&str>, floor: Option<&str>, lookback: Duration) -> Option<String> {
+pub(crate) fn read_from(
+    max: Option<&str>,
+    floor: Option<&str>,
+    lookback: Duration,
+) -> Option<String> {
     let from = max.map(
         |m| match (parse_time(m), chrono::TimeDelta::from_std(lookback)) {
             (Some(t), Ok(d)) => t
@@ -642,7 +646,7 @@ fn read_from(max: Option<&str>, floor: Option<&str>, lookback: Duration) -> Opti
 }
 
 /// Orders two watermark times (as times when both parse, else as text).
-fn compare_times(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn compare_times(a: &str, b: &str) -> std::cmp::Ordering {
     match (parse_time(a), parse_time(b)) {
         (Some(x), Some(y)) => x.cmp(&y),
         _ => a.cmp(b),
@@ -775,13 +779,13 @@ enum SessionEnd {
 }
 
 /// A connection to one of the two kinds of server.
-enum Conn {
+pub(crate) enum Conn {
     Pg(sqlx::PgConnection),
     My(sqlx::MySqlConnection),
 }
 
 impl Conn {
-    async fn connect(c: &CelDbSource) -> Result<Self, sqlx::Error> {
+    pub(crate) async fn connect(c: &CelDbSource) -> Result<Self, sqlx::Error> {
         match c.kind {
             DbKind::Postgres => {
                 use sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -836,7 +840,7 @@ impl Conn {
     }
 
     /// Runs `sql` with `params`; every column of the result is text (or NULL).
-    async fn rows(
+    pub(crate) async fn rows(
         &mut self,
         sql: &str,
         params: &[Param],
@@ -892,7 +896,7 @@ impl Conn {
 
     /// The columns of `table` (`schema.table` allowed), empty when there is no such table
     /// (or the user may read none of it).
-    async fn columns(&mut self, table: &str) -> Result<Vec<Column>, String> {
+    pub(crate) async fn columns(&mut self, table: &str) -> Result<Vec<Column>, String> {
         let (schema, name) = match table.split_once('.') {
             Some((s, t)) => (Some(s), t),
             None => (None, table),
@@ -932,7 +936,11 @@ impl Conn {
     }
 
     /// The first column of the first row of `sql`, if any.
-    async fn scalar(&mut self, sql: &str, params: &[Param]) -> Result<Option<String>, String> {
+    pub(crate) async fn scalar(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<Option<String>, String> {
         Ok(self
             .rows(sql, params)
             .await?
@@ -941,7 +949,7 @@ impl Conn {
             .and_then(|r| r.into_iter().next().flatten()))
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = match self {
             Self::Pg(c) => c.close().await,
             Self::My(c) => c.close().await,

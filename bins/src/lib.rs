@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod receiver;
 pub mod recordings;
+pub mod recordings_db;
 pub mod redis_source;
 pub mod runtime;
 pub mod sentry;

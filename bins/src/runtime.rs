@@ -26,7 +26,7 @@ use crate::pipeline::{
     SmdrPipeline,
 };
 use crate::receiver::CdrReceiver;
-use crate::recordings::RecordingIndex;
+use crate::recordings::{RecordingIndex, RecordingsConfig};
 use crate::sinks::SinkSpec;
 use crate::source::{self, SourceEvent, TcpOptions};
 
@@ -666,10 +666,36 @@ async fn run_with<P: Pipeline>(
         total_bytes,
     } = feed;
 
-    let recordings = config
-        .recordings
-        .clone()
-        .map(|r| Arc::new(Mutex::new(RecordingIndex::new(r))));
+    let recordings = match (&config.recordings, &config.recordings_table) {
+        (None, None) => None,
+        (dirs, _) => Some(Arc::new(Mutex::new(RecordingIndex::new(
+            dirs.clone().unwrap_or(RecordingsConfig {
+                dirs: Vec::new(),
+                max_age: Duration::ZERO,
+            }),
+        )))),
+    };
+    if let (Some(table), Some(index)) = (config.recordings_table.clone(), &recordings) {
+        // The first read of the table is over before any input is taken, so that the calls of
+        // a replay (or read right at the start) find its rows; bounded, never fatal.
+        tracing::info!(table = %table.table, db = %table.db.describe(), "reading recordings from a table");
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(crate::recordings_db::follow(
+            table,
+            index.clone(),
+            ready_tx,
+            workers_stop.clone(),
+        ));
+        if tokio::time::timeout(crate::recordings_db::FIRST_READ_WAIT, ready_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the recordings table was not read within {} s: going on; calls committed before it is get no recordings from it",
+                crate::recordings_db::FIRST_READ_WAIT.as_secs()
+            );
+        }
+    }
     let reporter = replaying.then(|| Progress::start(progress.clone(), total_bytes));
     let mut shutdown = shutdown;
     let mut ended = false;
