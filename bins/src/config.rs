@@ -1877,6 +1877,19 @@ mod tests {
         assert!(d.once);
         assert!(!format!("{d:?}").contains("s3cret"));
         assert!(!c.describe().contains("s3cret"));
+        let c = ami(&[
+            "--cel-mode",
+            "db",
+            "--db-type",
+            "mysql",
+            "--db-password",
+            "",
+        ])
+        .unwrap();
+        let SourceConfig::CelDb(d) = &c.source else {
+            panic!("{:?}", c.source);
+        };
+        assert_eq!(d.password, None, "an empty DB_PASSWORD is no password");
         for (args, says) in [
             (vec!["--cel-mode", "db"], "needs DB_TYPE"),
             (vec!["--cel-mode", "db", "--db-type", "oracle"], "DB_TYPE"),
