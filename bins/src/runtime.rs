@@ -179,6 +179,33 @@ struct Feed {
     total_bytes: Option<u64>,
 }
 
+impl Feed {
+    /// A source with no total to report progress against (live, or not a replayed file).
+    fn live() -> Self {
+        Self {
+            progress: Arc::new(AtomicU64::new(0)),
+            total_bytes: None,
+        }
+    }
+}
+
+/// Starts the AMI client (or, with `--replay`, the replayed capture) feeding `tx`.
+async fn start_ami_source(
+    config: &Config,
+    metrics: &Metrics,
+    tx: mpsc::Sender<SourceEvent<pipeline::AmiInput>>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Feed> {
+    match &config.source {
+        SourceConfig::Ami(client) => {
+            tracing::info!(host = %client.host, port = client.port, "connecting to the Asterisk Manager Interface");
+            tokio::spawn(source::ami((**client).clone(), tx, shutdown.clone()));
+            Ok(Feed::live())
+        }
+        _ => start_byte_source(config, metrics, tx, shutdown).await,
+    }
+}
+
 /// Starts a byte source (TCP connect, listen, or a replayed file) feeding `tx`.
 async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
     config: &Config,
@@ -266,13 +293,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 SourceConfig::Posts(r) => {
                     metrics.set_source_connected(true);
                     let receiver = Arc::new(CdrReceiver::new(r.clone(), tx));
-                    (
-                        Feed {
-                            progress: Arc::new(AtomicU64::new(0)),
-                            total_bytes: None,
-                        },
-                        Some(receiver),
-                    )
+                    (Feed::live(), Some(receiver))
                 }
                 _ => (
                     start_byte_source(&config, &metrics, tx, &shutdown).await?,
@@ -307,10 +328,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                         tx,
                         shutdown.clone(),
                     ));
-                    Feed {
-                        progress: Arc::new(AtomicU64::new(0)),
-                        total_bytes: None,
-                    }
+                    Feed::live()
                 }
                 _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
             };
@@ -341,10 +359,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 tx,
                 shutdown.clone(),
             ));
-            let feed = Feed {
-                progress: Arc::new(AtomicU64::new(0)),
-                total_bytes: None,
-            };
+            let feed = Feed::live();
             let asm_config = config.ami.clone();
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 let mut positions = crate::csv_source::StartPositions::new();
@@ -366,17 +381,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let metrics = Metrics::new(ReconcilePipeline::KIND);
             let (tx, rx) = mpsc::channel(64);
             let (ami_tx, ami_rx) = mpsc::channel(64);
-            let feed = match &config.source {
-                SourceConfig::Ami(client) => {
-                    tracing::info!(host = %client.host, port = client.port, "connecting to the Asterisk Manager Interface");
-                    tokio::spawn(source::ami((**client).clone(), ami_tx, shutdown.clone()));
-                    Feed {
-                        progress: Arc::new(AtomicU64::new(0)),
-                        total_bytes: None,
-                    }
-                }
-                _ => start_byte_source(&config, &metrics, ami_tx, &shutdown).await?,
-            };
+            let feed = start_ami_source(&config, &metrics, ami_tx, &shutdown).await?;
             let (cdr_tx, cdr_rx) = mpsc::channel(64);
             let (start_tx, start_rx) = tokio::sync::oneshot::channel();
             let (csv_start, db_start) = match &rec.cdr {
@@ -448,10 +453,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 tx,
                 shutdown.clone(),
             ));
-            let feed = Feed {
-                progress: Arc::new(AtomicU64::new(0)),
-                total_bytes: None,
-            };
+            let feed = Feed::live();
             let asm_config = config.ami.clone();
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 let mark = |file| {
@@ -478,17 +480,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let source = source_name(AmiPipeline::KIND, &config.site);
             let metrics = Metrics::new(AmiPipeline::KIND);
             let (tx, rx) = mpsc::channel(64);
-            let feed = match &config.source {
-                SourceConfig::Ami(client) => {
-                    tracing::info!(host = %client.host, port = client.port, "connecting to the Asterisk Manager Interface");
-                    tokio::spawn(source::ami((**client).clone(), tx, shutdown.clone()));
-                    Feed {
-                        progress: Arc::new(AtomicU64::new(0)),
-                        total_bytes: None,
-                    }
-                }
-                _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
-            };
+            let feed = start_ami_source(&config, &metrics, tx, &shutdown).await?;
             let asm_config = config.ami.clone();
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 AmiPipeline::restore(&source, asm_config, now, now_ms(), saved)

@@ -36,6 +36,77 @@
 
 use memchr::{memchr, memchr2};
 
+/// cdr_csv's columns with every optional one on (`loguniqueid`, `loguserfield`,
+/// `newcdrcolumns`): 21 fields, the layout of the lab captures and of the cdr table's rows
+/// as `ami-relay` reads them.
+pub const CDR_COLUMNS: [&str; 21] = [
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "uniqueid",
+    "userfield",
+    "peeraccount",
+    "linkedid",
+    "sequence",
+];
+
+/// cdr_csv's columns in its order, without the optional ones.
+const CDR_BASE: [&str; 16] = [
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+];
+
+/// The column names of a cdr_csv row with `n` fields: the 16 base columns, then `uniqueid`
+/// (`loguniqueid`), `userfield` (`loguserfield`), and `peeraccount`, `linkedid`, `sequence`
+/// (`newcdrcolumns`); the field count decides which are present (17: uniqueid; 18: uniqueid,
+/// userfield; 19: the new columns; 20: uniqueid and the new columns; 21: all). `None` for other
+/// counts.
+pub fn cdr_columns(n: usize) -> Option<Vec<&'static str>> {
+    let extra: &[&str] = match n {
+        16 => &[],
+        17 => &["uniqueid"],
+        18 => &["uniqueid", "userfield"],
+        19 => &["peeraccount", "linkedid", "sequence"],
+        20 => &["uniqueid", "peeraccount", "linkedid", "sequence"],
+        21 => &[
+            "uniqueid",
+            "userfield",
+            "peeraccount",
+            "linkedid",
+            "sequence",
+        ],
+        _ => return None,
+    };
+    Some(CDR_BASE.iter().chain(extra).copied().collect())
+}
+
 /// Splits one CSV record into its fields: bare or double-quoted, with `""` for a `"` inside
 /// quotes; a quoted field may hold commas and newlines. One trailing `\n` or `\r\n` (the
 /// record's terminator, as [`record_end`] includes it) is ignored.
@@ -204,6 +275,19 @@ where
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn cdr_layouts_by_field_count() {
+        assert_eq!(cdr_columns(21).unwrap(), CDR_COLUMNS);
+        assert_eq!(cdr_columns(16).unwrap(), CDR_COLUMNS[..16]);
+        assert_eq!(cdr_columns(17).unwrap().last(), Some(&"uniqueid"));
+        assert_eq!(
+            cdr_columns(19).unwrap()[16..],
+            ["peeraccount", "linkedid", "sequence"]
+        );
+        assert_eq!(cdr_columns(15), None);
+        assert_eq!(cdr_columns(22), None);
+    }
 
     #[test]
     fn fields_bare_quoted_and_escaped() {

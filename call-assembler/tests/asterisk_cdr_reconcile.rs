@@ -20,30 +20,7 @@ use chrono::{NaiveDateTime, Timelike};
 use common::{captures, config, name_of, replay_ami};
 use compact_str::CompactString;
 
-/// cdr_csv's columns with every optional column on (the fixtures' README).
-const CDR_COLUMNS: [&str; 21] = [
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-    "uniqueid",
-    "userfield",
-    "peeraccount",
-    "linkedid",
-    "sequence",
-];
+use call_assembler::csv::CDR_COLUMNS;
 
 type Row = BTreeMap<CompactString, CompactString>;
 

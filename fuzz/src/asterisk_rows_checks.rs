@@ -60,31 +60,7 @@ use call_assembler::{
 };
 use compact_str::CompactString;
 
-/// cdr_csv's columns with `loguniqueid`, `loguserfield` and `newcdrcolumns` on (21 fields; the
-/// names `ami-relay`'s `cdr_columns(21)` gives).
-pub const CDR_COLUMNS: [&str; 21] = [
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-    "uniqueid",
-    "userfield",
-    "peeraccount",
-    "linkedid",
-    "sequence",
-];
+pub use call_assembler::csv::CDR_COLUMNS;
 
 /// The most CDR rows rebuilt into one call at once (more add time, not cases).
 pub const MAX_CDR_ROWS: usize = 64;

@@ -89,50 +89,6 @@ impl From<Vec<u8>> for CelCsvInput {
     }
 }
 
-/// cdr_csv's columns in its order, without the optional ones.
-const CDR_BASE: [&str; 16] = [
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-];
-
-/// The column names of a cdr_csv row with `n` fields: the 16 base columns, then `uniqueid`
-/// (`loguniqueid`), `userfield` (`loguserfield`), and `peeraccount`, `linkedid`, `sequence`
-/// (`newcdrcolumns`); the field count decides which are present (17: uniqueid; 18: uniqueid,
-/// userfield; 19: the new columns; 20: uniqueid and the new columns; 21: all). `None` for other
-/// counts.
-pub fn cdr_columns(n: usize) -> Option<Vec<&'static str>> {
-    let extra: &[&str] = match n {
-        16 => &[],
-        17 => &["uniqueid"],
-        18 => &["uniqueid", "userfield"],
-        19 => &["peeraccount", "linkedid", "sequence"],
-        20 => &["uniqueid", "peeraccount", "linkedid", "sequence"],
-        21 => &[
-            "uniqueid",
-            "userfield",
-            "peeraccount",
-            "linkedid",
-            "sequence",
-        ],
-        _ => return None,
-    };
-    Some(CDR_BASE.iter().chain(extra).copied().collect())
-}
-
 /// One cdr_csv row: cdr_csv's column names with their values, in file order.
 pub(crate) type CdrRow = Vec<(&'static str, String)>;
 
@@ -140,7 +96,7 @@ pub(crate) type CdrRow = Vec<(&'static str, String)>;
 /// `channel`) and its columns.
 pub(crate) fn parse_cdr(line: &str) -> Option<(String, CdrRow)> {
     let fields = call_assembler::csv::split_record(line)?;
-    let cols = cdr_columns(fields.len())?;
+    let cols = call_assembler::csv::cdr_columns(fields.len())?;
     let row: CdrRow = cols.into_iter().zip(fields).collect();
     let get = |name: &str| {
         row.iter()
