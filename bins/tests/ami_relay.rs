@@ -420,3 +420,70 @@ async fn progressive_mode_sends_started_updates_and_the_end_under_one_id() {
         .unwrap();
     assert_eq!(stored, 1);
 }
+
+/// Live AMI with a gap beside a growing cdr_csv file: the call that happened while the
+/// connection was down is rebuilt from the CDR and delivered once, marked reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_missed_during_an_ami_outage_comes_from_the_cdr_file() {
+    let (d01, d05, d07) = (
+        capture_dir("01_answered_caller_hangup"),
+        capture_dir("05_blind_transfer"),
+        capture_dir("07_queue_two_agents"),
+    );
+    // The first connection carries 01 and drops; 05 happens while the relay is away; the
+    // second connection carries 07.
+    let server = AmiServer::start(vec![
+        Session::new(Vec::new(), capture_messages(&d01).concat(), true),
+        Session::new(Vec::new(), capture_messages(&d07).concat(), false),
+    ])
+    .await;
+    let tmp = common::tempdir("ami-live-reconcile");
+    let (db, out, cdr) = (
+        tmp.join("relay.db"),
+        tmp.join("calls.jsonl"),
+        tmp.join("Master.csv"),
+    );
+    // Asterisk appends each call's rows when it ends: 01's are there at the start.
+    std::fs::write(&cdr, std::fs::read(d01.join("cdr.csv")).unwrap()).unwrap();
+    let port = server.port.to_string();
+    let sink = format!("jsonl:{}", out.display());
+    let relay = Relay::start_bin(
+        BIN,
+        &relay_args(&port, db.to_str().unwrap(), &sink),
+        &[
+            ("AMI_PASSWORD", SECRET),
+            ("CDR_CSV_PATH", cdr.to_str().unwrap()),
+            ("RECONCILE_WAIT", "5"),
+            ("RECONCILE_FLAG_AFTER", "30"),
+        ],
+        false,
+        false,
+    );
+    server.wait_accepted(2, Duration::from_secs(20)).await;
+    for d in [&d05, &d07] {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&cdr).unwrap();
+        std::io::Write::write_all(&mut f, &std::fs::read(d.join("cdr.csv")).unwrap()).unwrap();
+    }
+    let got = tokio::task::block_in_place(|| wait_jsonl(&out, 3, &relay));
+    let want: Vec<Call> = [&d01, &d05, &d07]
+        .iter()
+        .flat_map(|d| expected(d))
+        .collect();
+    let mut got_ids: Vec<&str> = got.iter().map(|c| c.id.as_str()).collect();
+    let mut want_ids: Vec<&str> = want.iter().map(|c| c.id.as_str()).collect();
+    got_ids.sort_unstable();
+    want_ids.sort_unstable();
+    assert_eq!(got_ids, want_ids, "every call once; log:\n{}", relay.log());
+    for c in &got {
+        let from_gap = c.linkedid == want[1].linkedid;
+        assert_eq!(c.reconciled, from_gap, "{c:?}");
+        if from_gap {
+            assert_eq!(c.disposition, want[1].disposition);
+            assert_eq!(c.answered, want[1].answered);
+        }
+    }
+    let log = relay.log();
+    assert!(log.contains("rebuilt from the CDR"), "{log}");
+    let status = relay.terminate();
+    assert!(status.success(), "{status}");
+}
