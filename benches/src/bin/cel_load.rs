@@ -44,6 +44,9 @@ struct Args {
     /// The `ami-relay` binary [default: beside this binary].
     #[arg(long)]
     relay: Option<PathBuf>,
+    /// Give the cdr table an index on its time column (`end`), which it is read by.
+    #[arg(long)]
+    cdr_index: bool,
     /// The fixtures [default: ../shared/fixtures/asterisk from the workspace].
     #[arg(long)]
     fixtures: Option<PathBuf>,
@@ -335,6 +338,9 @@ fn main() -> anyhow::Result<()> {
                         &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"),
                     )?;
                     sql(Some(&name), &schema(true))?;
+                    if args.cdr_index {
+                        sql(Some(&name), "CREATE INDEX cdr_end ON cdr (`end`)")?;
+                    }
                     sql(
                         Some(&name),
                         &format!(
@@ -362,6 +368,9 @@ fn main() -> anyhow::Result<()> {
                     sql("postgres", &format!("DROP DATABASE IF EXISTS {name}"))?;
                     sql("postgres", &format!("CREATE DATABASE {name}"))?;
                     sql(&name, &schema(false))?;
+                    if args.cdr_index {
+                        sql(&name, "CREATE INDEX cdr_end ON cdr (\"end\")")?;
+                    }
                     sql(
                         &name,
                         &format!(
