@@ -13,37 +13,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use call_assembler::Call;
-use common::Relay;
+use common::{Relay, cel_capture, cel_captures, read_jsonl};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ami-relay");
-
-fn captures() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/asterisk");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("cel.csv").exists())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-fn capture(name: &str) -> PathBuf {
-    captures().into_iter().find(|p| p.ends_with(name)).unwrap()
-}
-
-fn read_jsonl(path: &Path) -> Vec<Call> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Runs `ami-relay` to its end with `args` and `envs`, the calls it delivered.
 fn run_to_end(args: &[&str], envs: &[(&str, &str)], out: &Path, db: &Path) -> Vec<Call> {
@@ -79,7 +56,7 @@ fn summary(c: &Call) -> Summary {
 #[test]
 fn once_over_every_capture_gives_the_ami_replays_calls_and_truths_count() {
     let dir = common::tempdir("ami-csv-once");
-    for cap in captures() {
+    for cap in cel_captures() {
         let name = cap.file_name().unwrap().to_string_lossy().to_string();
         let truth: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(cap.join("truth.json")).unwrap())
@@ -128,7 +105,7 @@ fn once_over_every_capture_gives_the_ami_replays_calls_and_truths_count() {
 #[test]
 fn without_the_cdr_file_calls_come_without_cdr_rows_and_db_mode_needs_a_db_type() {
     let dir = common::tempdir("ami-csv-nocdr");
-    let cap = capture("01_answered_caller_hangup");
+    let cap = cel_capture("01_answered_caller_hangup");
     let calls = run_to_end(
         &["--once"],
         &[
@@ -188,7 +165,7 @@ fn append(path: &Path, bytes: &[u8]) {
 fn wait_calls(path: &Path, n: usize, relay: &Relay) -> Vec<Call> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let calls = read_jsonl(path);
+        let calls: Vec<Call> = read_jsonl(path);
         if calls.len() >= n {
             std::thread::sleep(Duration::from_millis(3500));
             return read_jsonl(path);
@@ -256,10 +233,10 @@ fn follow(dir: &Path, cel: &Path, cdr: &Path, out: &Path) -> Relay {
 fn a_follower_survives_a_cut_line_a_rotation_and_a_truncation() {
     let dir = common::tempdir("ami-csv-follow");
     let (a, b, c, d) = (
-        capture("01_answered_caller_hangup"),
-        capture("05_blind_transfer"),
-        capture("07_queue_two_agents"),
-        capture("13_sip_no_answer"),
+        cel_capture("01_answered_caller_hangup"),
+        cel_capture("05_blind_transfer"),
+        cel_capture("07_queue_two_agents"),
+        cel_capture("13_sip_no_answer"),
     );
     let mut want = Vec::new();
     for cap in [&a, &c, &b, &d] {
@@ -305,7 +282,7 @@ fn a_relay_killed_mid_file_ships_every_call_once_after_a_restart() {
     let mut cel_all = Vec::new();
     let mut cdr_all = Vec::new();
     let mut want = Vec::new();
-    for cap in captures() {
+    for cap in cel_captures() {
         cel_all.extend(std::fs::read(cap.join("cel.csv")).unwrap());
         cdr_all.extend(std::fs::read(cap.join("cdr.csv")).unwrap());
         want.extend(once_ids(&cap, &dir));
@@ -318,7 +295,7 @@ fn a_relay_killed_mid_file_ships_every_call_once_after_a_restart() {
     let cut = {
         let mut lines = 0;
         let mut at = 0;
-        let start: usize = captures()[..4]
+        let start: usize = cel_captures()[..4]
             .iter()
             .map(|c| std::fs::read(c.join("cel.csv")).unwrap().len())
             .sum();
@@ -382,9 +359,9 @@ fn a_relay_killed_mid_file_ships_every_call_once_after_a_restart() {
 fn a_file_rotated_while_the_relay_was_down_is_finished_first() {
     let dir = common::tempdir("ami-csv-down");
     let (a, b, c) = (
-        capture("01_answered_caller_hangup"),
-        capture("03_no_answer"),
-        capture("11_sip_answered_caller_hangup"),
+        cel_capture("01_answered_caller_hangup"),
+        cel_capture("03_no_answer"),
+        cel_capture("11_sip_answered_caller_hangup"),
     );
     let mut want = Vec::new();
     for cap in [&a, &b, &c] {
@@ -422,7 +399,7 @@ fn a_file_rotated_while_the_relay_was_down_is_finished_first() {
 #[test]
 fn a_cel_custom_file_with_its_own_column_mapping_gives_the_same_calls() {
     let dir = common::tempdir("ami-csv-columns");
-    let cap = capture("05_blind_transfer");
+    let cap = cel_capture("05_blind_transfer");
     let sample = run_to_end(
         &["--once"],
         &[

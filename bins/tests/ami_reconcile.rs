@@ -12,27 +12,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use call_assembler::Call;
 use chrono::Timelike as _;
+use common::ami::capture_dir;
+use common::read_jsonl;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ami-relay");
-
-fn capture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/asterisk")
-        .join(name)
-}
-
-fn read_jsonl(path: &Path) -> Vec<Call> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Runs `ami-relay` to its end; the calls it delivered and its log.
 fn run_to_end(args: &[&str], envs: &[(&str, &str)], dir: &Path, name: &str) -> (Vec<Call>, String) {
@@ -90,7 +78,7 @@ fn message_count(stream: &[u8]) -> usize {
 #[test]
 fn a_gap_in_ami_is_filled_from_the_cdr_and_every_call_arrives_once() {
     let dir = common::tempdir("ami-reconcile");
-    let read = |c: &str, f: &str| std::fs::read(capture(c).join(f)).unwrap();
+    let read = |c: &str, f: &str| std::fs::read(capture_dir(c).join(f)).unwrap();
     let (c01, c03, c05, c07) = (
         "01_answered_caller_hangup",
         "03_no_answer",
@@ -102,7 +90,7 @@ fn a_gap_in_ami_is_filled_from_the_cdr_and_every_call_arrives_once() {
     let mut alone = Vec::new();
     for c in [c01, c03, c05, c07] {
         let (calls, _) = run_to_end(
-            &["--replay", capture(c).join("ami.raw").to_str().unwrap()],
+            &["--replay", capture_dir(c).join("ami.raw").to_str().unwrap()],
             &[],
             &dir,
             &format!("alone-{c}"),
@@ -204,7 +192,7 @@ fn the_full_ami_capture_beside_its_cdr_rebuilds_nothing() {
         "16_sip_blind_transfer",
         "19_sip_queue",
     ] {
-        let cap = capture(c);
+        let cap = capture_dir(c);
         let (plain, _) = run_to_end(
             &["--replay", cap.join("ami.raw").to_str().unwrap()],
             &[],

@@ -28,8 +28,7 @@ fn touch(path: &Path, age: Duration) -> PathBuf {
 #[test]
 fn recordings_named_after_the_call_or_its_legs_are_attached() {
     let dir = common::tempdir("ami-recordings");
-    let cap = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/asterisk/01_answered_caller_hangup");
+    let cap = common::ami::capture_dir("01_answered_caller_hangup");
     // Learn the call's ids from a plain replay first.
     let run = |envs: &[(&str, &str)], name: &str| -> Vec<Call> {
         let out = dir.join(format!("{name}.jsonl"));
@@ -47,11 +46,7 @@ fn recordings_named_after_the_call_or_its_legs_are_attached() {
             .status()
             .unwrap();
         assert!(status.success());
-        std::fs::read_to_string(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        common::read_jsonl(&out)
     };
     let plain = run(&[], "plain");
     assert_eq!(plain.len(), 1);

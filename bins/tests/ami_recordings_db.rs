@@ -25,195 +25,30 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use call_assembler::Call;
-use sqlx::Connection as _;
+use common::db::{Kind, SHARED_MY, SHARED_PG, Server, TestDb, quote};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ami-relay");
 
 // ---------------------------------------------------------------------------------------------
-// Servers and databases (the few helpers of ami_db.rs needed here)
+// Databases
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Pg,
-    My,
-}
-
-#[derive(Debug, Clone)]
-struct Server {
-    kind: Kind,
-    port: u16,
-    user: &'static str,
-}
-
-const SHARED_PG: Server = Server {
-    kind: Kind::Pg,
-    port: 5432,
-    user: "postgres",
-};
-
-const SHARED_MY: Server = Server {
-    kind: Kind::My,
-    port: 3306,
-    user: "root",
-};
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// A client connection (the tests' own, with sqlx as the relay).
-enum Db {
-    Pg(sqlx::PgConnection),
-    My(sqlx::MySqlConnection),
-}
-
-impl Db {
-    async fn connect(server: &Server, database: Option<&str>) -> Result<Self, sqlx::Error> {
-        match server.kind {
-            Kind::Pg => {
-                let o = sqlx::postgres::PgConnectOptions::new()
-                    .host("127.0.0.1")
-                    .port(server.port)
-                    .username(server.user)
-                    .database(database.unwrap_or("postgres"))
-                    .ssl_mode(sqlx::postgres::PgSslMode::Disable);
-                Ok(Self::Pg(sqlx::PgConnection::connect_with(&o).await?))
-            }
-            Kind::My => {
-                let mut o = sqlx::mysql::MySqlConnectOptions::new()
-                    .host("127.0.0.1")
-                    .port(server.port)
-                    .username(server.user)
-                    .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled);
-                if let Some(d) = database {
-                    o = o.database(d);
-                }
-                Ok(Self::My(sqlx::MySqlConnection::connect_with(&o).await?))
-            }
-        }
-    }
-
-    /// Connects or fails the test saying which server is missing.
-    async fn must_connect(server: &Server, database: Option<&str>) -> Self {
-        match Self::connect(server, database).await {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "cannot connect to {:?} on 127.0.0.1:{} as {} ({e}); these tests need the server running",
-                server.kind, server.port, server.user
-            ),
-        }
-    }
-
-    async fn exec(&mut self, sql: &str) {
-        let r = match self {
-            Self::Pg(c) => sqlx::raw_sql(sql).execute(&mut *c).await.map(|_| ()),
-            Self::My(c) => sqlx::raw_sql(sql).execute(&mut *c).await.map(|_| ()),
-        };
-        r.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    async fn close(self) {
-        let _ = match self {
-            Self::Pg(c) => c.close().await,
-            Self::My(c) => c.close().await,
-        };
-    }
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A database of its own on `server`; dropped with the value.
-struct TestDb {
-    server: Server,
-    name: String,
-}
-
-impl TestDb {
-    fn create(server: &Server, tag: &str) -> Self {
-        let name = format!(
-            "cdrrelay_{tag}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let db = Self {
-            server: server.clone(),
-            name,
-        };
-        block_on(async {
-            let mut admin = Db::must_connect(server, None).await;
-            admin.exec(&format!("CREATE DATABASE {}", db.name)).await;
-            admin.close().await;
-        });
-        db
-    }
-
-    fn exec(&self, sqls: &[String]) {
-        block_on(async {
-            let mut c = Db::must_connect(&self.server, Some(&self.name)).await;
-            for sql in sqls {
-                c.exec(sql).await;
-            }
-            c.close().await;
-        });
-    }
-
-    /// The relay's settings for this database: the recordings table `table`, no CDR table.
-    fn env(&self, table: &str) -> Vec<(String, String)> {
-        let kind = match self.server.kind {
-            Kind::Pg => "postgresql",
-            Kind::My => "mariadb",
-        };
-        [
-            ("DB_TYPE", kind),
-            ("DB_HOST", "127.0.0.1"),
-            ("DB_PORT", &self.server.port.to_string()),
-            ("DB_NAME", &self.name),
-            ("DB_USER", self.server.user),
-            ("DB_TLS", "disable"),
-            ("DB_POLL_MS", "200"),
-            ("DB_TABLE_CDR", ""),
-            ("DB_TABLE_RECORDINGS", table),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let server = self.server.clone();
-        let name = self.name.clone();
-        // A panicking test still drops its database.
-        let _ = std::thread::spawn(move || {
-            block_on(async {
-                if let Ok(mut c) = Db::connect(&server, None).await {
-                    let sql = match server.kind {
-                        Kind::Pg => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                        Kind::My => format!("DROP DATABASE IF EXISTS {name}"),
-                    };
-                    c.exec(&sql).await;
-                    c.close().await;
-                }
-            })
-        })
-        .join();
-    }
+/// The relay's settings for `db`: the recordings table `table`, no CDR table.
+fn recordings_env(db: &TestDb, table: &str) -> Vec<(String, String)> {
+    let mut env = db.env();
+    env.extend([
+        ("DB_TABLE_CDR".to_owned(), String::new()),
+        ("DB_TABLE_RECORDINGS".to_owned(), table.to_owned()),
+    ]);
+    env
 }
 
 // ---------------------------------------------------------------------------------------------
 // The relay
 
 fn capture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/asterisk/01_answered_caller_hangup/ami.raw")
+    common::ami::capture_dir("01_answered_caller_hangup").join("ami.raw")
 }
 
 /// `ami-relay --replay` of capture 01 with `envs`: the calls delivered and the log.
@@ -238,12 +73,7 @@ fn replay(dir: &Path, name: &str, envs: &[(String, String)]) -> (Vec<Call>, Stri
         .unwrap();
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{name}: {log}");
-    let calls = std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (calls, log)
+    (common::read_jsonl(&out), log)
 }
 
 /// The call of a plain replay (no recordings): its JSON, Linkedid, and another leg's Uniqueid.
@@ -295,7 +125,7 @@ fn assert_recordings(got: &[Call], plain: &Call, want: &[&str], log: &str) {
 fn tables_with_and_without_id(server: &Server, tag: &str) {
     let dir = common::tempdir(&format!("ami-recdb-{tag}"));
     let (call, linkedid, leg) = plain(&dir);
-    let db = TestDb::create(server, tag);
+    let db = TestDb::create_empty(server, tag);
     let (serial, ts, old) = match server.kind {
         Kind::Pg => (
             "id SERIAL PRIMARY KEY",
@@ -313,10 +143,7 @@ fn tables_with_and_without_id(server: &Server, tag: &str) {
         Kind::My => "NOW()",
     };
     // Quoted: PostgreSQL keeps the case.
-    let q = |n: &str| match server.kind {
-        Kind::Pg => format!("\"{n}\""),
-        Kind::My => format!("`{n}`"),
-    };
+    let q = |n: &str| quote(server.kind, n);
     db.exec(&[
         // With an id: the key in either column, a path column named `path`.
         format!(
@@ -350,7 +177,7 @@ fn tables_with_and_without_id(server: &Server, tag: &str) {
         ),
     ]);
 
-    let (got, log) = replay(&dir, "id", &db.env("recordings"));
+    let (got, log) = replay(&dir, "id", &recordings_env(&db, "recordings"));
     assert!(log.contains("by=\"id\""), "{log}");
     assert_recordings(
         &got,
@@ -358,7 +185,7 @@ fn tables_with_and_without_id(server: &Server, tag: &str) {
         &["/rec/id/by-call.wav", "/rec/id/by-leg.wav"],
         &log,
     );
-    let (got, log) = replay(&dir, "time", &db.env("call_recordings"));
+    let (got, log) = replay(&dir, "time", &recordings_env(&db, "call_recordings"));
     assert!(log.contains("by=\"time\""), "{log}");
     assert_recordings(
         &got,
@@ -382,7 +209,7 @@ fn mariadb_recordings_tables_with_and_without_id_attach_exactly_the_calls_paths(
 fn a_table_with_neither_id_nor_time_is_read_whole() {
     let dir = common::tempdir("ami-recdb-whole");
     let (call, linkedid, leg) = plain(&dir);
-    let db = TestDb::create(&SHARED_MY, "recwhole");
+    let db = TestDb::create_empty(&SHARED_MY, "recwhole");
     db.exec(&[
         "CREATE TABLE recs (linkedid VARCHAR(150), file VARCHAR(512))".into(),
         format!(
@@ -390,7 +217,7 @@ fn a_table_with_neither_id_nor_time_is_read_whole() {
              ('{leg}', '/rec/a.wav'), ('1.2', '/rec/c.wav')"
         ),
     ]);
-    let (got, log) = replay(&dir, "whole", &db.env("recs"));
+    let (got, log) = replay(&dir, "whole", &recordings_env(&db, "recs"));
     assert!(log.contains("whole table"), "{log}");
     assert_recordings(&got, &call, &["/rec/a.wav", "/rec/b.wav"], &log);
 }
@@ -399,8 +226,8 @@ fn a_table_with_neither_id_nor_time_is_read_whole() {
 fn a_missing_table_or_database_is_logged_and_the_call_still_delivered() {
     let dir = common::tempdir("ami-recdb-missing");
     let (call, _, _) = plain(&dir);
-    let db = TestDb::create(&SHARED_PG, "recmissing");
-    let (got, log) = replay(&dir, "missing", &db.env("nosuch"));
+    let db = TestDb::create_empty(&SHARED_PG, "recmissing");
+    let (got, log) = replay(&dir, "missing", &recordings_env(&db, "nosuch"));
     assert!(log.contains("no recordings table nosuch"), "{log}");
     assert_recordings(&got, &call, &[], &log);
     // A port nothing listens on.
@@ -409,7 +236,7 @@ fn a_missing_table_or_database_is_logged_and_the_call_still_delivered() {
         .local_addr()
         .unwrap()
         .port();
-    let mut env = db.env("recordings");
+    let mut env = recordings_env(&db, "recordings");
     for (k, v) in &mut env {
         if k == "DB_PORT" {
             *v = port.to_string();
@@ -434,7 +261,7 @@ fn rows_added_while_running(server: &Server, tag: &str) {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    let db = TestDb::create(server, tag);
+    let db = TestDb::create_empty(server, tag);
     let (serial, ts, now, earlier) = match server.kind {
         Kind::Pg => (
             "id INTEGER PRIMARY KEY",

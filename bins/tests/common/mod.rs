@@ -24,12 +24,42 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub mod ami;
+pub mod db;
 
 /// The shared fixtures folder.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/fixtures/smdr")
         .join(rel)
+}
+
+/// The Asterisk capture folders that have a `cel.csv` (under `shared/fixtures/asterisk`), in
+/// name order.
+pub fn cel_captures() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(ami::capture_dir(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("cel.csv").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The capture folder `name` among [`cel_captures`] (the test fails when there is none).
+pub fn cel_capture(name: &str) -> PathBuf {
+    cel_captures()
+        .into_iter()
+        .find(|p| p.ends_with(name))
+        .unwrap()
+}
+
+/// The values of a JSON-lines file, one a line (none when the file does not exist).
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A fresh temporary directory for one test.
