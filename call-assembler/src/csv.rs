@@ -63,48 +63,27 @@ pub const CDR_COLUMNS: [&str; 21] = [
     "sequence",
 ];
 
-/// cdr_csv's columns in its order, without the optional ones.
-const CDR_BASE: [&str; 16] = [
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-];
-
 /// The column names of a cdr_csv row with `n` fields: the 16 base columns, then `uniqueid`
 /// (`loguniqueid`), `userfield` (`loguserfield`), and `peeraccount`, `linkedid`, `sequence`
 /// (`newcdrcolumns`); the field count decides which are present (17: uniqueid; 18: uniqueid,
 /// userfield; 19: the new columns; 20: uniqueid and the new columns; 21: all). `None` for other
 /// counts.
 pub fn cdr_columns(n: usize) -> Option<Vec<&'static str>> {
-    let extra: &[&str] = match n {
+    // Positions in CDR_COLUMNS past the 16 base columns: 16 uniqueid, 17 userfield,
+    // 18 peeraccount, 19 linkedid, 20 sequence.
+    let extra: &[usize] = match n {
         16 => &[],
-        17 => &["uniqueid"],
-        18 => &["uniqueid", "userfield"],
-        19 => &["peeraccount", "linkedid", "sequence"],
-        20 => &["uniqueid", "peeraccount", "linkedid", "sequence"],
-        21 => &[
-            "uniqueid",
-            "userfield",
-            "peeraccount",
-            "linkedid",
-            "sequence",
-        ],
+        17 => &[16],
+        18 => &[16, 17],
+        19 => &[18, 19, 20],
+        20 => &[16, 18, 19, 20],
+        21 => &[16, 17, 18, 19, 20],
         _ => return None,
     };
-    Some(CDR_BASE.iter().chain(extra).copied().collect())
+    let (base, optional) = CDR_COLUMNS.split_at(16);
+    let mut cols = base.to_vec();
+    cols.extend(extra.iter().filter_map(|i| optional.get(i - 16)));
+    Some(cols)
 }
 
 /// Splits one CSV record into its fields: bare or double-quoted, with `""` for a `"` inside
@@ -284,6 +263,11 @@ mod tests {
         assert_eq!(
             cdr_columns(19).unwrap()[16..],
             ["peeraccount", "linkedid", "sequence"]
+        );
+        assert_eq!(cdr_columns(18).unwrap()[16..], ["uniqueid", "userfield"]);
+        assert_eq!(
+            cdr_columns(20).unwrap()[16..],
+            ["uniqueid", "peeraccount", "linkedid", "sequence"]
         );
         assert_eq!(cdr_columns(15), None);
         assert_eq!(cdr_columns(22), None);
