@@ -47,38 +47,11 @@ fn kept_crash_inputs() {
 /// from a fixed xorshift sequence.
 #[test]
 fn pseudo_random_mutations_of_the_seeds() {
-    let seeds = replay::files(&fuzz(), "corpus/asterisk_rows");
-    let mut x: u64 = 0x6a09_e667_f3bc_c909;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
+    let m = replay::Mutations {
+        start: 0x6a09_e667_f3bc_c909,
+        rounds: 256,
+        max_edits: 6,
+        markup: b"\",\n\r:.- 0123456789${}()",
     };
-    const MARKUP: &[u8] = b"\",\n\r:.- 0123456789${}()";
-    for i in 0..256u32 {
-        let (name, seed) = &seeds[(next() % seeds.len() as u64) as usize];
-        let mut data = seed.clone();
-        for _ in 0..1 + next() % 6 {
-            if data.is_empty() {
-                break;
-            }
-            let at = (next() % data.len() as u64) as usize;
-            let b = if next() % 2 == 0 {
-                MARKUP[(next() % MARKUP.len() as u64) as usize]
-            } else {
-                (next() % 256) as u8
-            };
-            match next() % 3 {
-                0 => data[at] = b,
-                1 => data.insert(at, b),
-                _ => {
-                    data.remove(at);
-                }
-            }
-        }
-        if let Some(msg) = replay::failure(|| check_asterisk_rows(&data)) {
-            panic!("mutation {i} of {name}: {msg}");
-        }
-    }
+    replay::replay_mutations(&fuzz(), "asterisk_rows", &m, check_asterisk_rows);
 }

@@ -43,38 +43,11 @@ fn kept_crash_inputs() {
 /// sequence.
 #[test]
 fn pseudo_random_mutations_of_the_seeds() {
-    let seeds = replay::files(&fuzz(), "corpus/cms_parse");
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
+    let m = replay::Mutations {
+        start: 0x2545_f491_4f6c_dd1d,
+        rounds: 512,
+        max_edits: 4,
+        markup: b"<>/=\"&;# \n!?[]",
     };
-    const MARKUP: &[u8] = b"<>/=\"&;# \n!?[]";
-    for i in 0..512u32 {
-        let (name, seed) = &seeds[(next() % seeds.len() as u64) as usize];
-        let mut data = seed.clone();
-        for _ in 0..1 + next() % 4 {
-            if data.is_empty() {
-                break;
-            }
-            let at = (next() % data.len() as u64) as usize;
-            let b = if next() % 2 == 0 {
-                MARKUP[(next() % MARKUP.len() as u64) as usize]
-            } else {
-                (next() % 256) as u8
-            };
-            match next() % 3 {
-                0 => data[at] = b,
-                1 => data.insert(at, b),
-                _ => {
-                    data.remove(at);
-                }
-            }
-        }
-        if let Some(msg) = replay::failure(|| check_cms_parse(&data)) {
-            panic!("mutation {i} of {name}: {msg}");
-        }
-    }
+    replay::replay_mutations(&fuzz(), "cms_parse", &m, check_cms_parse);
 }

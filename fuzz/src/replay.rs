@@ -85,3 +85,62 @@ pub fn replay_kept(fuzz: &Path, targets: &[Target<'_>], known_open: &[&str]) {
     }
     assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
 }
+
+/// How [`replay_mutations`] changes the seeds.
+pub struct Mutations<'a> {
+    /// Where the xorshift sequence starts (non-zero).
+    pub start: u64,
+    /// How many mutated inputs are checked.
+    pub rounds: u32,
+    /// The most edits per input (at least one is made).
+    pub max_edits: u64,
+    /// The bytes that matter to the format: half of the bytes written come from here.
+    pub markup: &'a [u8],
+}
+
+/// Checks pseudo-random mutations of the seeds in `corpus/<target>`: each a seed with bytes
+/// overwritten, inserted and removed at places from a fixed xorshift sequence, so a failure
+/// is the same on every run.
+pub fn replay_mutations(fuzz: &Path, target: &str, m: &Mutations<'_>, check: fn(&[u8])) {
+    let seeds = files(fuzz, &format!("corpus/{target}"));
+    assert!(!seeds.is_empty(), "no seeds in corpus/{target}");
+    let mut x = m.start;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..m.rounds {
+        let Some((name, seed)) = seeds.get((next() % seeds.len() as u64) as usize) else {
+            continue;
+        };
+        let mut data = seed.clone();
+        for _ in 0..1 + next() % m.max_edits.max(1) {
+            if data.is_empty() {
+                break;
+            }
+            let at = (next() % data.len() as u64) as usize;
+            let b = if next() % 2 == 0 {
+                let i = (next() % m.markup.len().max(1) as u64) as usize;
+                m.markup.get(i).copied().unwrap_or(b'"')
+            } else {
+                (next() % 256) as u8
+            };
+            match next() % 3 {
+                0 => {
+                    if let Some(d) = data.get_mut(at) {
+                        *d = b;
+                    }
+                }
+                1 => data.insert(at, b),
+                _ => {
+                    data.remove(at);
+                }
+            }
+        }
+        if let Some(msg) = failure(|| check(&data)) {
+            panic!("mutation {i} of {name}: {msg}");
+        }
+    }
+}
