@@ -413,28 +413,7 @@ fn a_cel_custom_file_with_its_own_column_mapping_gives_the_same_calls() {
     assert_eq!(sample.len(), 1);
     // The same rows written by a site's own mapping: other order, fewer columns, one field
     // with a line break in it (a quoted newline inside a record).
-    let sample_cols = [
-        "eventtype",
-        "eventtime",
-        "cid_name",
-        "cid_num",
-        "cid_ani",
-        "cid_rdnis",
-        "cid_dnid",
-        "exten",
-        "context",
-        "channame",
-        "appname",
-        "appdata",
-        "amaflags",
-        "accountcode",
-        "uniqueid",
-        "linkedid",
-        "peer",
-        "userfield",
-        "userdeftype",
-        "eventextra",
-    ];
+    let sample_cols = call_assembler::CelColumns::sample();
     let mine = [
         ("uniqueid", "${CSV_QUOTE(${CHANNEL(uniqueid)})}"),
         ("linkedid", "${CSV_QUOTE(${CHANNEL(linkedid)})}"),
@@ -458,7 +437,7 @@ fn a_cel_custom_file_with_its_own_column_mapping_gives_the_same_calls() {
         let row: Vec<String> = mine
             .iter()
             .map(|(name, _)| {
-                let at = sample_cols.iter().position(|c| c == name).unwrap();
+                let at = sample_cols.position(name).unwrap();
                 let v = fields[at].clone();
                 if *name == "userfield" && i == 3 {
                     "a note\nover two lines".to_owned()

@@ -27,82 +27,14 @@
     clippy::redundant_clone
 )]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ami_proto::{AmiFramer, AmiMessage, Frame};
-use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, Output};
+use call_assembler::{AmiAssembler, AmiAssemblerConfig};
 use chrono::NaiveDateTime;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
-}
-
-fn captures() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures().join("asterisk"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("ami.raw").exists())
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty());
-    dirs
-}
-
-fn config() -> AmiAssemblerConfig {
-    AmiAssemblerConfig {
-        site: "lab".into(),
-        ..AmiAssemblerConfig::default()
-    }
-}
-
-/// Replays a raw AMI stream; `now` = base + the event's offset from the first event time
-/// (`Timestamp:`, else a CEL `EventTime`), else the previous `now`.
-fn replay(bytes: &[u8], config: AmiAssemblerConfig) -> (Vec<Call>, AmiAssembler) {
-    let base = Instant::now();
-    let mut asm = AmiAssembler::new(config);
-    let mut framer = AmiFramer::default();
-    framer.push(bytes);
-    let mut first: Option<f64> = None;
-    let mut now = base;
-    let mut calls = Vec::new();
-    let mut frames = Vec::new();
-    while let Some(frame) = framer.next_frame() {
-        if let Frame::Message { bytes, .. } = frame {
-            frames.push(bytes.to_vec());
-        }
-    }
-    for bytes in &frames {
-        let msg = AmiMessage::parse(bytes).unwrap();
-        let secs = msg
-            .get_str("Timestamp")
-            .and_then(|t| t.parse::<f64>().ok())
-            .or_else(|| {
-                msg.get_str("EventTime")
-                    .and_then(|t| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
-                    .map(|t| t.and_utc().timestamp() as f64)
-            });
-        if let Some(s) = secs {
-            let f = *first.get_or_insert(s);
-            now = now.max(base + Duration::from_secs_f64((s - f).max(0.0)));
-        }
-        asm.handle_timeout(now);
-        asm.handle_message(now, &msg);
-        drain(&mut asm, &mut calls);
-    }
-    // Everything ends; let the grace period pass.
-    asm.handle_timeout(now + Duration::from_secs(10));
-    drain(&mut asm, &mut calls);
-    (calls, asm)
-}
-
-fn drain(asm: &mut AmiAssembler, calls: &mut Vec<Call>) {
-    while let Some(out) = asm.poll_output() {
-        if let Output::Call(c) = out {
-            calls.push(c);
-        }
-    }
-}
+use common::{captures, config, drain, fixtures, replay_ami as replay};
 
 struct Truth {
     duration: i64,
