@@ -321,7 +321,9 @@ impl ReconcilePipeline {
         let batch = &self.ami.out().batch;
         let mut opened = Vec::new();
         for e in batch.journal_add.iter().skip(a) {
-            if !e.call_key.starts_with(CDR_PREFIX) && !e.call_key.starts_with(SEEN_PREFIX) {
+            // Most messages belong to a call already seen: no copy of its key then.
+            let mine = e.call_key.starts_with(CDR_PREFIX) || e.call_key.starts_with(SEEN_PREFIX);
+            if !mine && !self.seen.contains_key(&e.call_key) {
                 opened.push(e.call_key.clone());
             }
         }
