@@ -49,11 +49,5 @@ if [ "${1:-}" = "--deps" ]; then
   exit 0
 fi
 
-# The real captured data the tests replay lives beside the repository.
-if [ ! -d ../shared/fixtures/smdr ]; then
-  echo "test.sh: ../shared/fixtures not found: the tests replay the captured data in shared/fixtures" >&2
-  exit 1
-fi
-
 cargo test --workspace --locked
 cargo test --benches --locked -p cdr-benches

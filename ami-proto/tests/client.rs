@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 const CAPTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/asterisk/01_answered_caller_hangup/ami.raw"
+    "/../fixtures/asterisk/01_answered_caller_hangup/ami.raw"
 );
 const SECRET: &str = "labsecret";
 const CHALLENGE: &str = "840261123";

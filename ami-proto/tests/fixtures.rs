@@ -325,7 +325,7 @@ fn snapshot(path: &Path) {
 #[test]
 fn snapshot_ami_fixtures() {
     insta::glob!(
-        "../../../shared/fixtures/ami",
+        "../../fixtures/ami",
         "*/*.{ami,dump,yaml}",
         |path| {
             snapshot(path);
@@ -335,7 +335,7 @@ fn snapshot_ami_fixtures() {
 
 #[test]
 fn snapshot_asterisk_captures() {
-    insta::glob!("../../../shared/fixtures/asterisk", "*/ami.raw", |path| {
+    insta::glob!("../../fixtures/asterisk", "*/ami.raw", |path| {
         snapshot(path);
     });
 }

@@ -67,7 +67,7 @@ fn kept_crash_inputs() {
 #[test]
 fn the_model_and_the_framer_agree_on_every_fixture() {
     // The fuzz model over whole fixture streams, at several limits and chunkings.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
     let mut streams = 0;
     for sub in [
         "ami/goami2",

@@ -12,7 +12,7 @@
 //! own Uniqueids and Linkedids (`c<copy>-` in front) and later `Timestamp:`s, so that every
 //! copy is new calls rather than late events of the first.
 //!
-//! The fixtures are read from `shared/fixtures` beside the work tree (`asterisk/*/ami.raw` and
+//! The fixtures are read from the repository's `fixtures` (`asterisk/*/ami.raw` and
 //! the `*.ami`, `*.dump` and `*.yaml` streams under `ami/`), or from the folder in
 //! `AMI_FIXTURES`.
 

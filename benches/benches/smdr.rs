@@ -6,7 +6,7 @@
 //! seconds even unoptimised; every bench checks its count against the corpus, so the smoke run
 //! also checks that the benches measure what they claim to.
 //!
-//! The fixtures are read from `shared/fixtures/smdr` beside the work tree, or from the folder in
+//! The fixtures are read from the repository's `fixtures/smdr`, or from the folder in
 //! `SMDR_FIXTURES`.
 
 use std::path::PathBuf;

@@ -16,13 +16,13 @@ pub fn measuring() -> bool {
     std::env::args().any(|a| a == "--bench") && !std::env::args().any(|a| a == "--test")
 }
 
-/// The fixture folder `rel` under `shared/fixtures` beside the work tree, or the folder named by
+/// The fixture folder `rel` under the repository's `fixtures`, or the folder named by
 /// the environment variable `var` when it is set.
 pub fn fixture_dir(var: &str, rel: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures")
+                .join("../fixtures")
                 .join(rel)
         },
         PathBuf::from,

@@ -2,7 +2,7 @@
 //! the machine's own (127.0.0.1:5432, user postgres, trust; 127.0.0.1:3306, root, no password)
 //! and, for the server that goes away, instances each test starts itself. Every test makes its
 //! own database with Asterisk's `cel` and `cdr` tables (contrib/ast-db-manage's layout) and
-//! drops it at the end; the rows come from the captures in shared/fixtures/asterisk.
+//! drops it at the end; the rows come from the captures in fixtures/asterisk.
 //!
 //! * `--once` over every capture gives the calls `CEL_MODE=csv --once` gives over the same
 //!   capture's files (the whole JSON of each call) and truth.json's counts, on both servers;

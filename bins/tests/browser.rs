@@ -309,7 +309,7 @@ async fn the_web_page_in_a_real_browser() {
         ],
     );
     let ami = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/asterisk/05_blind_transfer/ami.raw");
+        .join("../fixtures/asterisk/05_blind_transfer/ami.raw");
     replay(
         env!("CARGO_BIN_EXE_ami-relay"),
         &[

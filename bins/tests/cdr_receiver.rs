@@ -22,7 +22,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_cdr-receiver");
 
 fn cms(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/cms")
+        .join("../fixtures/cms")
         .join(rel)
 }
 
@@ -334,7 +334,7 @@ fn two_relays_chain_through_the_http_cdr_sink() {
     let receiver = start(&tmp.join("receiver.db"), &[], &[]);
     let addr = receiver.http.unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/smdr/ccbc_rw180105_day_34fields.txt");
+        .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt");
     let want = common::expected_calls(&std::fs::read(&fixture).unwrap()).len();
     let sender_db = tmp.join("sender.db");
     // Twice: the second replay sends nothing new, and nothing the receiver took is doubled.

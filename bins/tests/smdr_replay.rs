@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 fn fixture(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/smdr")
+        .join("../fixtures/smdr")
         .join(rel)
 }
 

@@ -36,7 +36,7 @@ fn sinks() -> Vec<String> {
 /// The calls of the fixture, replayed through the SMDR assembler, in emission order.
 fn fixture_calls() -> Vec<Call> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/smdr")
+        .join("../fixtures/smdr")
         .join(FIXTURE);
     let bytes = std::fs::read(&path).expect("fixture");
     let mut framer = SmdrFramer::default();

@@ -1,4 +1,4 @@
-//! Replays the real Asterisk captures (`../shared/fixtures/asterisk/*/ami.raw`) and the
+//! Replays the real Asterisk captures (`fixtures/asterisk/*/ami.raw`) and the
 //! panoramisk Asterisk 11 stream through `ami_proto`'s framer and the [`AmiAssembler`] on
 //! synthetic time, and compares the calls with Asterisk's own CDR rows (`truth.json`).
 //!

@@ -1,7 +1,7 @@
 //! The journal contract of the [`AmiAssembler`] (`last_key`, `take_retired`) and progressive
 //! mode, over every AMI stream among the fixtures (the Asterisk 20 captures
-//! `shared/fixtures/asterisk/*/ami.raw` and the Asterisk 11 to 13 streams under
-//! `shared/fixtures/ami/`), replayed on synthetic time as `asterisk_fixtures.rs` does.
+//! `fixtures/asterisk/*/ami.raw` and the Asterisk 11 to 13 streams under
+//! `fixtures/ami/`), replayed on synthetic time as `asterisk_fixtures.rs` does.
 //!
 //! * Every key `last_key` returned is among the keys `take_retired` returned once the calls
 //!   are emitted.
@@ -29,7 +29,7 @@ use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, Output, UpdateEvent
 use chrono::NaiveDateTime;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
 /// Every AMI stream among the fixtures, sorted, with a short name.

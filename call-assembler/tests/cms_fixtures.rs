@@ -1,4 +1,4 @@
-//! The CMS assembler over the real Cisco Meeting Server fixtures (`shared/fixtures/cms`): the
+//! The CMS assembler over the real Cisco Meeting Server fixtures (`fixtures/cms`): the
 //! three-leg meeting of `meeting_3legs/EXPECTED.md`, the cluster sequences of `SOURCES.md`, the
 //! recording and streaming fragments, and random orderings and duplicates of the meeting.
 
@@ -23,7 +23,7 @@ use chrono::NaiveDateTime;
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cms")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/cms")
 }
 
 fn read(name: &str) -> Vec<u8> {

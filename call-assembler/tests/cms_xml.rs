@@ -18,7 +18,7 @@ use call_assembler::{
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cms")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/cms")
 }
 
 /// Every XML fixture, by name.

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use smdr_parse::{Frame, SmdrFramer, SmdrRecord};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/smdr")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr")
 }
 
 /// Non-blank lines of a file with their 1-based line numbers.
@@ -241,7 +241,7 @@ pub fn assemble_chunks(chunks: &[&[u8]]) -> Vec<Call> {
 
 #[test]
 fn snapshot_assembled_calls_of_every_fixture() {
-    insta::glob!("../../../shared/fixtures/smdr", "**/*.txt", |path| {
+    insta::glob!("../../fixtures/smdr", "**/*.txt", |path| {
         let bytes = std::fs::read(path).unwrap();
         let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
         let base = Instant::now();

@@ -31,9 +31,9 @@ use tokio::sync::{Notify, watch};
 fn calls(prefix: &str, n: usize) -> Vec<Call> {
     let bytes = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
+            .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
     )
-    .expect("the shared fixtures beside the repository");
+    .expect("the repository's fixtures");
     let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
     let mut template = None;
     for line in bytes.split(|b| *b == b'\n').filter(|l| l.len() > 2) {

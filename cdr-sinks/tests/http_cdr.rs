@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cms")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/cms")
 }
 
 /// What a body reads as, for the snapshot.
@@ -29,7 +29,7 @@ enum Parsed<'a> {
 
 #[test]
 fn snapshot_every_fixture_body() {
-    insta::glob!("../../../shared/fixtures/cms", "**/*.xml", |path| {
+    insta::glob!("../../fixtures/cms", "**/*.xml", |path| {
         let bytes = std::fs::read(path).unwrap();
         let parsed = match http_cdr::parse(&bytes) {
             Ok(b) => Parsed::Batch(b),

@@ -46,7 +46,7 @@ const SINK: &str = "http-cdr";
 // Calls
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
 /// The first `n` calls of the SMDR fixture.

@@ -18,7 +18,7 @@ fn db(name: &str) -> PathBuf {
 fn calls(n: usize) -> Vec<Call> {
     let bytes = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
+            .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
     )
     .unwrap();
     let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());

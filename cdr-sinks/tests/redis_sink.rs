@@ -55,7 +55,7 @@ fn free_port() -> u16 {
 fn calls(prefix: &str, n: usize) -> Vec<Call> {
     let bytes = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
+            .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
     )
     .unwrap();
     let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());

@@ -45,7 +45,7 @@ fn compact(record: &SmdrRecord<'_>) -> String {
 
 #[test]
 fn snapshot_every_fixture() {
-    insta::glob!("../../../shared/fixtures/smdr", "**/*.txt", |path| {
+    insta::glob!("../../fixtures/smdr", "**/*.txt", |path| {
         let bytes = std::fs::read(path).unwrap();
         let mut out = String::new();
         for (number, line) in frames(&bytes) {
@@ -70,7 +70,7 @@ fn snapshot_every_fixture() {
 
 #[test]
 fn every_fixture_line_parses_except_the_really_malformed() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/smdr");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr");
     let mut files = 0;
     let mut records = 0;
     let mut failures = Vec::new();
@@ -120,7 +120,7 @@ fn every_fixture_line_parses_except_the_really_malformed() {
 
 #[test]
 fn ccbc_record_details() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/smdr/ccbc");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr/ccbc");
     let line = |file: &str, n: u64| -> Vec<u8> {
         frames(&std::fs::read(base.join(file)).unwrap())
             .into_iter()

@@ -258,7 +258,7 @@ proptest! {
 
 #[test]
 fn every_strict_prefix_of_every_fixture_line_is_incomplete() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/smdr");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr");
     let bytes = std::fs::read(dir.join("ccbc_rw180105_day_34fields.txt")).unwrap();
     let mut rest = &bytes[..];
     let mut n = 0;

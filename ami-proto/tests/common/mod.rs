@@ -74,15 +74,15 @@ fn number(f: &Frame<'_>) -> u64 {
     }
 }
 
-/// `shared/fixtures/<sub>` beside the work tree.
+/// The captured data under the repository's `fixtures/<sub>`.
 pub fn fixture_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
+        .join("../fixtures")
         .join(sub)
 }
 
 /// Every AMI stream among the fixtures (`*.ami`, `*.dump`, `*.yaml` under `ami/`, `ami.raw`
-/// under `asterisk/`), sorted, as (path relative to `shared/fixtures`, bytes).
+/// under `asterisk/`), sorted, as (path relative to `fixtures`, bytes).
 pub fn fixture_streams() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let root = fixture_dir("");

@@ -5,7 +5,7 @@
 //! per second, over the whole run (start-up included), and a line-scan baseline: counting the
 //! newlines of the same CSV files in this process.
 //!
-//! The rows are the real captures of `shared/fixtures/asterisk`, copied `--copies` times with
+//! The rows are the real captures of `fixtures/asterisk`, copied `--copies` times with
 //! every Uniqueid, Linkedid and CEL event time moved to a distinct epoch per copy.
 //!
 //! ```sh
@@ -47,7 +47,7 @@ struct Args {
     /// Give the cdr table an index on its time column (`end`), which it is read by.
     #[arg(long)]
     cdr_index: bool,
-    /// The fixtures [default: ../shared/fixtures/asterisk from the workspace].
+    /// The fixtures [default: fixtures/asterisk from the workspace].
     #[arg(long)]
     fixtures: Option<PathBuf>,
 }
@@ -248,7 +248,7 @@ fn main() -> anyhow::Result<()> {
             .join("ami-relay"),
     };
     let fixtures = args.fixtures.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/asterisk")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/asterisk")
     });
     let dir = std::env::temp_dir().join(format!("cdr-relay-cel-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -2,7 +2,7 @@
 //! store, and on to a local webhook receiver, measured against a plain socket that only counts
 //! bytes.
 //!
-//! The stream is every real capture in `shared/fixtures/smdr/ccbc` (4,336 records, 4,104 calls
+//! The stream is every real capture in `fixtures/smdr/ccbc` (4,336 records, 4,104 calls
 //! per copy), repeated `--copies` times. Each copy `k` adds `(k + 1) * 10_000_000` to the Call ID
 //! (field 10) of every line and changes nothing else, so every copy is a set of new calls (the
 //! relay's identity is site, Call ID, Call Start) and multi-record calls stay grouped. Call IDs
@@ -62,8 +62,7 @@ struct Args {
     /// `$CARGO_TARGET_DIR/release/smdr-relay`, else `target/release/smdr-relay`].
     #[arg(long)]
     relay: Option<PathBuf>,
-    /// Folder of `*.txt` SMDR captures [default: `shared/fixtures/smdr/ccbc` beside the work
-    /// tree].
+    /// Folder of `*.txt` SMDR captures [default: the repository's `fixtures/smdr/ccbc`].
     #[arg(long)]
     fixtures: Option<PathBuf>,
     /// Runs to make, in order.
@@ -120,7 +119,7 @@ struct Corpus {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let fixtures = args.fixtures.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/smdr/ccbc")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr/ccbc")
     });
     let corpus = build_corpus(&fixtures, args.copies)?;
     let relay = relay_path(args.relay.as_deref())?;

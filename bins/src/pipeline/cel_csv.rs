@@ -457,7 +457,7 @@ mod tests {
     #[test]
     fn cdr_rows_attach_to_their_call_and_the_offset_rides_with_the_batch() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/asterisk/01_answered_caller_hangup");
+            .join("../fixtures/asterisk/01_answered_caller_hangup");
         let (Ok(cel), Ok(cdr)) = (
             std::fs::read(dir.join("cel.csv")),
             std::fs::read(dir.join("cdr.csv")),

@@ -639,7 +639,7 @@ mod tests {
 
     fn fixture(capture: &str, file: &str) -> Option<Vec<u8>> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/asterisk")
+            .join("../fixtures/asterisk")
             .join(capture);
         std::fs::read(dir.join(file)).ok()
     }

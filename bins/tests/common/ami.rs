@@ -19,10 +19,10 @@ pub const USER: &str = "relay";
 pub const SECRET: &str = "s3cret";
 const CHALLENGE: &str = "529913441";
 
-/// A capture folder under `shared/fixtures/asterisk`.
+/// A capture folder under `fixtures/asterisk`.
 pub fn capture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/asterisk")
+        .join("../fixtures/asterisk")
         .join(name)
 }
 

@@ -29,11 +29,11 @@ pub mod db;
 /// The shared fixtures folder.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/smdr")
+        .join("../fixtures/smdr")
         .join(rel)
 }
 
-/// The Asterisk capture folders that have a `cel.csv` (under `shared/fixtures/asterisk`), in
+/// The Asterisk capture folders that have a `cel.csv` (under `fixtures/asterisk`), in
 /// name order.
 pub fn cel_captures() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(ami::capture_dir(""))

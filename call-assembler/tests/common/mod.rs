@@ -16,9 +16,9 @@ use ami_proto::{AmiFramer, AmiMessage, Frame};
 use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, CelRow, Output};
 use chrono::NaiveDateTime;
 
-/// `../shared/fixtures` (the workspace's sibling).
+/// The captured data: the repository's `fixtures`.
 pub(crate) fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
 /// The real Asterisk 20 captures (`asterisk/NN_name/`), in order.
