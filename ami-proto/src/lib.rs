@@ -30,6 +30,37 @@
 //! feature; without that feature the crate depends on no runtime. Joining events into calls is
 //! `call-assembler`'s job.
 //!
+//! # Example
+//!
+//! A buffer holding one whole message and the start of the next, as one TCP read may give
+//! them, and an action written:
+//!
+//! ```
+//! use ami_proto::{Action, ActionId, Event, Parsed, parse_ami};
+//!
+//! let buf: &[u8] = b"Event: Hangup\r\nChannel: PJSIP/2001-00000003\r\n\
+//!     Uniqueid: 1795355648.117\r\nLinkedid: 1795355648.116\r\nCause: 16\r\n\
+//!     Cause-txt: Normal Clearing\r\n\r\nEvent: Newch";
+//! let Parsed::Complete { value: msg, consumed } = parse_ami(buf)? else {
+//!     unreachable!("the first message is complete");
+//! };
+//! assert_eq!(msg.get_str("UNIQUEID"), Some("1795355648.117")); // names ignore case
+//! let Event::Hangup(hangup) = msg.typed() else {
+//!     unreachable!("a Hangup event");
+//! };
+//! assert_eq!(hangup.channel().name(), Some("PJSIP/2001-00000003"));
+//! assert_eq!(hangup.channel().linkedid(), Some("1795355648.116"));
+//! assert_eq!((hangup.cause(), hangup.cause_txt()), (Some(16), Some("Normal Clearing")));
+//! // The rest is not a whole message yet: read more bytes and call again from there.
+//! assert_eq!(parse_ami(&buf[consumed..])?, Parsed::Incomplete);
+//!
+//! let ping = Action::ping(ActionId::new("p1").expect("a valid id"));
+//! assert_eq!(ping.to_bytes(), b"Action: Ping\r\nActionID: p1\r\n\r\n");
+//! # Ok::<(), ami_proto::ParseError>(())
+//! ```
+//!
+//! A stream read in pieces goes through an [`AmiFramer`] (here the start of a capture):
+//!
 //! ```
 //! use ami_proto::{AmiFramer, AmiMessage, CelEventKind, Event, Frame, HeaderBuf};
 //!

@@ -17,6 +17,33 @@
 //! What it does not do: no IO, no clock, no async runtime, no allocation while parsing. Grouping
 //! records into calls is `call-assembler`'s job.
 //!
+//! # Example
+//!
+//! A buffer holding one whole line and the start of the next, as one TCP read may give them:
+//!
+//! ```
+//! use smdr_parse::{DeviceKind, Direction, Parsed, parse_smdr};
+//!
+//! let buf: &[u8] = b"2018/01/04 23:43:36,00:34:11,10,6047535970,I,206,6040116587,,0,\
+//!     1017747,0,E241,Volunteer8,T9005,Line 5.0,0,0\r\n2018/01/05 00:16";
+//! let Parsed::Complete { value: record, consumed } = parse_smdr(buf)? else {
+//!     unreachable!("the first line is complete");
+//! };
+//! assert_eq!(record.call_id, 1017747);
+//! assert_eq!(record.direction, Direction::Inbound);
+//! assert_eq!(record.caller, "6047535970");
+//! assert_eq!(record.called_number, "206");
+//! assert_eq!((record.ring_time, record.connected_time), (10, 34 * 60 + 11));
+//! let party1 = record.party1_device.map(|d| (d.kind, d.number));
+//! assert_eq!(party1, Some((DeviceKind::Extension, 241)));
+//! assert_eq!(record.field_count, 17);
+//! // The rest is not a whole line yet: read more bytes and call again from there.
+//! assert_eq!(parse_smdr(&buf[consumed..])?, Parsed::Incomplete);
+//! # Ok::<(), smdr_parse::ParseError>(())
+//! ```
+//!
+//! A stream read in pieces goes through a [`SmdrFramer`] (here the first lines of a capture):
+//!
 //! ```
 //! use smdr_parse::{Direction, DeviceKind, Frame, SmdrFramer, SmdrRecord};
 //!

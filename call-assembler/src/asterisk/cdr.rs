@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDateTime, TimeDelta};
 use compact_str::CompactString;
 
-use super::{AmiAssembler, RuleLeg, call_id, local_exten, parse_time};
+use super::AmiAssembler;
+use super::classify::local_exten;
+use super::input::parse_time;
+use super::lifecycle::call_id;
+use super::state::RuleLeg;
 use crate::call::{Call, Leg, Party, Source, format_timestamp};
 
 /// One CDR row, read.
