@@ -20,11 +20,13 @@ pub mod http_cdr_sink;
 pub mod jsonl;
 pub mod outbox;
 pub mod redis_list;
+pub mod sink;
 pub mod webhook;
 
 use std::time::Duration;
 
 pub use call_assembler::Call;
+pub use sink::{BatchResult, BoxSink, Drive, Outgoing, Sink};
 
 /// Why a sink could not take a call, and so what to do next.
 #[derive(Debug, thiserror::Error)]
