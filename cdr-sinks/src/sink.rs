@@ -33,11 +33,14 @@ pub enum Drive {
         concurrency: usize,
     },
     /// A round's due items, up to `max`, in one [`Sink::deliver`], in the outbox's order; one
-    /// batch at a time. An error for the whole batch keeps the order: it blocks the sink (its
-    /// `Retry-After` or the policy's backoff), every item stays due at the time it was due, and
-    /// the next batch, after a probe with one delivery, starts again at the oldest call. Per-item
-    /// results are handled as under [`Drive::Each`] (a retried item may then go out after later
-    /// ones). The Redis list and HTTP-CDR sinks are driven this way.
+    /// batch at a time. An error for the whole batch that a retry may fix keeps the order: it
+    /// blocks the sink (its `Retry-After` or the policy's backoff), every item stays due at the
+    /// time it was due, and the next batch, after a probe with one delivery, starts again at the
+    /// oldest call ([`SinkError::Unreachable`] and [`SinkError::Paused`] use up no attempts,
+    /// [`SinkError::Retryable`] and [`SinkError::Io`] count one for every item); an error no
+    /// retry fixes dead-letters the batch. Per-item results are handled as under [`Drive::Each`]
+    /// (a retried item may then go out after later ones). The Redis list and HTTP-CDR sinks are
+    /// driven this way.
     Batch {
         /// The most items in one batch (0 counts as 1).
         max: usize,
