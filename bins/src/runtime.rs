@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use call_assembler::SmdrAssemblerConfig;
-use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
+use cdr_sinks::BoxSink;
+use cdr_sinks::engine::{SinkStats, SinkWorker, now_ms, run_worker};
 use cdr_sinks::http_cdr_sink::HttpCdrSink;
 use cdr_sinks::jsonl::JsonlSink;
 use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
@@ -51,7 +52,7 @@ pub struct Summary {
 }
 
 struct RemoteWorker {
-    worker: SinkWorker,
+    worker: SinkWorker<BoxSink>,
     wake: Arc<Notify>,
 }
 
@@ -99,7 +100,7 @@ fn remote_sinks(
                     .webhook
                     .as_ref()
                     .context("the webhook sink needs WEBHOOK_URL (or SMDR_WEBHOOK_URL)")?;
-                RemoteSink::Webhook(Box::new(WebhookSink::new(w)?))
+                BoxSink::new(WebhookSink::new(w)?)
             }
             SinkSpec::HttpCdr => {
                 let mut h = config
@@ -109,14 +110,14 @@ fn remote_sinks(
                 if let Some(s) = &http_cdr_session {
                     h.session.clone_from(s);
                 }
-                RemoteSink::HttpCdr(Arc::new(HttpCdrSink::new(&h)?))
+                BoxSink::new(HttpCdrSink::new(&h)?)
             }
             SinkSpec::Redis => {
                 let r = config
                     .redis
                     .as_ref()
                     .context("the redis sink needs REDIS_URL")?;
-                RemoteSink::Redis(Arc::new(RedisListSink::new(r)?))
+                BoxSink::new(RedisListSink::new(r)?)
             }
             SinkSpec::Jsonl(path) => {
                 let out: Box<dyn std::io::Write + Send> = match path {
@@ -129,19 +130,14 @@ fn remote_sinks(
                             .with_context(|| format!("opening {}", p.display()))?,
                     )),
                 };
-                RemoteSink::Jsonl(Arc::new(Mutex::new(JsonlSink::new(out))))
+                BoxSink::new(JsonlSink::new(out))
             }
-        };
-        let concurrency = match spec {
-            SinkSpec::Webhook => config.webhook.as_ref().map_or(8, |w| w.concurrency),
-            _ => 1,
         };
         out.push(RemoteWorker {
             worker: SinkWorker {
                 name: spec.to_string(),
                 sink,
                 policy: config.retry,
-                concurrency,
                 stats: Arc::new(SinkStats::default()),
             },
             wake: Arc::new(Notify::new()),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
 use cdr_sinks::backoff::RetryPolicy;
-use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
+use cdr_sinks::engine::{SinkStats, SinkWorker, now_ms, run_worker};
 use cdr_sinks::outbox::{Batch, Outbox};
 use cdr_sinks::redis_list::{RedisListConfig, RedisListSink};
 use tokio::sync::{Notify, watch};
@@ -82,9 +82,8 @@ fn start_worker(db: &Path, url: &str, key: &str) -> Run {
     let (stop, stop_rx) = watch::channel(false);
     let worker = SinkWorker {
         name: "redis".into(),
-        sink: RemoteSink::Redis(Arc::new(sink)),
+        sink,
         policy: RetryPolicy::default(),
-        concurrency: 1,
         stats: stats.clone(),
     };
     let task = tokio::spawn({

@@ -1,7 +1,6 @@
 //! Delivery workers: one per sink, each with its own retry state, so a dead webhook never holds up
 //! another sink.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,82 +11,8 @@ use tokio::task::JoinSet;
 
 use crate::SinkError;
 use crate::backoff::{RetryDecision, RetryPolicy};
-use crate::http_cdr_sink::HttpCdrSink;
-use crate::jsonl::JsonlSink;
 use crate::outbox::{Outbox, OutboxError, Outcome, Pending};
-use crate::redis_list::RedisListSink;
-use crate::webhook::WebhookSink;
-
-/// A sink that calls are delivered to through the outbox.
-#[derive(Clone)]
-pub enum RemoteSink {
-    /// HTTP POST of each call.
-    Webhook(Box<WebhookSink>),
-    /// One JSON line per call to a writer.
-    Jsonl(Arc<Mutex<JsonlSink<Box<dyn Write + Send>>>>),
-    /// Each call pushed onto a Redis list; a round's due calls go as one batch (see
-    /// [`RemoteSink::is_batched`]).
-    Redis(Arc<RedisListSink>),
-    /// Calls POSTed as CMS CDR records to one to four receivers; batched (see
-    /// [`crate::http_cdr_sink`]).
-    HttpCdr(Arc<HttpCdrSink>),
-}
-
-impl std::fmt::Debug for RemoteSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Webhook(w) => w.as_ref().fmt(f),
-            Self::Jsonl(_) => f.write_str("Jsonl"),
-            Self::Redis(r) => r.as_ref().fmt(f),
-            Self::HttpCdr(h) => h.as_ref().fmt(f),
-        }
-    }
-}
-
-impl RemoteSink {
-    /// Delivers one call's JSON. The HTTP-CDR sink numbers its records from the delivery's
-    /// outbox position, which this does not have: it takes [`RemoteSink::send_batch`] only
-    /// (and fails here with [`SinkError::Config`]).
-    pub async fn send(&self, id: &str, body: &[u8], now_unix: i64) -> Result<(), SinkError> {
-        match self {
-            Self::Webhook(w) => w.send(id, body, now_unix).await,
-            Self::Jsonl(j) => j
-                .lock()
-                .map_err(|_| SinkError::Io(std::io::Error::other("jsonl sink poisoned")))?
-                .send_json(body),
-            Self::Redis(r) => r.send(body).await,
-            Self::HttpCdr(_) => Err(SinkError::Config(
-                "the HTTP CDR sink sends batches only".into(),
-            )),
-        }
-    }
-
-    /// Whether the sink takes a round's deliveries as one batch ([`RemoteSink::send_batch`],
-    /// one outcome for all) instead of one call at a time: true for Redis and HTTP CDR.
-    pub fn is_batched(&self) -> bool {
-        matches!(self, Self::Redis(_) | Self::HttpCdr(_))
-    }
-
-    /// Delivers the JSON of several calls, in order, as one batch: for Redis, one round trip that
-    /// succeeds or fails as a whole; for HTTP CDR, the calls' records posted to every receiver.
-    /// Sinks without batches send one call after another and return the first failure (the
-    /// calls before it were delivered).
-    pub async fn send_batch(&self, batch: &[Pending], now_unix: i64) -> Result<(), SinkError> {
-        match self {
-            Self::Redis(r) => {
-                let bodies: Vec<&[u8]> = batch.iter().map(|p| p.body.as_slice()).collect();
-                r.push_batch(&bodies).await
-            }
-            Self::HttpCdr(h) => h.send_batch(batch).await,
-            _ => {
-                for p in batch {
-                    self.send(&p.call_id, &p.body, now_unix).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
+use crate::sink::{BatchResult, Drive, Outgoing, Sink};
 
 /// Counters of one sink's worker, shared with the metrics endpoint.
 #[derive(Debug, Default)]
@@ -104,25 +29,20 @@ pub struct SinkStats {
 
 /// One sink's worker settings.
 #[derive(Debug, Clone)]
-pub struct SinkWorker {
+pub struct SinkWorker<S> {
     /// The sink's name in the outbox (`webhook`, `jsonl:out.jsonl`, ...).
     pub name: String,
-    /// The sink.
-    pub sink: RemoteSink,
+    /// The sink; it says how it wants its deliveries ([`Sink::drive`]).
+    pub sink: S,
     /// When to retry and when to give up.
     pub policy: RetryPolicy,
-    /// Deliveries in flight at once (a batched sink sends one batch at a time and ignores it).
-    pub concurrency: usize,
     /// Shared counters.
     pub stats: Arc<SinkStats>,
 }
 
-/// Deliveries fetched from the outbox per round (their outcomes are committed together).
+/// Deliveries fetched from the outbox per round for a sink driven one delivery at a time
+/// ([`Drive::Each`]; more if its concurrency is higher); their outcomes are committed together.
 const BATCH: usize = 256;
-
-/// Deliveries per round for a sink that takes a whole round in one request (Redis list): one
-/// round trip and one outcome commit for this many calls.
-const BATCHED: usize = 2048;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -154,16 +74,25 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs one sink's worker until `shutdown` turns true: takes due deliveries from the outbox at
-/// `db`, sends them (at most `concurrency` at once; a batched sink such as Redis takes all of a
-/// round's deliveries, up to 256, in one batch, in order), and records each outcome. `wake` is
-/// notified by the source after each commit so new calls go out at once. On shutdown, requests
-/// in flight are finished (the caller bounds how long it waits for this future).
-pub async fn run_worker(
+/// `db`, hands them to the sink as it asks ([`Sink::drive`]: one at a time with at most
+/// `concurrency` in flight, or up to `max` in one batch, in order), and records each outcome:
+/// delivered, retried (the policy's backoff, the receiver's `Retry-After`, the sink blocked while
+/// it is unreachable or refuses us), or dead-lettered. `wake` is notified by the source after each
+/// commit so new calls go out at once. On shutdown, requests in flight are finished (the caller
+/// bounds how long it waits for this future).
+pub async fn run_worker<S: Sink + 'static>(
     db: PathBuf,
-    worker: SinkWorker,
+    worker: SinkWorker<S>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), OutboxError> {
+    // Shared with the tasks of concurrent deliveries.
+    let worker = SinkWorker {
+        name: worker.name,
+        sink: Arc::new(worker.sink),
+        policy: worker.policy,
+        stats: worker.stats,
+    };
     let name = worker.name.clone();
     let outbox = {
         let sinks: Vec<String> = Vec::new();
@@ -193,13 +122,15 @@ pub async fn run_worker(
                 continue;
             }
         }
+        let drive = worker.sink.drive();
         // While blocked, probe with a single delivery.
         let limit = if blocked_until.is_some() {
             1
-        } else if worker.sink.is_batched() {
-            BATCHED
         } else {
-            BATCH.max(worker.concurrency)
+            match drive {
+                Drive::Batch { max } => max.max(1),
+                Drive::Each { concurrency } => BATCH.max(concurrency),
+            }
         };
         let sink_name = name.clone();
         let due = blocking(&outbox, move |o| o.due(&sink_name, now, limit)).await?;
@@ -216,10 +147,11 @@ pub async fn run_worker(
             }
             continue;
         }
-        let (outcomes, blocked) = if worker.sink.is_batched() {
-            send_as_batch(&worker, due, now, blocked_rounds).await
-        } else {
-            send_each(&worker, due, now, blocked_rounds).await
+        let (outcomes, blocked) = match drive {
+            Drive::Batch { .. } => send_as_batch(&worker, due, blocked_rounds).await,
+            Drive::Each { concurrency } => {
+                send_each(&worker, concurrency, due, blocked_rounds).await
+            }
         };
         match blocked {
             Some(until) => {
@@ -243,10 +175,10 @@ pub async fn run_worker(
 
 /// Sends each delivery on its own, with at most `concurrency` in flight (with 1, in order);
 /// returns the outcomes and, if the sink turned out unreachable or paused, until when to block it.
-async fn send_each(
-    worker: &SinkWorker,
+async fn send_each<S: Sink + 'static>(
+    worker: &SinkWorker<Arc<S>>,
+    concurrency: usize,
     due: Vec<Pending>,
-    now: i64,
     blocked_rounds: u32,
 ) -> (Vec<(String, Outcome)>, Option<i64>) {
     let mut set = JoinSet::new();
@@ -254,12 +186,14 @@ async fn send_each(
     let mut blocked = None;
     let mut queue = due.into_iter();
     loop {
-        while set.len() < worker.concurrency.max(1) && blocked.is_none() {
+        while set.len() < concurrency.max(1) && blocked.is_none() {
             let Some(p) = queue.next() else { break };
-            let sink = worker.sink.clone();
+            let sink = Arc::clone(&worker.sink);
             set.spawn(async move {
-                let r = sink.send(&p.call_id, &p.body, now / 1000).await;
-                (p, r)
+                let item = [Outgoing::new(p)];
+                let result = sink.deliver(&item).await;
+                let [item] = item;
+                (item.into_pending(), first_result(result))
             });
         }
         let Some(joined) = set.join_next().await else {
@@ -287,27 +221,24 @@ async fn send_each(
 ///   batch; the policy's attempt and age limits dead-letter them;
 /// * [`SinkError::Rejected`], [`SinkError::Encode`] and [`SinkError::Config`] dead-letter the
 ///   batch.
-async fn send_as_batch(
-    worker: &SinkWorker,
+///
+/// A sink that answers item by item instead gets each item's result handled as
+/// [`send_each`] does (see [`per_item`]).
+async fn send_as_batch<S: Sink + 'static>(
+    worker: &SinkWorker<Arc<S>>,
     due: Vec<Pending>,
-    now: i64,
     blocked_rounds: u32,
 ) -> (Vec<(String, Outcome)>, Option<i64>) {
-    let result = worker.sink.send_batch(&due, now / 1000).await;
+    let items: Vec<Outgoing> = due.into_iter().map(Outgoing::new).collect();
+    let result = worker.sink.deliver(&items).await;
     let now = now_ms();
+    let due: Vec<Pending> = items.into_iter().map(Outgoing::into_pending).collect();
     let stats = &worker.stats;
     let name = &worker.name;
     let n = u64::try_from(due.len()).unwrap_or(u64::MAX);
-    let err = match result {
-        Ok(()) => {
-            stats.delivered.fetch_add(n, Ordering::Relaxed);
-            let outcomes = due
-                .into_iter()
-                .map(|p| (p.call_id, Outcome::Delivered))
-                .collect();
-            return (outcomes, None);
-        }
-        Err(e) => e,
+    let err: SinkError = match result {
+        Ok(results) => return per_item(worker, due, results, now, blocked_rounds),
+        Err(e) => e.into(),
     };
     stats.failed.fetch_add(n, Ordering::Relaxed);
     let error = err.to_string();
@@ -374,9 +305,52 @@ async fn send_as_batch(
     (outcomes, Some(until))
 }
 
+/// The outcomes of a batch the sink answered item by item: each item's result as if it had been
+/// sent alone ([`decide`]); an item the sink gave no result for is a counted retry.
+fn per_item<S, E: Into<SinkError>>(
+    worker: &SinkWorker<S>,
+    due: Vec<Pending>,
+    results: Vec<Result<(), E>>,
+    now: i64,
+    blocked_rounds: u32,
+) -> (Vec<(String, Outcome)>, Option<i64>) {
+    let mut blocked = None;
+    let mut results = results.into_iter();
+    let outcomes = due
+        .into_iter()
+        .map(|p| {
+            let result = results
+                .next()
+                .map_or_else(|| Err(no_outcome()), |r| r.map_err(Into::into));
+            let outcome = decide(worker, &p, result, now, blocked_rounds, &mut blocked);
+            (p.call_id, outcome)
+        })
+        .collect();
+    (outcomes, blocked)
+}
+
+/// The result of a one-item batch.
+fn first_result<E: Into<SinkError>>(result: BatchResult<E>) -> Result<(), SinkError> {
+    match result {
+        Ok(results) => results
+            .into_iter()
+            .next()
+            .map_or_else(|| Err(no_outcome()), |r| r.map_err(Into::into)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error recorded for an item a sink returned no result for.
+fn no_outcome() -> SinkError {
+    SinkError::Retryable {
+        reason: "the sink reported no outcome for this delivery".into(),
+        retry_after: None,
+    }
+}
+
 /// Maps one attempt's result to what the outbox should record.
-fn decide(
-    worker: &SinkWorker,
+fn decide<S>(
+    worker: &SinkWorker<S>,
     p: &Pending,
     result: Result<(), SinkError>,
     now: i64,
@@ -433,8 +407,8 @@ fn decide(
     }
 }
 
-fn retry(
-    worker: &SinkWorker,
+fn retry<S>(
+    worker: &SinkWorker<S>,
     p: &Pending,
     now: i64,
     retry_after: Option<Duration>,

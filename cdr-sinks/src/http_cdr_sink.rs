@@ -50,7 +50,7 @@
 //! style receiver (ours included) drops every record whose index is not above the highest it
 //! has taken for the session. So indexes must be the same on every retry and increase in the
 //! order calls are delivered. They are derived from what is durable, the delivery's arrival
-//! number in the outbox ([`Pending::seq`], which grows with every committed call):
+//! number in the outbox ([`Outgoing::seq`], which grows with every committed call):
 //!
 //! `recordIndex = seq × 64 + k`, where `k` is the record's number within its call (0 for the
 //! `callStart`). A call has at most [`RECORDS_PER_CALL`] records: 2 per leg plus `callStart`
@@ -94,9 +94,9 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::webhook::{classify_status, classify_transport, parse_retry_after};
+use crate::webhook::{classify_status, classify_transport, now_unix, parse_retry_after};
 
 use bytes::Bytes;
 use call_assembler::{Call, CallDirection, Source, UpdateEvent, stable_id};
@@ -106,7 +106,7 @@ use hyper::{Method, Request, Uri};
 
 use crate::SinkError;
 use crate::http_cdr::{CmsAttr, CmsNode, CmsRecord, write_records};
-use crate::outbox::Pending;
+use crate::sink::{BATCHED, BatchResult, Drive, Outgoing, Sink};
 use crate::webhook::{HttpClient, build_client};
 
 /// Record numbers reserved for each call: `recordIndex = seq × RECORDS_PER_CALL + k`.
@@ -272,20 +272,24 @@ impl HttpCdrSink {
     /// The records of a round's deliveries, numbered (see the module docs) and sorted by
     /// index. A delivery whose body is not a call's JSON is left out (and logged): it can
     /// never be sent, and must not hold up the others. Progress records are left out.
-    pub fn records(&self, batch: &[Pending]) -> Vec<CmsRecord<'static>> {
+    pub fn records(&self, batch: &[Outgoing]) -> Vec<CmsRecord<'static>> {
         let mut records = Vec::new();
-        for p in batch {
-            let call: Call = match serde_json::from_slice(&p.body) {
+        for item in batch {
+            let call = match item.call() {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(call = %p.call_id, error = %e, "HTTP CDR: delivery is not a call's JSON; not sent");
+                    tracing::error!(call = %item.id(), error = %e, "HTTP CDR: delivery is not a call's JSON; not sent");
                     continue;
                 }
             };
-            if call.update.is_some_and(|u| u.event != UpdateEvent::Ended) {
+            if call
+                .update
+                .as_ref()
+                .is_some_and(|u| u.event != UpdateEvent::Ended)
+            {
                 continue;
             }
-            records.extend(call_records(&call, p.seq, self.utc_offset_secs));
+            records.extend(call_records(call, item.seq(), self.utc_offset_secs));
         }
         records.sort_by_key(|r| r.record_index);
         records
@@ -293,7 +297,7 @@ impl HttpCdrSink {
 
     /// The POST bodies of a round: its [`HttpCdrSink::records`] in batches of at most
     /// [`MAX_RECORDS_PER_POST`], in index order. Empty when there is nothing to send.
-    pub fn bodies(&self, batch: &[Pending]) -> Vec<Vec<u8>> {
+    pub fn bodies(&self, batch: &[Outgoing]) -> Vec<Vec<u8>> {
         self.records(batch)
             .chunks(MAX_RECORDS_PER_POST)
             .map(|chunk| write_records(&self.session, self.call_bridge.as_deref(), chunk))
@@ -302,15 +306,15 @@ impl HttpCdrSink {
 
     /// Sends a round's deliveries (in the outbox's order) to every URL: `Ok` when every URL
     /// took every post. See the module docs for what a failure means.
-    pub async fn send_batch(&self, batch: &[Pending]) -> Result<(), SinkError> {
+    pub async fn send_batch(&self, batch: &[Outgoing]) -> Result<(), SinkError> {
         let bodies: Vec<Bytes> = self.bodies(batch).into_iter().map(Bytes::from).collect();
-        let Some(highest) = batch.iter().map(|p| p.seq).max() else {
+        let Some(highest) = batch.iter().map(Outgoing::seq).max() else {
             return Ok(());
         };
         if bodies.is_empty() {
             return Ok(());
         }
-        let lowest = batch.iter().map(|p| p.seq).min().unwrap_or(highest);
+        let lowest = batch.iter().map(Outgoing::seq).min().unwrap_or(highest);
         let before = self.highest_sent.load(Ordering::Relaxed);
         if lowest <= before {
             tracing::warn!(
@@ -352,6 +356,21 @@ impl HttpCdrSink {
             return Ok(());
         }
         Err(combine(failures))
+    }
+}
+
+/// Sends a batch of up to 2048 items as one round ([`HttpCdrSink::send_batch`]): the batch is
+/// delivered, or fails, as a whole; the engine keeps the outbox's order through failures.
+impl Sink for HttpCdrSink {
+    type Error = SinkError;
+
+    fn drive(&self) -> Drive {
+        Drive::Batch { max: BATCHED }
+    }
+
+    async fn deliver(&self, batch: &[Outgoing]) -> BatchResult<SinkError> {
+        self.send_batch(batch).await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
     }
 }
 
@@ -696,13 +715,6 @@ async fn post(
         Ok(Err(e)) => Err(classify_transport(&e)),
         Ok(Ok((status, retry_after, body))) => classify_status(status, retry_after, &body),
     }
-}
-
-/// Seconds since the Unix epoch, now (for `Retry-After` dates).
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// How much a failure weighs when several URLs fail at once.

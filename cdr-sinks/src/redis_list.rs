@@ -39,6 +39,7 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::SinkError;
+use crate::sink::{BATCHED, BatchResult, Drive, Outgoing, Sink};
 
 /// Which end of the list calls are pushed to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -362,6 +363,22 @@ impl RedisListSink {
 
     async fn connect(&self) -> Result<RedisConnection, SinkError> {
         self.endpoint.connect(self.timeout, &self.key).await
+    }
+}
+
+/// Pushes a batch of up to 2048 items' stored JSON in one round trip ([`RedisListSink::push_batch`]):
+/// the batch is delivered or fails as a whole.
+impl Sink for RedisListSink {
+    type Error = SinkError;
+
+    fn drive(&self) -> Drive {
+        Drive::Batch { max: BATCHED }
+    }
+
+    async fn deliver(&self, batch: &[Outgoing]) -> BatchResult<SinkError> {
+        let bodies: Vec<&[u8]> = batch.iter().map(Outgoing::body).collect();
+        self.push_batch(&bodies).await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
     }
 }
 

@@ -25,6 +25,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::SinkError;
+use crate::sink::{BatchResult, Drive, Outgoing, Sink};
 
 /// Settings of a [`WebhookSink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,7 @@ pub struct WebhookSink {
     authorization: Option<HeaderValue>,
     key: Option<Arc<[u8]>>,
     timeout: Duration,
+    concurrency: usize,
 }
 
 impl std::fmt::Debug for WebhookSink {
@@ -74,6 +76,7 @@ impl std::fmt::Debug for WebhookSink {
         f.debug_struct("WebhookSink")
             .field("uri", &self.uri)
             .field("signed", &self.key.is_some())
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -192,6 +195,7 @@ impl WebhookSink {
             authorization,
             key,
             timeout: config.timeout,
+            concurrency: config.concurrency,
         })
     }
 
@@ -239,6 +243,33 @@ impl WebhookSink {
         };
         classify_status(status, retry_after, &body)
     }
+}
+
+/// POSTs each item's stored JSON on its own, [`WebhookConfig::concurrency`] requests at once,
+/// signed with the current time.
+impl Sink for WebhookSink {
+    type Error = SinkError;
+
+    fn drive(&self) -> Drive {
+        Drive::Each {
+            concurrency: self.concurrency,
+        }
+    }
+
+    async fn deliver(&self, batch: &[Outgoing]) -> BatchResult<SinkError> {
+        let mut results = Vec::with_capacity(batch.len());
+        for item in batch {
+            results.push(self.send(item.id(), item.body(), now_unix()).await);
+        }
+        Ok(results)
+    }
+}
+
+/// Seconds since the Unix epoch, now (for signatures and `Retry-After` dates).
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn webpki_roots() -> impl Iterator<Item = rustls_pki_types::TrustAnchor<'static>> {

@@ -26,12 +26,13 @@ use call_assembler::{
     CmsRecordKind, Output, SmdrAssembler, SmdrAssemblerConfig, Source,
 };
 use cdr_sinks::backoff::RetryPolicy;
-use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
+use cdr_sinks::engine::{SinkStats, SinkWorker, now_ms, run_worker};
 use cdr_sinks::http_cdr;
 use cdr_sinks::http_cdr_sink::{
     HttpCdrConfig, HttpCdrSink, MAX_LEGS, RECORDS_PER_CALL, call_records,
 };
 use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
+use cdr_sinks::{Drive, Sink};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -367,16 +368,15 @@ fn start_worker(db: &Path, config: &HttpCdrConfig) -> Worker {
     let sink = HttpCdrSink::new(config).unwrap();
     let worker = SinkWorker {
         name: SINK.to_owned(),
-        sink: RemoteSink::HttpCdr(Arc::new(sink)),
+        sink,
         policy: RetryPolicy {
             base: Duration::from_millis(50),
             cap: Duration::from_millis(300),
             ..RetryPolicy::default()
         },
-        concurrency: 1,
         stats: Arc::new(SinkStats::default()),
     };
-    assert!(worker.sink.is_batched());
+    assert!(matches!(worker.sink.drive(), Drive::Batch { .. }));
     let wake = Arc::new(Notify::new());
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn({

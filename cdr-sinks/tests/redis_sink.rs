@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
 use cdr_sinks::SinkError;
 use cdr_sinks::backoff::RetryPolicy;
-use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
+use cdr_sinks::engine::{SinkStats, SinkWorker, now_ms, run_worker};
 use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
 use cdr_sinks::redis_list::{PushSide, RedisListConfig, RedisListSink};
 use redis::AsyncCommands as _;
@@ -151,9 +151,8 @@ impl Worker {
         let stats = Arc::new(SinkStats::default());
         let worker = SinkWorker {
             name: name.to_owned(),
-            sink: RemoteSink::Redis(Arc::new(sink)),
+            sink,
             policy: quick_policy(),
-            concurrency: 1,
             stats: stats.clone(),
         };
         let task = tokio::spawn({
