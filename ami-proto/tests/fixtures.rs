@@ -324,13 +324,9 @@ fn snapshot(path: &Path) {
 
 #[test]
 fn snapshot_ami_fixtures() {
-    insta::glob!(
-        "../../fixtures/ami",
-        "*/*.{ami,dump,yaml}",
-        |path| {
-            snapshot(path);
-        }
-    );
+    insta::glob!("../../fixtures/ami", "*/*.{ami,dump,yaml}", |path| {
+        snapshot(path);
+    });
 }
 
 #[test]

@@ -771,8 +771,7 @@ mod tests {
 
     /// Every real fixture line, for the whole-record comparisons.
     fn fixture_lines() -> Vec<Vec<u8>> {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr");
         let mut lines = Vec::new();
         for d in [dir.clone(), dir.join("ccbc")] {
             let mut files: Vec<_> = std::fs::read_dir(&d)

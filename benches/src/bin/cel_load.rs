@@ -247,9 +247,10 @@ fn main() -> anyhow::Result<()> {
             .context("no directory")?
             .join("ami-relay"),
     };
-    let fixtures = args.fixtures.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/asterisk")
-    });
+    let fixtures = args
+        .fixtures
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/asterisk"));
     let dir = std::env::temp_dir().join(format!("cdr-relay-cel-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

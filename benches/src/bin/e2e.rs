@@ -118,9 +118,10 @@ struct Corpus {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let fixtures = args.fixtures.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr/ccbc")
-    });
+    let fixtures = args
+        .fixtures
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr/ccbc"));
     let corpus = build_corpus(&fixtures, args.copies)?;
     let relay = relay_path(args.relay.as_deref())?;
     let dir = match &args.dir {
