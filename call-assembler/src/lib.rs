@@ -18,7 +18,8 @@
 //!
 //! 1. feed input with `handle_record(now, &record)` (and `handle_timeout(now)` when the deadline
 //!    from `poll_timeout()` passes);
-//! 2. drain `poll_output()` until it returns `None`;
+//! 2. drain `poll_output()` until it returns `None` (calls, and [`Output::Anomaly`] for
+//!    surprises);
 //! 3. read `poll_timeout()` again and sleep until then or until more input comes.
 //!
 //! Outputs come in a deterministic order: replaying the same input with the same `now` values
@@ -47,7 +48,8 @@ pub use call::{
 pub use cms::{
     CMS_MAX_QUEUED_ANOMALIES, CmsAnomaly, CmsAssembler, CmsAssemblerConfig, CmsAttr, CmsBatch,
     CmsNode, CmsRecord, CmsRecordKind, CmsStats, CmsXmlError, CmsXmlErrorKind, CmsXmlLimits,
-    cms_time, parse_cms_xml, parse_cms_xml_with, write_cms_batch, write_cms_records,
+    cms_record_api_json, cms_time, parse_cms_xml, parse_cms_xml_with, write_cms_batch,
+    write_cms_records,
 };
 pub use dialler::{DEFAULT_MAX_ITEM, DIALLER_FIELDS, DiallerError, dialler_call};
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
@@ -110,6 +112,11 @@ pub enum Anomaly {
         event: String,
         /// The channel's Uniqueid.
         uniqueid: String,
+    },
+    /// Cisco Meeting Server: a record was dropped (see [`CmsAnomaly`]).
+    Cms {
+        /// What was surprising.
+        anomaly: CmsAnomaly,
     },
 }
 

@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use call_assembler::{
-    CmsAssembler, CmsAssemblerConfig, CmsBatch, CmsRecord, Output, parse_cms_xml, write_cms_records,
+    Anomaly, CmsAssembler, CmsAssemblerConfig, CmsBatch, CmsRecord, Output, parse_cms_xml,
+    write_cms_records,
 };
 use cdr_sinks::outbox::{Batch, JournalEntry, RawInput, Reject, SourceRecord};
 
@@ -171,7 +172,7 @@ impl CmsPipeline {
                     source: self.source.clone(),
                     session: session.clone(),
                     index: i64::try_from(index).unwrap_or(i64::MAX),
-                    body: serde_json::to_vec(&cdr_sinks::http_cdr::record_to_api_json(r))
+                    body: serde_json::to_vec(&call_assembler::cms_record_api_json(r))
                         .unwrap_or_default(),
                 });
             }
@@ -245,12 +246,12 @@ impl CmsPipeline {
                         .push((self.source.clone(), id));
                     self.out.batch.calls.push(call);
                 }
+                Output::Anomaly(Anomaly::Cms { anomaly }) => {
+                    tracing::debug!(anomaly = ?anomaly, "CMS anomaly");
+                }
                 Output::Anomaly(a) => self.out.events.push(Event::Anomaly(a)),
                 _ => {}
             }
-        }
-        while let Some(a) = self.asm.poll_anomaly() {
-            tracing::debug!(anomaly = ?a, "CMS anomaly");
         }
     }
 }
