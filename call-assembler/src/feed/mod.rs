@@ -47,6 +47,9 @@ pub use dialler::{DiallerFeed, DiallerInput};
 pub use reconcile::{AsteriskInput, ReconcileConfig, ReconcileFeed, Reconciled};
 pub use smdr::SmdrFeed;
 
+#[cfg(test)]
+mod tests;
+
 /// One record line of a still-open call, journaled so the call survives a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
