@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use super::{Commit, Event, Feed, Restored};
 use crate::Call;
 
+mod ami;
+mod cel;
 mod dialler;
+mod reconcile;
 mod smdr;
 
 /// The wall clock (ms since the epoch) at the test's first instant.
