@@ -16,6 +16,7 @@ use crate::Call;
 
 mod ami;
 mod cel;
+mod cms;
 mod dialler;
 mod reconcile;
 mod smdr;
