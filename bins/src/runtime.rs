@@ -7,11 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use call_assembler::feed::{
-    AmiFeed, AmiInput, AsteriskInput, CelFeed, CelInput, CmsFeed, CsvFile, DiallerFeed, Event,
-    Feed, FeedCounts, ReconcileFeed, Reconciled, Restored, SmdrFeed,
-};
-use call_assembler::{Anomaly, SmdrAssemblerConfig};
+use call_assembler::SmdrAssemblerConfig;
 use cdr_sinks::engine::{RemoteSink, SinkStats, SinkWorker, now_ms, run_worker};
 use cdr_sinks::http_cdr_sink::HttpCdrSink;
 use cdr_sinks::jsonl::JsonlSink;
@@ -19,6 +15,12 @@ use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
 use cdr_sinks::redis_list::RedisListSink;
 use cdr_sinks::webhook::WebhookSink;
 use tokio::sync::{Notify, mpsc, watch};
+
+// The feeds this loop drives.
+use call_assembler::feed::{
+    AmiFeed, AmiInput, AsteriskInput, CelFeed, CelInput, CmsFeed, CsvFile, DiallerFeed, Event,
+    Feed, FeedCounts, ReconcileFeed, Reconciled, Restored, SmdrFeed,
+};
 
 use crate::config::{Config, ReconcileCdr, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
@@ -884,7 +886,7 @@ async fn commit<P: Feed>(
                     );
                 }
             }
-            Event::Anomaly(Anomaly::Cms { anomaly }) => {
+            Event::Anomaly(call_assembler::Anomaly::Cms { anomaly }) => {
                 tracing::debug!(anomaly = ?anomaly, "CMS anomaly");
             }
             Event::Anomaly(a) => tracing::warn!(source = P::KIND, anomaly = ?a, "anomaly"),
