@@ -793,7 +793,7 @@ pub struct CelCsvSource {
 }
 
 /// `ami-relay` with AMI and a CDR source beside it: the CDR as the book of record (see
-/// [`crate::pipeline::reconcile`]).
+/// [`call_assembler::feed::ReconcileFeed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcileSource {
     /// Where the CDR comes from.
@@ -801,7 +801,7 @@ pub struct ReconcileSource {
     /// Read the CDR to its current end and stop (with `--replay`, or `--once`).
     pub once: bool,
     /// The waits.
-    pub config: crate::pipeline::reconcile::ReconcileConfig,
+    pub config: call_assembler::feed::ReconcileConfig,
 }
 
 /// The CDR AMI is reconciled with.
@@ -1121,7 +1121,7 @@ impl Config {
             None => args.cdr_csv_path.clone().map(ReconcileCdr::Csv),
         };
         if let (true, Some(cdr)) = (reconciles, cdr) {
-            let mut config = crate::pipeline::reconcile::ReconcileConfig::default();
+            let mut config = call_assembler::feed::ReconcileConfig::default();
             if let Some(s) = args.reconcile_wait {
                 config.wait = Duration::from_secs(s);
             }

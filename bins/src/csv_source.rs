@@ -3,8 +3,8 @@
 //! them.
 //!
 //! * **Where it starts.** The follower waits for the positions the outbox saved (the
-//!   pipeline saves `(inode, offset)` per file with every batch, see
-//!   [`crate::pipeline::cel_csv`]): the run loop reads them when it builds the pipeline, and
+//!   feed saves `(inode, offset)` per file with every batch, see
+//!   [`call_assembler::feed::CelFeed`]): the run loop reads them when it builds the feed, and
 //!   the build closure sends them on the `start` channel ([`follow`]). A saved inode that is
 //!   still the path's: start at the saved offset (at 0 when the file is now shorter: it was
 //!   truncated). A saved inode that is no longer the path's (rotated while the relay was down):
@@ -32,8 +32,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::CelCsvSource;
-use crate::pipeline::cel_csv::{CelCsvInput, CsvFile, FilePos};
 use crate::source::SourceEvent;
+use call_assembler::feed::{CelInput, CsvFile, FilePos};
 
 /// How often the files are looked at.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -232,7 +232,7 @@ fn find_inode(path: &Path, inode: u64) -> Option<PathBuf> {
 pub async fn follow(
     config: CelCsvSource,
     start: oneshot::Receiver<StartPositions>,
-    tx: mpsc::Sender<SourceEvent<CelCsvInput>>,
+    tx: mpsc::Sender<SourceEvent<CelInput>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let files = vec![(CsvFile::Cdr, config.cdr), (CsvFile::Cel, config.cel)];
@@ -246,7 +246,7 @@ pub async fn follow_files(
     files: Vec<(CsvFile, PathBuf)>,
     once: bool,
     start: oneshot::Receiver<StartPositions>,
-    tx: mpsc::Sender<SourceEvent<CelCsvInput>>,
+    tx: mpsc::Sender<SourceEvent<CelInput>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Ok(saved) = start.await else { return };
@@ -288,7 +288,7 @@ pub async fn follow_files(
                 }
             }
             for (bytes, pos) in chunks {
-                let input = CelCsvInput {
+                let input = CelInput {
                     file: slot.file,
                     bytes,
                     pos: Some(pos),

@@ -1,6 +1,6 @@
 //! The database source (`ami-relay` with `CEL_MODE=db`): reads Asterisk's `cel` and `cdr` tables
 //! in PostgreSQL or MySQL/MariaDB (cel_pgsql, cdr_pgsql, cdr_mysql, or the ODBC backends) and
-//! hands their rows to the CSV pipeline ([`crate::pipeline::cel_csv`]) as the lines cel_custom
+//! hands their rows to the CEL feed ([`call_assembler::feed::CelFeed`]) as the lines cel_custom
 //! and cdr_csv would have written, with a watermark to commit alongside.
 //!
 //! * **Columns.** Each table's columns are looked up in `information_schema.columns` (the
@@ -21,7 +21,7 @@
 //!   is written as cdr_csv's word, `3` = `DOCUMENTATION`). A column the table lacks (or a NULL)
 //!   is an empty field. Every field is quoted as Asterisk does (in double quotes, `"` doubled,
 //!   [`call_assembler::csv::write_record`]); a line break inside a value stays inside its
-//!   quotes, and the pipeline reads whole records.
+//!   quotes, and the feed reads whole records.
 //! * **Watermark by id.** A table with an integer `id` column (Asterisk's `cel` has a serial /
 //!   auto_increment one) is read in id order after the last id shipped. Ids can become visible
 //!   out of order (concurrent transactions commit in another order than they took their ids),
@@ -40,7 +40,7 @@
 //!   committed late with an earlier time is still shipped, exactly once, when it is no older
 //!   than the window. Rows with no time are never read.
 //! * **Commit.** Each batch of lines carries its table's watermark as a state
-//!   ([`CelCsvInput::state`], named by [`CelCsvPipeline::db_state_name`]); the pipeline puts it
+//!   ([`CelInput::state`], named by [`CelFeed::db_state_name`]); the feed puts it
 //!   in the same outbox transaction as the calls and journal entries those rows produced. At
 //!   start the run loop reads the saved ones and the build closure sends them on the `start`
 //!   channel ([`follow`]). Without a saved watermark the tables are read from their first rows,
@@ -68,8 +68,8 @@ use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{CelDbSource, DbKind, DbStart, DbTls};
-use crate::pipeline::cel_csv::{CelCsvInput, CelCsvPipeline, CsvFile};
 use crate::source::SourceEvent;
+use call_assembler::feed::{CelFeed, CelInput, CsvFile};
 
 /// How long a gap in the ids must stay before reading moves past it.
 pub const GAP_WAIT: Duration = Duration::from_secs(5);
@@ -131,7 +131,7 @@ pub fn row_key(bytes: &[u8]) -> u64 {
 }
 
 /// One CSV line (with its `\n`) of `fields`, each quoted as Asterisk's CSV writers quote it
-/// (a value's line breaks stay inside its quotes: the pipeline reads whole records).
+/// (a value's line breaks stay inside its quotes: the feed reads whole records).
 pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
     let mut line = String::new();
     call_assembler::csv::write_record(&mut line, fields);
@@ -977,7 +977,7 @@ impl Table {
         Self {
             which,
             name,
-            state_name: CelCsvPipeline::db_state_name(source, which),
+            state_name: CelFeed::db_state_name(source, which),
             saved,
             layout: None,
             cursor: Cursor::Unset,
@@ -1333,7 +1333,7 @@ async fn session(
     conn: &mut Conn,
     config: &CelDbSource,
     tables: &mut [Table],
-    tx: &mpsc::Sender<SourceEvent<CelCsvInput>>,
+    tx: &mpsc::Sender<SourceEvent<CelInput>>,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> SessionEnd {
@@ -1365,7 +1365,7 @@ async fn session(
                 if page.lines.is_empty() && mark.is_none() {
                     continue;
                 }
-                let input = CelCsvInput {
+                let input = CelInput {
                     file: t.which,
                     bytes: page.lines,
                     pos: None,
@@ -1401,7 +1401,7 @@ pub async fn follow(
     config: CelDbSource,
     source: String,
     start: oneshot::Receiver<SavedMarks>,
-    tx: mpsc::Sender<SourceEvent<CelCsvInput>>,
+    tx: mpsc::Sender<SourceEvent<CelInput>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Ok(saved) = start.await else { return };

@@ -1,5 +1,5 @@
 //! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`, `cdr-receiver`): configuration, sources
-//! (TCP in both directions, the AMI client, a Redis list, HTTP posts, replay), the pipeline from bytes to outbox batches, delivery workers, the built-in web server,
+//! (TCP in both directions, the AMI client, a Redis list, HTTP posts, replay), driving the feeds of `call_assembler::feed` into the outbox, delivery workers, the built-in web server,
 //! metrics, logging, Sentry and signals. The binaries in `src/bin/` only parse arguments and call
 //! into this library.
 //!
@@ -12,7 +12,7 @@ pub mod csv_source;
 pub mod db_source;
 pub mod logging;
 pub mod metrics;
-pub mod pipeline;
+pub mod progress;
 pub mod receiver;
 pub mod recordings;
 pub mod recordings_db;

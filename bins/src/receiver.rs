@@ -17,8 +17,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::pipeline::CmsInput;
 use crate::source::SourceEvent;
+use call_assembler::feed::CmsInput;
 
 /// Who may post.
 #[derive(Clone, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use redis::AsyncCommands as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RedisListSource;
-use crate::pipeline::DiallerInput;
 use crate::source::SourceEvent;
+use call_assembler::feed::DiallerInput;
 
 /// How long one `BLMOVE` waits for an item before checking for shutdown.
 const BLOCK: f64 = 1.0;

@@ -1,7 +1,6 @@
-//! Every relay's run loop: source -> pipeline -> outbox commit -> delivery workers, plus the web
-//! server, cron check-ins, progress and graceful shutdown.
+//! Every relay's run loop: source -> feed ([`call_assembler::feed`]) -> outbox commit ->
+//! delivery workers, plus the web server, cron check-ins, progress and graceful shutdown.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,14 +17,15 @@ use cdr_sinks::redis_list::RedisListSink;
 use cdr_sinks::webhook::WebhookSink;
 use tokio::sync::{Notify, mpsc, watch};
 
+// The feeds this loop drives.
+use call_assembler::feed::{
+    AmiFeed, AmiInput, AsteriskInput, CelFeed, CelInput, CmsFeed, CsvFile, DiallerFeed, Event,
+    Feed, FeedCounts, ReconcileFeed, Reconciled, Restored, SmdrFeed,
+};
+
 use crate::config::{Config, ReconcileCdr, RelayKind, SourceConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::cel_csv::{CelCsvInput, CelCsvPipeline, CsvFile};
-use crate::pipeline::reconcile::{AsteriskInput, ReconcilePipeline, Reconciled};
-use crate::pipeline::{
-    self, AmiPipeline, CmsPipeline, DiallerPipeline, Event, Pipeline, PipelineCounts, Restored,
-    SmdrPipeline,
-};
+use crate::progress::Progress;
 use crate::receiver::CdrReceiver;
 use crate::recordings::{RecordingIndex, RecordingsConfig};
 use crate::sinks::SinkSpec;
@@ -45,8 +45,8 @@ type Ack = tokio::sync::oneshot::Sender<()>;
 /// What a run did, for the summary line.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// Pipeline counters.
-    pub counts: PipelineCounts,
+    /// The feed's counters.
+    pub counts: FeedCounts,
     /// Delivery counts per sink at the end.
     pub sinks: Vec<SinkCounts>,
 }
@@ -170,12 +170,12 @@ pub fn source_name(kind: &str, site: &str) -> String {
 }
 
 /// Where a source's progress is read from (for a replay's progress line).
-struct Feed {
+struct ReadProgress {
     progress: Arc<AtomicU64>,
     total_bytes: Option<u64>,
 }
 
-impl Feed {
+impl ReadProgress {
     /// A source with no total to report progress against (live, or not a replayed file).
     fn live() -> Self {
         Self {
@@ -189,14 +189,14 @@ impl Feed {
 async fn start_ami_source(
     config: &Config,
     metrics: &Metrics,
-    tx: mpsc::Sender<SourceEvent<pipeline::AmiInput>>,
+    tx: mpsc::Sender<SourceEvent<AmiInput>>,
     shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Feed> {
+) -> anyhow::Result<ReadProgress> {
     match &config.source {
         SourceConfig::Ami(client) => {
             tracing::info!(host = %client.host, port = client.port, "connecting to the Asterisk Manager Interface");
             tokio::spawn(source::ami((**client).clone(), tx, shutdown.clone()));
-            Ok(Feed::live())
+            Ok(ReadProgress::live())
         }
         _ => start_byte_source(config, metrics, tx, shutdown).await,
     }
@@ -208,7 +208,7 @@ async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
     metrics: &Metrics,
     tx: mpsc::Sender<SourceEvent<I>>,
     shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Feed> {
+) -> anyhow::Result<ReadProgress> {
     let progress = Arc::new(AtomicU64::new(0));
     let mut total_bytes = None;
     let opts = TcpOptions {
@@ -256,7 +256,7 @@ async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
             anyhow::bail!("this source does not read raw bytes")
         }
     }
-    Ok(Feed {
+    Ok(ReadProgress {
         progress,
         total_bytes,
     })
@@ -267,8 +267,8 @@ async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
     match config.kind {
         RelayKind::Smdr => {
-            let source = source_name(SmdrPipeline::KIND, &config.site);
-            let metrics = Metrics::new(SmdrPipeline::KIND);
+            let source = source_name(SmdrFeed::KIND, &config.site);
+            let metrics = Metrics::new(SmdrFeed::KIND);
             let (tx, rx) = mpsc::channel(64);
             let feed = start_byte_source(&config, &metrics, tx, &shutdown).await?;
             let asm_config = SmdrAssemblerConfig {
@@ -277,19 +277,19 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 ..SmdrAssemblerConfig::default()
             };
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                pipeline::smdr::restore(&source, asm_config, now, saved)
+                SmdrFeed::restore(&source, asm_config, now, saved)
             })
             .await
         }
         RelayKind::Receiver => {
-            let source = source_name(CmsPipeline::KIND, &config.site);
-            let metrics = Metrics::new(CmsPipeline::KIND);
+            let source = source_name(CmsFeed::KIND, &config.site);
+            let metrics = Metrics::new(CmsFeed::KIND);
             let (tx, rx) = mpsc::channel(64);
             let (feed, receiver) = match &config.source {
                 SourceConfig::Posts(r) => {
                     metrics.set_source_connected(true);
                     let receiver = Arc::new(CdrReceiver::new(r.clone(), tx));
-                    (Feed::live(), Some(receiver))
+                    (ReadProgress::live(), Some(receiver))
                 }
                 _ => (
                     start_byte_source(&config, &metrics, tx, &shutdown).await?,
@@ -308,13 +308,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 rx,
                 feed,
                 receiver,
-                |saved, now| CmsPipeline::restore(&source, asm_config, now, saved),
+                |saved, now| CmsFeed::restore(&source, asm_config, now, saved),
             )
             .await
         }
         RelayKind::List => {
-            let source = source_name(DiallerPipeline::KIND, &config.site);
-            let metrics = Metrics::new(DiallerPipeline::KIND);
+            let source = source_name(DiallerFeed::KIND, &config.site);
+            let metrics = Metrics::new(DiallerFeed::KIND);
             let (tx, rx) = mpsc::channel(8);
             let feed = match &config.source {
                 SourceConfig::RedisList(list) => {
@@ -324,13 +324,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                         tx,
                         shutdown.clone(),
                     ));
-                    Feed::live()
+                    ReadProgress::live()
                 }
                 _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
             };
             let (site, max_item) = (config.site.clone(), config.dialler_max_item);
-            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                pipeline::dialler::restore(&source, &site, max_item, now, now_ms(), saved)
+            // Nothing to restore: no dialler call is ever open.
+            run_with(config, shutdown, metrics, rx, feed, None, |_, now| {
+                DiallerFeed::new(&source, &site, max_item, (now, now_ms()))
             })
             .await
         }
@@ -342,11 +343,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             if files.once && !files.cel.exists() {
                 anyhow::bail!("--once: no CEL file at {}", files.cel.display());
             }
-            let source = source_name(CelCsvPipeline::KIND, &config.site);
-            let metrics = Metrics::new(CelCsvPipeline::KIND);
+            let source = source_name(CelFeed::KIND, &config.site);
+            let metrics = Metrics::new(CelFeed::KIND);
             let (tx, rx) = mpsc::channel(64);
             // The follower waits for the positions saved in the outbox, which the run loop
-            // reads before it builds the pipeline: the build closure hands them over.
+            // reads before it builds the feed: the build closure hands them over.
             let (start_tx, start_rx) = tokio::sync::oneshot::channel();
             tracing::info!(cel = %files.cel.display(), cdr = %files.cdr.display(), once = files.once, "reading Asterisk's CEL and CDR CSV files");
             tokio::spawn(crate::csv_source::follow(
@@ -355,17 +356,17 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 tx,
                 shutdown.clone(),
             ));
-            let feed = Feed::live();
+            let feed = ReadProgress::live();
             let asm_config = config.ami.clone();
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 let mut positions = crate::csv_source::StartPositions::new();
                 for file in [CsvFile::Cel, CsvFile::Cdr] {
-                    if let Some(pos) = CelCsvPipeline::saved_pos(&source, file, saved) {
+                    if let Some(pos) = CelFeed::saved_pos(&source, file, saved) {
                         positions.insert(file, pos);
                     }
                 }
                 let _ = start_tx.send(positions);
-                CelCsvPipeline::restore(&source, asm_config, columns, now, now_ms(), saved)
+                CelFeed::restore(&source, asm_config, columns, now, now_ms(), saved)
             })
             .await
         }
@@ -373,8 +374,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let Some(rec) = config.reconcile.clone() else {
                 anyhow::bail!("no CDR source to reconcile with");
             };
-            let source = source_name(ReconcilePipeline::KIND, &config.site);
-            let metrics = Metrics::new(ReconcilePipeline::KIND);
+            let source = source_name(ReconcileFeed::KIND, &config.site);
+            let metrics = Metrics::new(ReconcileFeed::KIND);
             let (tx, rx) = mpsc::channel(64);
             let (ami_tx, ami_rx) = mpsc::channel(64);
             let feed = start_ami_source(&config, &metrics, ami_tx, &shutdown).await?;
@@ -410,18 +411,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 if let Some(start_tx) = csv_start {
                     let mut positions = crate::csv_source::StartPositions::new();
-                    if let Some(pos) = CelCsvPipeline::saved_pos(&source, CsvFile::Cdr, saved) {
+                    if let Some(pos) = CelFeed::saved_pos(&source, CsvFile::Cdr, saved) {
                         positions.insert(CsvFile::Cdr, pos);
                     }
                     let _ = start_tx.send(positions);
                 }
                 if let Some(start_tx) = db_start {
                     let cdr = saved
-                        .state(&CelCsvPipeline::db_state_name(&source, CsvFile::Cdr))
+                        .state(&CelFeed::db_state_name(&source, CsvFile::Cdr))
                         .map(<[u8]>::to_vec);
                     let _ = start_tx.send(crate::db_source::SavedMarks { cel: None, cdr });
                 }
-                ReconcilePipeline::restore(&source, asm_config, rec.config, now, now_ms(), saved)
+                ReconcileFeed::restore(&source, asm_config, rec.config, now, now_ms(), saved)
             })
             .await
         }
@@ -429,8 +430,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let SourceConfig::CelDb(db) = config.source.clone() else {
                 anyhow::bail!("not a database source");
             };
-            let source = source_name(CelCsvPipeline::KIND, &config.site);
-            let metrics = Metrics::new(CelCsvPipeline::KIND);
+            let source = source_name(CelFeed::KIND, &config.site);
+            let metrics = Metrics::new(CelFeed::KIND);
             let (tx, rx) = mpsc::channel(64);
             // As for the CSV files: the source waits for the watermarks saved in the outbox,
             // which the build closure hands over.
@@ -449,19 +450,19 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 tx,
                 shutdown.clone(),
             ));
-            let feed = Feed::live();
+            let feed = ReadProgress::live();
             let asm_config = config.ami.clone();
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
                 let mark = |file| {
                     saved
-                        .state(&CelCsvPipeline::db_state_name(&source, file))
+                        .state(&CelFeed::db_state_name(&source, file))
                         .map(<[u8]>::to_vec)
                 };
                 let _ = start_tx.send(crate::db_source::SavedMarks {
                     cel: mark(CsvFile::Cel),
                     cdr: mark(CsvFile::Cdr),
                 });
-                CelCsvPipeline::restore(
+                CelFeed::restore(
                     &source,
                     asm_config,
                     call_assembler::CelColumns::sample(),
@@ -473,13 +474,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             .await
         }
         RelayKind::Ami => {
-            let source = source_name(AmiPipeline::KIND, &config.site);
-            let metrics = Metrics::new(AmiPipeline::KIND);
+            let source = source_name(AmiFeed::KIND, &config.site);
+            let metrics = Metrics::new(AmiFeed::KIND);
             let (tx, rx) = mpsc::channel(64);
             let feed = start_ami_source(&config, &metrics, tx, &shutdown).await?;
             let asm_config = config.ami.clone();
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                AmiPipeline::restore(&source, asm_config, now, now_ms(), saved)
+                AmiFeed::restore(&source, asm_config, now, now_ms(), saved)
             })
             .await
         }
@@ -490,8 +491,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 /// (the follower's is only logged), and the end comes once both sides ended (a replay beside a
 /// CDR file read to its end; a side that stops without an end, at shutdown, ends nothing).
 async fn merge_cdr(
-    mut ami: mpsc::Receiver<SourceEvent<pipeline::AmiInput>>,
-    mut cdr: mpsc::Receiver<SourceEvent<CelCsvInput>>,
+    mut ami: mpsc::Receiver<SourceEvent<AmiInput>>,
+    mut cdr: mpsc::Receiver<SourceEvent<CelInput>>,
     tx: mpsc::Sender<SourceEvent<AsteriskInput>>,
 ) {
     let (mut ami_done, mut cdr_done) = (false, false);
@@ -533,12 +534,12 @@ async fn merge_cdr(
     let _ = tx.send(SourceEvent::End).await;
 }
 
-async fn run_with<P: Pipeline>(
+async fn run_with<P: Feed + Send + 'static>(
     config: Config,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<SourceEvent<P::Input>>,
-    feed: Feed,
+    feed: ReadProgress,
     receiver: Option<Arc<CdrReceiver>>,
     build: impl FnOnce(&Restored, Instant) -> P,
 ) -> anyhow::Result<Summary> {
@@ -575,16 +576,16 @@ async fn run_with<P: Pipeline>(
         })
         .await?
     };
-    let mut pipeline = build(&saved, Instant::now());
+    let mut feed_state = build(&saved, Instant::now());
     if !saved.journal.is_empty() {
         tracing::info!(
             records = saved.journal.len(),
-            open_calls = pipeline.open_calls(),
+            open_calls = feed_state.open_calls(),
             "rebuilt open calls from the journal"
         );
     }
     drop(saved);
-    metrics.set_open_calls(pipeline.open_calls() as u64);
+    metrics.set_open_calls(feed_state.open_calls() as u64);
 
     // Delivery workers stop on their own signal, after the source has committed its last batch.
     let (workers_stop_tx, workers_stop) = watch::channel(false);
@@ -649,7 +650,7 @@ async fn run_with<P: Pipeline>(
             stop,
         ));
     }
-    let Feed {
+    let ReadProgress {
         progress,
         total_bytes,
     } = feed;
@@ -690,7 +691,7 @@ async fn run_with<P: Pipeline>(
     let mut reported = 0u64;
     let mut acks: Vec<Ack> = Vec::new();
     loop {
-        let deadline = pipeline.poll_timeout();
+        let deadline = feed_state.poll_timeout();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -703,7 +704,7 @@ async fn run_with<P: Pipeline>(
             _ = shutdown.changed() => break,
         };
         match first {
-            None => pipeline.handle_timeout(Instant::now()),
+            None => feed_state.handle_timeout(Instant::now()),
             Some(None) => {
                 // The source is gone (replay failed, or shutdown in the source).
                 if replaying {
@@ -712,14 +713,14 @@ async fn run_with<P: Pipeline>(
                 break;
             }
             Some(Some(ev)) => {
-                ended |= handle(&mut pipeline, &metrics, &connected, &mut acks, ev);
+                ended |= handle(&mut feed_state, &metrics, &connected, &mut acks, ev);
                 // Group what is already queued into the same commit, up to MAX_GROUP reads.
                 let mut grouped = 1;
                 while !ended && grouped < MAX_GROUP {
                     match rx.try_recv() {
                         Ok(ev) => {
                             grouped += 1;
-                            ended |= handle(&mut pipeline, &metrics, &connected, &mut acks, ev);
+                            ended |= handle(&mut feed_state, &metrics, &connected, &mut acks, ev);
                         }
                         Err(_) => break,
                     }
@@ -728,7 +729,7 @@ async fn run_with<P: Pipeline>(
         }
         commit(
             &outbox,
-            &mut pipeline,
+            &mut feed_state,
             &metrics,
             &wakes,
             &mut reported,
@@ -739,7 +740,7 @@ async fn run_with<P: Pipeline>(
             let _ = ack.send(());
         }
         if let Some(r) = &reporter {
-            r.update(pipeline.counts());
+            r.update(feed_state.counts());
         }
         if ended {
             break;
@@ -747,12 +748,12 @@ async fn run_with<P: Pipeline>(
     }
     // On shutdown, what the source already read is still processed and committed.
     while let Ok(ev) = rx.try_recv() {
-        ended |= handle(&mut pipeline, &metrics, &connected, &mut acks, ev);
+        ended |= handle(&mut feed_state, &metrics, &connected, &mut acks, ev);
     }
     // Whatever was read is committed; for a replay, wait until every call has gone out.
     commit(
         &outbox,
-        &mut pipeline,
+        &mut feed_state,
         &metrics,
         &wakes,
         &mut reported,
@@ -769,7 +770,7 @@ async fn run_with<P: Pipeline>(
                 break;
             }
             if let Some(r) = &reporter {
-                r.update(pipeline.counts());
+                r.update(feed_state.counts());
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -778,7 +779,7 @@ async fn run_with<P: Pipeline>(
         }
     }
     if let Some(r) = reporter {
-        r.finish(pipeline.counts());
+        r.finish(feed_state.counts());
     }
     let _ = workers_stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -791,7 +792,7 @@ async fn run_with<P: Pipeline>(
     }
     let sinks = with_outbox(&outbox, |o| Ok(o.counts()?)).await?;
     Ok(Summary {
-        counts: pipeline.counts(),
+        counts: feed_state.counts(),
         sinks,
     })
 }
@@ -801,9 +802,9 @@ fn eprintln_ready(what: &str, addr: std::net::SocketAddr) {
     eprintln!("cdr-relay: {what} listening on {addr}");
 }
 
-/// Feeds one source event to the pipeline; true when the input ended.
-fn handle<P: Pipeline>(
-    pipeline: &mut P,
+/// Hands one source event to the feed; true when the input ended.
+fn handle<P: Feed>(
+    feed: &mut P,
     metrics: &Metrics,
     connected: &AtomicBool,
     acks: &mut Vec<Ack>,
@@ -811,9 +812,9 @@ fn handle<P: Pipeline>(
 ) -> bool {
     let now = Instant::now();
     match ev {
-        SourceEvent::Data(d) => pipeline.input(now, d),
+        SourceEvent::Data(d) => feed.handle_input(now, d),
         SourceEvent::Acked(d, ack) => {
-            pipeline.input(now, d);
+            feed.handle_input(now, d);
             acks.push(ack);
         }
         SourceEvent::Connected(_) => {
@@ -821,12 +822,12 @@ fn handle<P: Pipeline>(
             metrics.set_source_connected(true);
         }
         SourceEvent::Disconnected(_) => {
-            pipeline.reset_connection();
+            feed.handle_disconnect();
             connected.store(false, Ordering::Relaxed);
             metrics.set_source_connected(false);
         }
         SourceEvent::End => {
-            pipeline.finish(now);
+            feed.handle_end(now);
             return true;
         }
     }
@@ -858,19 +859,19 @@ fn log_reconciled(r: &Reconciled) {
     }
 }
 
-async fn commit<P: Pipeline>(
+async fn commit<P: Feed>(
     outbox: &Arc<Mutex<Outbox>>,
-    pipeline: &mut P,
+    feed: &mut P,
     metrics: &Metrics,
     wakes: &[Arc<Notify>],
     reported: &mut u64,
     recordings: Option<&Arc<Mutex<RecordingIndex>>>,
 ) -> anyhow::Result<()> {
-    for ev in pipeline.take_events() {
+    while let Some(ev) = feed.poll_event() {
         match ev {
             Event::BadInput { number, error } => {
                 metrics.bad_line();
-                if P::KIND == SmdrPipeline::KIND {
+                if P::KIND == SmdrFeed::KIND {
                     tracing::warn!(line = number, %error, "bad SMDR line kept in the reject table");
                 } else {
                     tracing::warn!(
@@ -881,14 +882,21 @@ async fn commit<P: Pipeline>(
                     );
                 }
             }
+            Event::Anomaly(call_assembler::Anomaly::Cms { anomaly }) => {
+                tracing::debug!(anomaly = ?anomaly, "CMS anomaly");
+            }
             Event::Anomaly(a) => tracing::warn!(source = P::KIND, anomaly = ?a, "anomaly"),
             Event::Reconciled(r) => {
                 metrics.reconciled(r.label());
                 log_reconciled(&r);
             }
+            Event::UnclaimedCdr { linkedid, rows } => {
+                tracing::warn!(%linkedid, rows, "CDR rows that no call claimed are dropped");
+            }
+            _ => {}
         }
     }
-    let mut batch: Batch = pipeline.take_batch();
+    let mut batch: Batch = feed.take_commit();
     if batch.is_empty() {
         return Ok(());
     }
@@ -909,90 +917,12 @@ async fn commit<P: Pipeline>(
     for complete in calls {
         metrics.call_out(complete);
     }
-    let counts = pipeline.counts();
+    let counts = feed.counts();
     metrics.record_in(counts.records.saturating_sub(*reported));
     *reported = counts.records;
-    metrics.set_open_calls(pipeline.open_calls() as u64);
+    metrics.set_open_calls(feed.open_calls() as u64);
     for w in wakes {
         w.notify_one();
     }
     Ok(())
-}
-
-/// Progress of a replay on stderr: a live line on a terminal, a log line every few seconds
-/// otherwise.
-struct Progress {
-    bytes: Arc<AtomicU64>,
-    total: Option<u64>,
-    started: Instant,
-    last: Mutex<Instant>,
-    tty: bool,
-}
-
-impl Progress {
-    fn start(bytes: Arc<AtomicU64>, total: Option<u64>) -> Self {
-        let now = Instant::now();
-        Self {
-            bytes,
-            total,
-            started: now,
-            last: Mutex::new(now),
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn update(&self, c: PipelineCounts) {
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
-        if last.elapsed() < every {
-            return;
-        }
-        *last = Instant::now();
-        let line = self.line(c);
-        if self.tty {
-            eprint!("\r\x1b[2K{line}");
-        } else {
-            tracing::info!("{line}");
-        }
-    }
-
-    fn line(&self, c: PipelineCounts) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let bytes = self.bytes.load(Ordering::Relaxed);
-        let rate = c.records as f64 / secs;
-        let mut s = format!(
-            "{:.1} MB, {} records ({:.0}/s), {} calls",
-            bytes as f64 / 1e6,
-            c.records,
-            rate,
-            c.complete + c.incomplete
-        );
-        if let Some(total) = self.total.filter(|t| *t > 0) {
-            let done = bytes as f64 / total as f64;
-            let left = if done > 0.0 {
-                secs * (1.0 - done) / done
-            } else {
-                0.0
-            };
-            s.push_str(&format!(", {:.0}%, {:.0} s left", done * 100.0, left));
-        }
-        s
-    }
-
-    fn finish(self, c: PipelineCounts) {
-        if self.tty {
-            eprint!("\r\x1b[2K");
-        }
-        tracing::info!(
-            "replay done in {:.1} s: {}",
-            self.started.elapsed().as_secs_f64(),
-            self.line(c)
-        );
-    }
 }

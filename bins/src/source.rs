@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-/// What a source reports to the pipeline; `I` is what it reads (bytes by default; the AMI
+/// What a source reports to the feed; `I` is what it reads (bytes by default; the AMI
 /// client hands over decoded messages).
 #[derive(Debug)]
 pub enum SourceEvent<I = Vec<u8>> {
@@ -244,11 +244,11 @@ const AMI_BATCH: usize = 4096;
 /// the socket promptly whatever this consumer does (see `ami_proto::client`).
 pub async fn ami(
     config: ami_proto::client::ClientConfig,
-    tx: mpsc::Sender<SourceEvent<crate::pipeline::AmiInput>>,
+    tx: mpsc::Sender<SourceEvent<call_assembler::feed::AmiInput>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    use crate::pipeline::AmiInput;
     use ami_proto::client::{Client, ClientEvent};
+    use call_assembler::feed::AmiInput;
 
     let peer = format!("{}:{}", config.host, config.port);
     let mut client = match Client::spawn(config) {

@@ -1,24 +1,47 @@
-//! Sans-IO assembly of call records into completed calls, and the [`Call`] model every source
-//! and sink shares.
+//! Sans-IO assembly of call records into completed calls, the [`Call`] model every source
+//! and sink shares, and the [`feed`]s an embedder runs.
 //!
 //! Two assemblers: [`SmdrAssembler`] (IP Office SMDR records) and [`AmiAssembler`] (Asterisk AMI
-//! channel, `Cdr` and `CEL` events, or CEL rows from a database or CSV file as [`CelRow`]).
-//! A predictive dialler's CDRs are whole calls already: [`dialler_call`] checks one and builds its
-//! [`Call`]. The [`csv`] module reads and writes the CSV of Asterisk's `cdr_csv` and
-//! `cel_custom` backends.
+//! channel, `Cdr` and `CEL` events, or CEL rows from a database or CSV file as [`CelRow`]), plus
+//! [`CmsAssembler`] for Cisco Meeting Server CDRs. A predictive dialler's CDRs are whole calls
+//! already: [`dialler_call`] checks one and builds its [`Call`]. The [`csv`] module reads and
+//! writes the CSV of Asterisk's `cdr_csv` and `cel_custom` backends.
 //!
 //! Phone systems report a call in pieces: IP Office writes one SMDR record per call segment,
 //! interleaved with other calls' records and in call-*end* order. An assembler collects the
 //! pieces and emits one [`Call`] when the last piece arrives, or an incomplete one when it never
 //! does (idle timeout, PBX restart, a cap on open calls, end of input).
 //!
-//! What it does not do: no IO, no clock, no async runtime. Time is an argument of every
-//! `handle_*` call (a monotonic [`std::time::Instant`]); wall-clock times in calls come from the
-//! records themselves. The API follows quinn-proto and str0m:
+//! # Feeds: what an embedder runs
+//!
+//! A [`feed`] wraps an assembler with everything between a source and a durable store: framing
+//! and parsing the source's input (SMDR bytes, AMI messages, CEL/CDR rows, CMS batches, dialler
+//! items), the journal of open calls, restore after a crash, the source's resume state,
+//! rejects, and (for Asterisk) attaching and reconciling the CDR. It hands out one
+//! [`feed::Commit`] at a time. An embedder's whole program is:
+//!
+//! 1. read from the source and call `feed.handle_input(now, input)` (or
+//!    `feed.handle_timeout(now)` when [`feed::Feed::poll_timeout`] passes);
+//! 2. log or count the [`feed::Event`]s from [`feed::Feed::poll_event`];
+//! 3. commit [`feed::Feed::take_commit`] to a store in one transaction (`cdr_sinks::outbox`
+//!    takes it as it is), then acknowledge the input upstream;
+//! 4. wake the delivery engine.
+//!
+//! At start, build the feed with its `restore` constructor from what the store kept (the
+//! journal with commit times and the states, [`feed::Restored`]): calls open at a crash come
+//! back whole, and none goes out twice. The relays in `bins` are exactly that plus sockets,
+//! settings and a web page.
+//!
+//! # What it does not do
+//!
+//! No IO, no clock, no async runtime. Time is an argument of every `handle_*` call (a monotonic
+//! [`std::time::Instant`]); wall-clock times in calls come from the records themselves. The API
+//! follows quinn-proto and str0m:
 //!
 //! 1. feed input with `handle_record(now, &record)` (and `handle_timeout(now)` when the deadline
 //!    from `poll_timeout()` passes);
-//! 2. drain `poll_output()` until it returns `None`;
+//! 2. drain `poll_output()` until it returns `None` (calls, and [`Output::Anomaly`] for
+//!    surprises);
 //! 3. read `poll_timeout()` again and sleep until then or until more input comes.
 //!
 //! Outputs come in a deterministic order: replaying the same input with the same `now` values
@@ -31,6 +54,7 @@ mod call;
 mod cms;
 pub mod csv;
 mod dialler;
+pub mod feed;
 mod smdr;
 
 use chrono::NaiveDateTime;
@@ -47,7 +71,8 @@ pub use call::{
 pub use cms::{
     CMS_MAX_QUEUED_ANOMALIES, CmsAnomaly, CmsAssembler, CmsAssemblerConfig, CmsAttr, CmsBatch,
     CmsNode, CmsRecord, CmsRecordKind, CmsStats, CmsXmlError, CmsXmlErrorKind, CmsXmlLimits,
-    cms_time, parse_cms_xml, parse_cms_xml_with, write_cms_batch, write_cms_records,
+    cms_record_api_json, cms_time, parse_cms_xml, parse_cms_xml_with, write_cms_batch,
+    write_cms_records,
 };
 pub use dialler::{DEFAULT_MAX_ITEM, DIALLER_FIELDS, DiallerError, dialler_call};
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
@@ -110,6 +135,11 @@ pub enum Anomaly {
         event: String,
         /// The channel's Uniqueid.
         uniqueid: String,
+    },
+    /// Cisco Meeting Server: a record was dropped (see [`CmsAnomaly`]).
+    Cms {
+        /// What was surprising.
+        anomaly: CmsAnomaly,
     },
 }
 

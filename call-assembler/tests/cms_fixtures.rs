@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use call_assembler::{
-    Call, CallDirection, CmsAnomaly, CmsAssembler, CmsAssemblerConfig, CmsRecord, FlushReason,
-    Output, Source, parse_cms_xml, stable_id,
+    Anomaly, Call, CallDirection, CmsAnomaly, CmsAssembler, CmsAssemblerConfig, CmsRecord,
+    FlushReason, Output, Source, parse_cms_xml, stable_id,
 };
 use chrono::NaiveDateTime;
 use proptest::prelude::*;
@@ -51,11 +51,9 @@ fn drain(asm: &mut CmsAssembler, out: &mut Drained) {
     while let Some(o) = asm.poll_output() {
         match o {
             Output::Call(c) => out.calls.push(c),
+            Output::Anomaly(Anomaly::Cms { anomaly }) => out.anomalies.push(anomaly),
             other => panic!("unexpected output {other:?}"),
         }
-    }
-    while let Some(a) = asm.poll_anomaly() {
-        out.anomalies.push(a);
     }
 }
 

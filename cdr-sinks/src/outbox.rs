@@ -1,7 +1,7 @@
 //! The durable outbox: one SQLite file (WAL) holding the journal of open calls' records, every
 //! completed call (the call store), one delivery row per call and sink, and rejected input.
 //!
-//! A source commits a [`Batch`] (records journaled, calls completed, lines rejected, its
+//! A source commits a [`Commit`] (records journaled, calls completed, lines rejected, its
 //! assembler's small state) in one transaction, and only then acknowledges upstream. Delivery
 //! workers read due rows ([`Outbox::due`]) and record each outcome. After a crash, the journal
 //! rebuilds the open calls and the pending rows are delivered: nothing that was committed is lost.
@@ -30,88 +30,10 @@ pub enum OutboxError {
     Encode(#[from] serde_json::Error),
 }
 
-/// One record line of a still-open call, journaled so the call survives a restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalEntry {
-    /// The source kind and instance (for example `smdr`).
-    pub source: String,
-    /// The call's key within the source (SMDR: `call_id/start`).
-    pub call_key: String,
-    /// The record as received.
-    pub line: Vec<u8>,
-}
+pub use call_assembler::feed::{Commit, JournalEntry, RawInput, Reject, SourceRecord};
 
-/// Input that could not be used, kept with its raw bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    /// Which source it came from.
-    pub source: String,
-    /// Why it was rejected.
-    pub reason: String,
-    /// The bytes as received.
-    pub raw: Vec<u8>,
-}
-
-/// A body as a source received it (a posted CDR batch), kept as it came.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawInput {
-    /// Which source received it.
-    pub source: String,
-    /// The bytes.
-    pub body: Vec<u8>,
-}
-
-/// One record of a source that numbers its records (CMS: session and `recordIndex`), kept for
-/// an API that lists records; a record already kept under the same key is not kept again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceRecord {
-    /// Which source.
-    pub source: String,
-    /// The numbering's scope (CMS: the session).
-    pub session: String,
-    /// The record's number in it.
-    pub index: i64,
-    /// What to keep (CMS: the record as the sample receiver's API shows it, JSON).
-    pub body: Vec<u8>,
-}
-
-/// Everything one source commits at once.
-#[derive(Debug, Clone, Default)]
-pub struct Batch {
-    /// Records of calls that are still open.
-    pub journal_add: Vec<JournalEntry>,
-    /// Calls (source, key) whose journal entries are no longer needed.
-    pub journal_remove: Vec<(String, String)>,
-    /// Completed (or flushed) calls, each to be delivered to every sink.
-    pub calls: Vec<Call>,
-    /// Progress records of calls still going on (progressive mode: `update` is `started` or
-    /// `updated`), each delivered to every sink under the key [`update_key`]; not part of the
-    /// call store, which holds only final calls.
-    pub updates: Vec<Call>,
-    /// Rejected input.
-    pub rejects: Vec<Reject>,
-    /// Bodies kept as received.
-    pub inputs: Vec<RawInput>,
-    /// Numbered records kept for listing.
-    pub records: Vec<SourceRecord>,
-    /// Small named states to save with the batch (for SMDR the assembler's epoch, and the calls
-    /// it flushed incomplete); each replaces the value saved under its name before.
-    pub states: Vec<(String, Vec<u8>)>,
-}
-
-impl Batch {
-    /// Whether there is nothing to commit.
-    pub fn is_empty(&self) -> bool {
-        self.journal_add.is_empty()
-            && self.journal_remove.is_empty()
-            && self.calls.is_empty()
-            && self.updates.is_empty()
-            && self.rejects.is_empty()
-            && self.inputs.is_empty()
-            && self.records.is_empty()
-            && self.states.is_empty()
-    }
-}
+/// Everything one source commits at once: a feed's [`Commit`], under its earlier name.
+pub type Batch = Commit;
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -303,7 +225,7 @@ impl Outbox {
     /// Commits a batch in one transaction. Calls whose id is already stored are not queued
     /// again, so replaying input after a crash cannot deliver a call under a second id or twice
     /// from the outbox.
-    pub fn commit(&mut self, batch: &Batch, now_ms: i64) -> Result<CommitReport, OutboxError> {
+    pub fn commit(&mut self, batch: &Commit, now_ms: i64) -> Result<CommitReport, OutboxError> {
         let mut report = CommitReport::default();
         let tx = self.conn.transaction()?;
         {

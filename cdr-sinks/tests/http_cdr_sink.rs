@@ -312,12 +312,11 @@ fn assemble(records: &[CmsRecord<'static>]) -> Vec<Call> {
     for r in records {
         asm.handle_record(Instant::now(), r);
         while let Some(o) = asm.poll_output() {
-            if let Output::Call(c) = o {
-                calls.push(c);
+            match o {
+                Output::Call(c) => calls.push(c),
+                Output::Anomaly(a) => panic!("anomaly: {a:?}"),
+                _ => {}
             }
-        }
-        if let Some(a) = asm.poll_anomaly() {
-            panic!("anomaly: {a:?}");
         }
     }
     assert_eq!(asm.open_calls(), 0, "every call ended");

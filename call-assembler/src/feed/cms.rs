@@ -1,5 +1,4 @@
-//! The Cisco Meeting Server pipeline: posted CDR batches in, one completed meeting per call out.
-//! Pure code: no IO, time passed in.
+//! The Cisco Meeting Server feed: posted CDR batches in, one completed meeting per call out.
 //!
 //! * Every record is kept for the sample receiver's API (`source_records`, one row per
 //!   session and `recordIndex`), every posted body is kept raw (`inputs`), a body that does not
@@ -10,16 +9,17 @@
 //!   with each batch.
 //! * Records of open calls are journaled (as a one-record CMS batch) under their call id and
 //!   replayed after a restart; the journal of a call goes when the call is emitted.
+//! * The assembler's surprises ([`CmsAnomaly`](crate::CmsAnomaly)) come out as
+//!   [`Event::Anomaly`] with [`Anomaly::Cms`](crate::Anomaly::Cms).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use call_assembler::{
-    CmsAssembler, CmsAssemblerConfig, CmsBatch, CmsRecord, Output, parse_cms_xml, write_cms_records,
+use super::{Commit, Event, Feed, FeedCounts, JournalEntry, Out, RawInput, Restored, SourceRecord};
+use crate::{
+    CmsAssembler, CmsAssemblerConfig, CmsBatch, CmsRecord, Output, cms_record_api_json,
+    parse_cms_xml, write_cms_records,
 };
-use cdr_sinks::outbox::{Batch, JournalEntry, RawInput, Reject, SourceRecord};
-
-use super::{Event, Out, Pipeline, Restored};
 
 /// How many sessions' highest record index are remembered (a Call Bridge starts a new session
 /// when it restarts; older ones are dropped first).
@@ -62,7 +62,7 @@ struct Sessions {
 
 /// Checks, deduplicates, journals and assembles CMS records.
 #[derive(Debug)]
-pub struct CmsPipeline {
+pub struct CmsFeed {
     source: String,
     asm: CmsAssembler,
     sessions: Sessions,
@@ -84,13 +84,20 @@ fn key_of(owner: &HashMap<String, String>, r: &CmsRecord<'_>) -> Option<String> 
         .or_else(|| r.object_id().and_then(|id| owner.get(id).cloned()))
 }
 
-impl CmsPipeline {
+impl CmsFeed {
     /// The name of the state holding the highest record index per session.
     pub fn sessions_state_name(source: &str) -> String {
         format!("{source}/sessions")
     }
 
-    /// A pipeline whose open calls are rebuilt from the journal in `saved`.
+    /// A feed with nothing open and no session seen. `source` names its journal and states
+    /// (`cms` or `cms/<site>`).
+    pub fn new(source: &str, config: CmsAssemblerConfig, now: Instant) -> Self {
+        Self::restore(source, config, now, &Restored::default())
+    }
+
+    /// A feed whose open calls are rebuilt from the journal in `saved`, and which goes on
+    /// dropping the records of each session up to the highest index committed.
     pub fn restore(
         source: &str,
         config: CmsAssemblerConfig,
@@ -121,11 +128,9 @@ impl CmsPipeline {
                         p.asm.handle_record(now, r);
                     }
                 }
-                Err(e) => p.out.batch.rejects.push(Reject {
-                    source: p.source.clone(),
-                    reason: format!("journaled record no longer parses: {e}"),
-                    raw: entry.line.clone(),
-                }),
+                Err(e) => p
+                    .out
+                    .journal_reject(entry, format!("journaled record no longer parses: {e}")),
             }
         }
         p.drain();
@@ -146,8 +151,8 @@ impl CmsPipeline {
         }
     }
 
-    /// Handles one parsed post.
-    pub fn post(&mut self, now: Instant, raw: Vec<u8>, batch: &CmsBatch<'_>) {
+    /// Handles one parsed post (`raw` is kept as received).
+    pub fn handle_post(&mut self, now: Instant, raw: Vec<u8>, batch: &CmsBatch<'_>) {
         self.posts += 1;
         let session = batch.session.as_deref().unwrap_or_default().to_owned();
         if let Some(n) = batch.preceding_missing.filter(|n| *n > 0) {
@@ -167,19 +172,18 @@ impl CmsPipeline {
                 }
                 *seen = (index, tick);
                 self.sessions_changed = true;
-                self.out.batch.records.push(SourceRecord {
+                self.out.commit.records.push(SourceRecord {
                     source: self.source.clone(),
                     session: session.clone(),
                     index: i64::try_from(index).unwrap_or(i64::MAX),
-                    body: serde_json::to_vec(&cdr_sinks::http_cdr::record_to_api_json(r))
-                        .unwrap_or_default(),
+                    body: serde_json::to_vec(&cms_record_api_json(r)).unwrap_or_default(),
                 });
             }
             self.out.counts.records += 1;
             self.learn(r);
             self.asm.handle_record(now, r);
             if let Some(key) = key_of(&self.owner, r) {
-                self.out.batch.journal_add.push(JournalEntry {
+                self.out.commit.journal_add.push(JournalEntry {
                     source: self.source.clone(),
                     call_key: key,
                     line: write_cms_records(
@@ -191,7 +195,7 @@ impl CmsPipeline {
             }
             self.drain();
         }
-        self.out.batch.inputs.push(RawInput {
+        self.out.commit.inputs.push(RawInput {
             source: self.source.clone(),
             body: raw,
         });
@@ -215,14 +219,14 @@ impl CmsPipeline {
 
     fn missing_records(&mut self, n: u64, session: &str) {
         self.missing += n;
-        self.out.events.push(Event::BadInput {
+        self.out.events.push_back(Event::BadInput {
             number: self.posts,
             error: format!("CMS reports {n} records of session {session} missing before this one"),
         });
     }
 
     /// Keeps a body that did not parse.
-    pub fn reject(&mut self, raw: Vec<u8>, reason: String) {
+    pub fn handle_reject(&mut self, raw: Vec<u8>, reason: String) {
         self.posts += 1;
         self.out
             .reject(&self.source, self.posts, reason.clone(), reason, raw);
@@ -232,30 +236,21 @@ impl CmsPipeline {
         while let Some(out) = self.asm.poll_output() {
             match out {
                 Output::Call(call) => {
-                    if call.complete {
-                        self.out.counts.complete += 1;
-                    } else {
-                        self.out.counts.incomplete += 1;
-                    }
                     let id = call.call_id.to_string();
                     self.owner.retain(|_, c| *c != id);
                     self.out
-                        .batch
+                        .commit
                         .journal_remove
                         .push((self.source.clone(), id));
-                    self.out.batch.calls.push(call);
+                    self.out.call(call);
                 }
-                Output::Anomaly(a) => self.out.events.push(Event::Anomaly(a)),
-                _ => {}
+                Output::Anomaly(a) => self.out.events.push_back(Event::Anomaly(a)),
             }
-        }
-        while let Some(a) = self.asm.poll_anomaly() {
-            tracing::debug!(anomaly = ?a, "CMS anomaly");
         }
     }
 }
 
-impl Pipeline for CmsPipeline {
+impl Feed for CmsFeed {
     type Input = CmsInput;
 
     const KIND: &'static str = "cms";
@@ -264,15 +259,15 @@ impl Pipeline for CmsPipeline {
         vec![Self::sessions_state_name(source)]
     }
 
-    fn input(&mut self, now: Instant, input: CmsInput) {
+    fn handle_input(&mut self, now: Instant, input: CmsInput) {
         match input {
             CmsInput::Bytes(b) => self.replay.extend_from_slice(&b),
-            CmsInput::Batch { raw, batch } => self.post(now, raw, &batch),
-            CmsInput::Reject { raw, reason } => self.reject(raw, reason),
+            CmsInput::Batch { raw, batch } => self.handle_post(now, raw, &batch),
+            CmsInput::Reject { raw, reason } => self.handle_reject(raw, reason),
         }
     }
 
-    fn reset_connection(&mut self) {
+    fn handle_disconnect(&mut self) {
         self.replay.clear();
     }
 
@@ -281,15 +276,16 @@ impl Pipeline for CmsPipeline {
         self.drain();
     }
 
-    fn finish(&mut self, now: Instant) {
+    /// A replayed file is one posted body: parsed now; then every open call is flushed.
+    fn handle_end(&mut self, now: Instant) {
         let body = std::mem::take(&mut self.replay);
         if !body.iter().all(u8::is_ascii_whitespace) {
             match parse_cms_xml(&body) {
                 Ok(batch) => {
                     let batch = batch.into_owned();
-                    self.post(now, body, &batch);
+                    self.handle_post(now, body, &batch);
                 }
-                Err(e) => self.reject(body, e.to_string()),
+                Err(e) => self.handle_reject(body, e.to_string()),
             }
         }
         self.asm.flush(now);
@@ -300,28 +296,29 @@ impl Pipeline for CmsPipeline {
         self.asm.poll_timeout()
     }
 
-    fn open_calls(&self) -> usize {
-        self.asm.open_calls()
+    fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
     }
 
-    fn out(&self) -> &Out {
-        &self.out
-    }
-
-    fn out_mut(&mut self) -> &mut Out {
-        &mut self.out
-    }
-
-    fn take_batch(&mut self) -> Batch {
-        let mut batch = std::mem::take(&mut self.out.batch);
+    /// Everything to commit, with the sessions' highest indexes when they changed.
+    fn take_commit(&mut self) -> Commit {
+        let mut commit = std::mem::take(&mut self.out.commit);
         if self.sessions_changed {
             if let Ok(s) = serde_json::to_vec(&self.sessions) {
-                batch
+                commit
                     .states
                     .push((Self::sessions_state_name(&self.source), s));
             }
             self.sessions_changed = false;
         }
-        batch
+        commit
+    }
+
+    fn open_calls(&self) -> usize {
+        self.asm.open_calls()
+    }
+
+    fn counts(&self) -> FeedCounts {
+        self.out.counts
     }
 }

@@ -1,36 +1,31 @@
-//! The Asterisk CSV pipeline (`ami-relay` with `CEL_MODE=csv`): lines of the cel_custom file
-//! and of the cdr_csv file in, a [`Batch`](cdr_sinks::outbox::Batch) for the outbox out. Pure
-//! code: no IO, time passed in.
+//! The Asterisk CEL/CDR rows feed: lines of the cel_custom file and of the cdr_csv file (or rows
+//! of Asterisk's `cel` and `cdr` tables made into such lines) in, [`Commit`]s out.
 //!
-//! * CEL rows ([`CelRow::from_fields`], in the configured [`CelColumns`]) go to the same [`AmiAssembler`] as AMI events
-//!   ([`AmiAssembler::handle_cel_row`]): one implementation of the call logic, two transports.
-//!   A row that changed an open call is journaled under the call's key
-//!   ([`AmiAssembler::last_key`]) and the keys of emitted calls are retired, as in the AMI
-//!   pipeline, so a restart mid-call loses nothing.
+//! * CEL rows ([`CelRow::from_fields`], in the configured [`CelColumns`]) go to the same
+//!   [`AmiAssembler`] as AMI events ([`AmiAssembler::handle_cel_row`]): one implementation of
+//!   the call logic, two transports. A row that changed an open call is journaled under the
+//!   call's key ([`AmiAssembler::last_key`]) and the keys of emitted calls are retired, as in
+//!   the AMI feed, so a restart mid-call loses nothing.
 //! * CDR rows (cdr_csv) are kept by Linkedid (the `linkedid` column with `newcdrcolumns`;
 //!   without it the row's `uniqueid`, else its channel) and journaled under `cdr:<linkedid>`.
 //!   When a call with that Linkedid is emitted (a final record, complete or not) they are put in
 //!   its [`Call::cdr`], in file order, keyed by cdr_csv's column names, and their journal
 //!   entries are removed. The assembler emits a call its grace period after its end, so a CDR
 //!   row written up to then is attached; rows no call claims within [`CDR_HOLD`] (or by the end
-//!   of a `--once` run) are dropped with a warning.
-//! * Each input carries the file position (inode, offset just past its last complete line);
-//!   it is saved as a state ([`CelCsvPipeline::state_name`]) in the same batch as the calls and
-//!   journal entries those lines produced, so the outbox commit that makes them durable also
-//!   moves the offset. The follower ([`crate::csv_source`]) starts from the saved position.
-//! * The database source ([`crate::db_source`], `CEL_MODE=db`) hands over the same lines, made
-//!   from the rows of Asterisk's `cel` and `cdr` tables, with its watermark as a general state
-//!   ([`CelCsvInput::state`], saved under [`CelCsvPipeline::db_state_name`]) in place of a file
-//!   position: committed in the same batch as the calls its rows produced.
+//!   of the input) are dropped and reported ([`Event::UnclaimedCdr`]).
+//! * Each input may carry the file position (inode, offset just past its last complete line);
+//!   it is saved as a state ([`CelFeed::state_name`]) in the same commit as the calls and
+//!   journal entries those lines produced, so the commit that makes them durable also moves the
+//!   offset. A database reader hands over its watermark instead ([`CelInput::state`], saved
+//!   under [`CelFeed::db_state_name`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, CelColumns, CelRow, UpdateEvent};
-use cdr_sinks::outbox::{JournalEntry, Reject};
 use serde::{Deserialize, Serialize};
 
-use super::{Out, Pipeline, Restored};
+use super::{Commit, Event, Feed, FeedCounts, JournalEntry, Out, Restored};
+use crate::{AmiAssembler, AmiAssemblerConfig, Call, CelColumns, CelRow};
 
 /// How long CDR rows wait for their call before they are dropped.
 pub const CDR_HOLD: Duration = Duration::from_secs(600);
@@ -38,9 +33,9 @@ pub const CDR_HOLD: Duration = Duration::from_secs(600);
 /// Which of the two files a line comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CsvFile {
-    /// The cel_custom file.
+    /// The cel_custom file (or the `cel` table).
     Cel,
-    /// The cdr_csv file.
+    /// The cdr_csv file (or the `cdr` table).
     Cdr,
 }
 
@@ -63,22 +58,22 @@ pub struct FilePos {
     pub offset: u64,
 }
 
-/// What the CSV source hands over.
+/// What the CEL/CDR source hands over.
 #[derive(Debug)]
-pub struct CelCsvInput {
+pub struct CelInput {
     /// Which file.
     pub file: CsvFile,
-    /// Bytes: complete lines from the follower; anything from a replay (`--replay cel.csv`).
+    /// Bytes: complete lines from a follower; anything from a replay.
     pub bytes: Vec<u8>,
-    /// The file position after `bytes`, saved with the batch (`None` for a replay).
+    /// The file position after `bytes`, saved with the commit (`None` for a replay).
     pub pos: Option<FilePos>,
-    /// Any other progress to save with the batch that holds `bytes`, as (state name, value):
-    /// the database source's watermark ([`crate::db_source`]) under
-    /// [`CelCsvPipeline::db_state_name`]. `bytes` may be empty, to save the state alone.
+    /// Any other progress to save with the commit that holds `bytes`, as (state name, value):
+    /// a database reader's watermark under [`CelFeed::db_state_name`]. `bytes` may be empty,
+    /// to save the state alone.
     pub state: Option<(String, Vec<u8>)>,
 }
 
-impl From<Vec<u8>> for CelCsvInput {
+impl From<Vec<u8>> for CelInput {
     fn from(bytes: Vec<u8>) -> Self {
         Self {
             file: CsvFile::Cel,
@@ -90,13 +85,13 @@ impl From<Vec<u8>> for CelCsvInput {
 }
 
 /// One cdr_csv row: cdr_csv's column names with their values, in file order.
-pub(crate) type CdrRow = Vec<(&'static str, String)>;
+pub type CdrRow = Vec<(&'static str, String)>;
 
 /// One cdr_csv row: its Linkedid (the grouping key: the `linkedid` column, else `uniqueid`, else
-/// `channel`) and its columns.
-pub(crate) fn parse_cdr(line: &str) -> Option<(String, CdrRow)> {
-    let fields = call_assembler::csv::split_record(line)?;
-    let cols = call_assembler::csv::cdr_columns(fields.len())?;
+/// `channel`) and its columns; `None` when the line is not a cdr_csv row.
+pub fn parse_cdr(line: &str) -> Option<(String, CdrRow)> {
+    let fields = crate::csv::split_record(line)?;
+    let cols = crate::csv::cdr_columns(fields.len())?;
     let row: CdrRow = cols.into_iter().zip(fields).collect();
     let get = |name: &str| {
         row.iter()
@@ -115,9 +110,9 @@ struct PendingCdr {
     since: Instant,
 }
 
-/// Assembles calls from CEL and CDR CSV lines, collecting what must be committed.
+/// Assembles calls from CEL and CDR lines, collecting what must be committed.
 #[derive(Debug)]
-pub struct CelCsvPipeline {
+pub struct CelFeed {
     source: String,
     asm: AmiAssembler,
     out: Out,
@@ -129,10 +124,10 @@ pub struct CelCsvPipeline {
     columns: CelColumns,
 }
 
-impl CelCsvPipeline {
-    /// A pipeline with no open calls. `source` names its journal and states (`ami` or
-    /// `ami/<site>`).
-    pub fn new(source: &str, config: AmiAssemblerConfig) -> Self {
+impl CelFeed {
+    /// A feed with no open calls reading CEL lines in `columns`' order. `source` names its
+    /// journal and states (`ami` or `ami/<site>`).
+    pub fn new(source: &str, config: AmiAssemblerConfig, columns: CelColumns) -> Self {
         Self {
             source: source.to_owned(),
             asm: AmiAssembler::new(config),
@@ -140,15 +135,8 @@ impl CelCsvPipeline {
             partial: HashMap::new(),
             lines: HashMap::new(),
             cdr: HashMap::new(),
-            columns: CelColumns::sample(),
+            columns,
         }
-    }
-
-    /// The same pipeline reading cel_custom lines in `columns`' order (instead of the sample
-    /// mapping's).
-    pub fn with_columns(mut self, columns: CelColumns) -> Self {
-        self.columns = columns;
-        self
     }
 
     /// The state name under which `file`'s position is saved for `source`.
@@ -156,7 +144,7 @@ impl CelCsvPipeline {
         format!("{source}/csv/{}", file.tag())
     }
 
-    /// The state name under which the database source's watermark for the table of `file`
+    /// The state name under which a database reader's watermark for the table of `file`
     /// (`cel` or `cdr`) is saved for `source`.
     pub fn db_state_name(source: &str, file: CsvFile) -> String {
         format!("{source}/db/{}", file.tag())
@@ -169,10 +157,10 @@ impl CelCsvPipeline {
             .and_then(|b| serde_json::from_slice(b).ok())
     }
 
-    /// A pipeline whose open calls and waiting CDR rows are rebuilt from the journal in
-    /// `saved`, each row replayed at the monotonic time that corresponds to when it was
-    /// committed (`now` is `now_ms` on the wall clock), as [`super::AmiPipeline::restore`] does.
-    /// CEL lines are read in `columns`' order (the journal holds them as the file had them).
+    /// A feed whose open calls and waiting CDR rows are rebuilt from the journal in `saved`,
+    /// each row replayed at the monotonic time that corresponds to when it was committed (`now`
+    /// is `now_ms` on the wall clock), as [`super::AmiFeed::restore`] does. CEL lines are read
+    /// in `columns`' order (the journal holds them as the file had them).
     pub fn restore(
         source: &str,
         config: AmiAssemblerConfig,
@@ -181,18 +169,15 @@ impl CelCsvPipeline {
         now_ms: i64,
         saved: &Restored,
     ) -> Self {
-        let mut p = Self::new(source, config).with_columns(columns);
+        let mut p = Self::new(source, config, columns);
         for (entry, at) in saved.journal_on_time_line(now, now_ms) {
             let text = String::from_utf8_lossy(&entry.line);
             let (file, line) = match text.split_once('\t') {
                 Some(("cel", l)) => (CsvFile::Cel, l),
                 Some(("cdr", l)) => (CsvFile::Cdr, l),
                 _ => {
-                    p.out.batch.rejects.push(Reject {
-                        source: p.source.clone(),
-                        reason: "journaled CSV line without its file tag".into(),
-                        raw: entry.line.clone(),
-                    });
+                    p.out
+                        .journal_reject(entry, "journaled CSV line without its file tag".into());
                     continue;
                 }
             };
@@ -211,7 +196,7 @@ impl CelCsvPipeline {
             return;
         }
         match file {
-            CsvFile::Cel => match call_assembler::csv::split_record(line).and_then(|f| {
+            CsvFile::Cel => match crate::csv::split_record(line).and_then(|f| {
                 let fields: Vec<&str> = f.iter().map(String::as_str).collect();
                 CelRow::from_fields(&self.columns, &fields)
             }) {
@@ -221,7 +206,7 @@ impl CelCsvPipeline {
                     }
                     self.asm.handle_cel_row(now, &row);
                     if journal && let Some(key) = self.asm.last_key() {
-                        self.out.batch.journal_add.push(JournalEntry {
+                        self.out.commit.journal_add.push(JournalEntry {
                             source: self.source.clone(),
                             call_key: key.to_owned(),
                             line: format!("cel\t{line}").into_bytes(),
@@ -234,7 +219,7 @@ impl CelCsvPipeline {
                 Some((key, row)) => {
                     if journal {
                         self.out.counts.records += 1;
-                        self.out.batch.journal_add.push(JournalEntry {
+                        self.out.commit.journal_add.push(JournalEntry {
                             source: self.source.clone(),
                             call_key: format!("cdr:{key}"),
                             line: format!("cdr\t{line}").into_bytes(),
@@ -269,11 +254,11 @@ impl CelCsvPipeline {
     }
 
     /// Feeds bytes of `file`: every complete line is used, the rest kept for the next input.
-    pub fn push(&mut self, now: Instant, file: CsvFile, bytes: &[u8]) {
+    pub fn handle_bytes(&mut self, now: Instant, file: CsvFile, bytes: &[u8]) {
         let mut buf = self.partial.remove(&file).unwrap_or_default();
         buf.extend_from_slice(bytes);
         let mut start = 0;
-        while let Some(n) = call_assembler::csv::record_end(buf.get(start..).unwrap_or_default()) {
+        while let Some(n) = crate::csv::record_end(buf.get(start..).unwrap_or_default()) {
             let end = start + n;
             let line =
                 String::from_utf8_lossy(buf.get(start..end - 1).unwrap_or_default()).into_owned();
@@ -294,22 +279,22 @@ impl CelCsvPipeline {
 
     /// Drops CDR rows that waited longer than [`CDR_HOLD`] (all of them with `all`).
     fn expire_cdr(&mut self, now: Instant, all: bool) {
-        let old: Vec<String> = self
+        let mut old: Vec<String> = self
             .cdr
             .iter()
             .filter(|(_, p)| all || now.saturating_duration_since(p.since) >= CDR_HOLD)
             .map(|(k, _)| k.clone())
             .collect();
+        old.sort();
         for key in old {
             if let Some(p) = self.cdr.remove(&key) {
-                tracing::warn!(
-                    linkedid = %key,
-                    rows = p.rows.len(),
-                    "CDR rows that no call claimed are dropped"
-                );
+                self.out.events.push_back(Event::UnclaimedCdr {
+                    linkedid: key.clone(),
+                    rows: p.rows.len(),
+                });
             }
             self.out
-                .batch
+                .commit
                 .journal_remove
                 .push((self.source.clone(), format!("cdr:{key}")));
         }
@@ -322,15 +307,11 @@ impl CelCsvPipeline {
     }
 
     fn add_call(&mut self, mut call: Call) {
-        if call
+        let is_final = call
             .update
             .as_ref()
-            .is_some_and(|u| u.event != UpdateEvent::Ended)
-        {
-            self.out.batch.updates.push(call);
-            return;
-        }
-        if let Some(p) = self.cdr.remove(call.call_id.as_str()) {
+            .is_none_or(|u| u.event == crate::UpdateEvent::Ended);
+        if is_final && let Some(p) = self.cdr.remove(call.call_id.as_str()) {
             for row in p.rows {
                 call.cdr.push(
                     row.into_iter()
@@ -339,35 +320,16 @@ impl CelCsvPipeline {
                 );
             }
             self.out
-                .batch
+                .commit
                 .journal_remove
                 .push((self.source.clone(), format!("cdr:{}", call.call_id)));
         }
-        if call.complete {
-            self.out.counts.complete += 1;
-        } else {
-            self.out.counts.incomplete += 1;
-        }
-        self.out.batch.calls.push(call);
-    }
-
-    fn save_pos(&mut self, file: CsvFile, pos: FilePos) {
-        let name = Self::state_name(&self.source, file);
-        let value = serde_json::to_vec(&pos).unwrap_or_default();
-        self.save_state(name, value);
-    }
-
-    /// Saves `value` under `name` with the batch; a later value in the same batch replaces it.
-    fn save_state(&mut self, name: String, value: Vec<u8>) {
-        match self.out.batch.states.iter_mut().find(|(n, _)| *n == name) {
-            Some(s) => s.1 = value,
-            None => self.out.batch.states.push((name, value)),
-        }
+        super::ami::add_call(&mut self.out, call);
     }
 }
 
-impl Pipeline for CelCsvPipeline {
-    type Input = CelCsvInput;
+impl Feed for CelFeed {
+    type Input = CelInput;
 
     const KIND: &'static str = "ami";
 
@@ -380,17 +342,19 @@ impl Pipeline for CelCsvPipeline {
         ]
     }
 
-    fn input(&mut self, now: Instant, input: CelCsvInput) {
-        self.push(now, input.file, &input.bytes);
+    fn handle_input(&mut self, now: Instant, input: CelInput) {
+        self.handle_bytes(now, input.file, &input.bytes);
         if let Some(pos) = input.pos {
-            self.save_pos(input.file, pos);
+            let name = Self::state_name(&self.source, input.file);
+            let value = serde_json::to_vec(&pos).unwrap_or_default();
+            self.out.commit.save_state(name, value);
         }
         if let Some((name, value)) = input.state {
-            self.save_state(name, value);
+            self.out.commit.save_state(name, value);
         }
     }
 
-    fn reset_connection(&mut self) {
+    fn handle_disconnect(&mut self) {
         self.partial.clear();
     }
 
@@ -400,13 +364,12 @@ impl Pipeline for CelCsvPipeline {
         self.expire_cdr(now, false);
     }
 
-    fn finish(&mut self, now: Instant) {
+    fn handle_end(&mut self, now: Instant) {
         // A last line without its newline (a replayed file) is used as it is.
         for file in [CsvFile::Cdr, CsvFile::Cel] {
-            if let Some(rest) = self.partial.remove(&file) {
-                let mut rest = rest;
+            if let Some(mut rest) = self.partial.remove(&file) {
                 rest.push(b'\n');
-                self.push(now, file, &rest);
+                self.handle_bytes(now, file, &rest);
             }
         }
         self.asm.flush(now);
@@ -422,100 +385,19 @@ impl Pipeline for CelCsvPipeline {
         }
     }
 
+    fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    fn take_commit(&mut self) -> Commit {
+        std::mem::take(&mut self.out.commit)
+    }
+
     fn open_calls(&self) -> usize {
         self.asm.open_calls()
     }
 
-    fn out(&self) -> &Out {
-        &self.out
-    }
-
-    fn out_mut(&mut self) -> &mut Out {
-        &mut self.out
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cdr_layouts_by_field_count() {
-        let base = r#""","1001","2001","internal","""Alice"" <1001>","SIP/a","SIP/b","Dial","x","2026-11-22 13:54:08","2026-11-22 13:54:10","2026-11-22 13:54:13",5,3,"ANSWERED","DOCUMENTATION""#;
-        let (key, row) = parse_cdr(base).unwrap();
-        assert_eq!(key, "SIP/a");
-        assert_eq!(row.len(), 16);
-        let (key, _) = parse_cdr(&format!(r#"{base},"1.5""#)).unwrap();
-        assert_eq!(key, "1.5");
-        let (key, row) = parse_cdr(&format!(r#"{base},"1.5","","","1.4",7"#)).unwrap();
-        assert_eq!(key, "1.4");
-        assert_eq!(row[4].1, "\"Alice\" <1001>");
-        assert_eq!(parse_cdr("a,b"), None);
-    }
-
-    #[test]
-    fn cdr_rows_attach_to_their_call_and_the_offset_rides_with_the_batch() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fixtures/asterisk/01_answered_caller_hangup");
-        let (Ok(cel), Ok(cdr)) = (
-            std::fs::read(dir.join("cel.csv")),
-            std::fs::read(dir.join("cdr.csv")),
-        ) else {
-            return;
-        };
-        let mut p = CelCsvPipeline::new("ami", AmiAssemblerConfig::default());
-        let now = Instant::now();
-        let pos = FilePos {
-            inode: 7,
-            offset: cdr.len() as u64,
-        };
-        p.input(
-            now,
-            CelCsvInput {
-                file: CsvFile::Cdr,
-                bytes: cdr,
-                pos: Some(pos),
-                state: None,
-            },
-        );
-        p.input(now, CelCsvInput::from(cel));
-        p.finish(now);
-        let batch = p.take_batch();
-        assert_eq!(batch.calls.len(), 1);
-        assert_eq!(batch.calls[0].cdr.len(), 3);
-        assert_eq!(batch.calls[0].cdr[0]["disposition"], "ANSWERED");
-        assert_eq!(
-            batch.states,
-            vec![("ami/csv/cdr".to_owned(), serde_json::to_vec(&pos).unwrap())]
-        );
-    }
-
-    #[test]
-    fn a_database_watermark_rides_with_the_batch_of_its_rows() {
-        let name = CelCsvPipeline::db_state_name("ami/hq", CsvFile::Cel);
-        assert_eq!(name, "ami/hq/db/cel");
-        assert!(CelCsvPipeline::state_names("ami/hq").contains(&name));
-        let mut p = CelCsvPipeline::new("ami/hq", AmiAssemblerConfig::default());
-        let now = Instant::now();
-        let line = r#""CHAN_START","2026-11-22 13:54:08.579430","","","","","","2001","internal","Local/2001@internal-0000002c;1","","","3","","1795355648.116","1795355648.116","","","","""#;
-        for (bytes, mark) in [(format!("{line}\n").into_bytes(), "1"), (Vec::new(), "2")] {
-            p.input(
-                now,
-                CelCsvInput {
-                    file: CsvFile::Cel,
-                    bytes,
-                    pos: None,
-                    state: Some((name.clone(), mark.as_bytes().to_vec())),
-                },
-            );
-        }
-        let batch = p.take_batch();
-        assert_eq!(
-            batch.journal_add.len(),
-            1,
-            "the row is journaled with its call"
-        );
-        assert_eq!(batch.states, vec![(name, b"2".to_vec())]);
+    fn counts(&self) -> FeedCounts {
+        self.out.counts
     }
 }

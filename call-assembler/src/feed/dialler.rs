@@ -1,14 +1,14 @@
-//! The dialler pipeline: items of a dialler's Redis list (or lines of a replayed JSON-lines
-//! file) in, one completed call per CDR out. Pure code: no IO, time passed in.
+//! The dialler feed: items of a dialler's list (or lines of a replayed JSON-lines file) in, one
+//! completed call per CDR out ([`crate::dialler_call`]).
 //!
-//! Nothing is journaled: every item is a whole call, committed (or rejected with its raw bytes)
-//! in the batch that the source acknowledges only after the commit.
+//! Nothing is journaled and nothing is restored: every item is a whole call, committed (or
+//! rejected with its raw bytes) in the commit that the source acknowledges only after it is
+//! durable.
 
 use std::time::Instant;
 
-use call_assembler::dialler_call;
-
-use super::{Out, Pipeline, Restored};
+use super::{Commit, Event, Feed, FeedCounts, Out};
+use crate::dialler_call;
 
 /// What the dialler source hands over.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl From<Vec<u8>> for DiallerInput {
 
 /// Checks and converts dialler CDRs, collecting what must be committed.
 #[derive(Debug)]
-pub struct DiallerPipeline {
+pub struct DiallerFeed {
     source: String,
     site: String,
     max_item: usize,
@@ -39,8 +39,8 @@ pub struct DiallerPipeline {
     out: Out,
 }
 
-impl DiallerPipeline {
-    /// A pipeline for `source` (`dialler` or `dialler/<site>`); `clock` ties the monotonic time
+impl DiallerFeed {
+    /// A feed for `source` (`dialler` or `dialler/<site>`); `clock` ties the monotonic time
     /// passed in to the wall clock (calls carry the time they were received, in UTC, since a
     /// dialler CDR has none). Items over `max_item` bytes are rejected unparsed.
     pub fn new(source: &str, site: &str, max_item: usize, clock: (Instant, i64)) -> Self {
@@ -64,13 +64,12 @@ impl DiallerPipeline {
     }
 
     /// Handles one item.
-    pub fn item(&mut self, now: Instant, raw: &[u8]) {
+    pub fn handle_item(&mut self, now: Instant, raw: &[u8]) {
         self.number += 1;
         match dialler_call(&self.site, raw, self.wall(now), self.max_item) {
             Ok(call) => {
                 self.out.counts.records += 1;
-                self.out.counts.complete += 1;
-                self.out.batch.calls.push(call);
+                self.out.call(call);
             }
             Err(e) => self.out.reject(
                 &self.source,
@@ -82,7 +81,8 @@ impl DiallerPipeline {
         }
     }
 
-    fn lines(&mut self, now: Instant, bytes: &[u8]) {
+    /// Handles bytes of a JSON-lines file: every complete line is an item.
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         let mut rest = bytes;
         while let Some(i) = memchr::memchr(b'\n', rest) {
             let (line, tail) = rest.split_at(i);
@@ -105,12 +105,12 @@ impl DiallerPipeline {
     fn line(&mut self, now: Instant, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !line.iter().all(u8::is_ascii_whitespace) {
-            self.item(now, line);
+            self.handle_item(now, line);
         }
     }
 }
 
-impl Pipeline for DiallerPipeline {
+impl Feed for DiallerFeed {
     type Input = DiallerInput;
 
     const KIND: &'static str = "dialler";
@@ -119,24 +119,24 @@ impl Pipeline for DiallerPipeline {
         Vec::new()
     }
 
-    fn input(&mut self, now: Instant, input: DiallerInput) {
+    fn handle_input(&mut self, now: Instant, input: DiallerInput) {
         match input {
-            DiallerInput::Bytes(b) => self.lines(now, &b),
+            DiallerInput::Bytes(b) => self.handle_bytes(now, &b),
             DiallerInput::Items(items) => {
                 for raw in &items {
-                    self.item(now, raw);
+                    self.handle_item(now, raw);
                 }
             }
         }
     }
 
-    fn reset_connection(&mut self) {
+    fn handle_disconnect(&mut self) {
         self.partial.clear();
     }
 
     fn handle_timeout(&mut self, _now: Instant) {}
 
-    fn finish(&mut self, now: Instant) {
+    fn handle_end(&mut self, now: Instant) {
         let last = std::mem::take(&mut self.partial);
         self.line(now, &last);
     }
@@ -145,65 +145,19 @@ impl Pipeline for DiallerPipeline {
         None
     }
 
+    fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    fn take_commit(&mut self) -> Commit {
+        std::mem::take(&mut self.out.commit)
+    }
+
     fn open_calls(&self) -> usize {
         0
     }
 
-    fn out(&self) -> &Out {
-        &self.out
-    }
-
-    fn out_mut(&mut self) -> &mut Out {
-        &mut self.out
-    }
-}
-
-/// Builds the dialler pipeline of a relay (nothing to restore: no call is ever open).
-pub fn restore(
-    source: &str,
-    site: &str,
-    max_item: usize,
-    now: Instant,
-    now_ms: i64,
-    _saved: &Restored,
-) -> DiallerPipeline {
-    DiallerPipeline::new(source, site, max_item, (now, now_ms))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_split_across_reads_and_bad_items_are_rejected_with_their_bytes() {
-        let now = Instant::now();
-        let mut p = DiallerPipeline::new("dialler", "", 200, (now, 1_795_000_000_000));
-        p.input(
-            now,
-            DiallerInput::Bytes(b"{\"internal_call_ref\":\"a\"}\r\n{\"intern".to_vec()),
-        );
-        p.input(
-            now,
-            DiallerInput::Bytes(b"al_call_ref\":\"b\"}\n\nnot json\n".to_vec()),
-        );
-        p.input(now, DiallerInput::Items(vec![b"[1]".to_vec()]));
-        p.input(
-            now,
-            DiallerInput::Bytes(b"{\"dial_number\":\"1\"}".to_vec()),
-        );
-        p.finish(now);
-        let b = p.take_batch();
-        let refs: Vec<&str> = b.calls.iter().map(|c| c.call_id.as_str()).collect();
-        assert_eq!(refs.len(), 3);
-        assert_eq!(&refs[..2], ["a", "b"]);
-        let raw: Vec<&[u8]> = b.rejects.iter().map(|r| r.raw.as_slice()).collect();
-        assert_eq!(raw, [b"not json".as_slice(), b"[1]"]);
-        assert_eq!(p.counts().bad_lines, 2);
-        assert_eq!(
-            b.calls[0].start_time,
-            chrono::DateTime::from_timestamp_millis(1_795_000_000_000)
-                .unwrap()
-                .naive_utc()
-        );
+    fn counts(&self) -> FeedCounts {
+        self.out.counts
     }
 }

@@ -1,5 +1,5 @@
-//! The Asterisk AMI pipeline: raw AMI bytes (a replayed capture) or messages from the AMI client
-//! in, a [`Batch`](cdr_sinks::outbox::Batch) for the outbox out. Pure code: no IO, time passed in.
+//! The Asterisk AMI feed: raw AMI bytes (a replayed capture) or messages from an AMI client in,
+//! [`Commit`]s out.
 //!
 //! Every message that changed an open call is journaled, as received, under the call's key
 //! ([`AmiAssembler::last_key`]); when the call is emitted its keys are retired
@@ -10,10 +10,9 @@
 use std::time::Instant;
 
 use ami_proto::{AmiFramer, AmiMessage, Frame, HeaderBuf, Limits};
-use call_assembler::{AmiAssembler, AmiAssemblerConfig, Call, Output, UpdateEvent};
-use cdr_sinks::outbox::{JournalEntry, Reject};
 
-use super::{Event, Out, Pipeline, Restored};
+use super::{Commit, Event, Feed, FeedCounts, JournalEntry, Out, Restored};
+use crate::{AmiAssembler, AmiAssemblerConfig, Call, Output, UpdateEvent};
 
 /// What the AMI source hands over.
 #[derive(Debug)]
@@ -34,16 +33,16 @@ impl From<Vec<u8>> for AmiInput {
 
 /// Frames, parses and assembles AMI, collecting what must be committed.
 #[derive(Debug)]
-pub struct AmiPipeline {
+pub struct AmiFeed {
     source: String,
     framer: AmiFramer,
     headers: HeaderBuf,
     asm: AmiAssembler,
-    out: Out,
+    pub(super) out: Out,
 }
 
-impl AmiPipeline {
-    /// A pipeline with no open calls. `source` names its journal (`ami` or `ami/<site>`).
+impl AmiFeed {
+    /// A feed with no open calls. `source` names its journal (`ami` or `ami/<site>`).
     pub fn new(source: &str, config: AmiAssemblerConfig) -> Self {
         Self {
             source: source.to_owned(),
@@ -54,10 +53,10 @@ impl AmiPipeline {
         }
     }
 
-    /// A pipeline whose open calls are rebuilt from the journal in `saved`: each message is
+    /// A feed whose open calls are rebuilt from the journal in `saved`: each message is
     /// replayed at the monotonic time that corresponds to when it was committed (`now` is
     /// `now_ms` on the wall clock). Calls whose deadlines passed while the relay was down are
-    /// emitted at the first [`AmiPipeline::handle_timeout`].
+    /// emitted at the first [`Feed::handle_timeout`].
     pub fn restore(
         source: &str,
         config: AmiAssemblerConfig,
@@ -69,11 +68,9 @@ impl AmiPipeline {
         for (entry, at) in saved.journal_on_time_line(now, now_ms) {
             match AmiMessage::parse_with(&entry.line, &mut p.headers) {
                 Ok(msg) => p.asm.handle_message(at, &msg),
-                Err(e) => p.out.batch.rejects.push(Reject {
-                    source: p.source.clone(),
-                    reason: format!("journaled message no longer parses: {e}"),
-                    raw: entry.line.clone(),
-                }),
+                Err(e) => p
+                    .out
+                    .journal_reject(entry, format!("journaled message no longer parses: {e}")),
             }
         }
         // What was journaled stays journaled; only what the replay finished is retired.
@@ -82,7 +79,7 @@ impl AmiPipeline {
     }
 
     /// Feeds bytes of a raw AMI stream.
-    pub fn push(&mut self, now: Instant, bytes: &[u8]) {
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         self.framer.push(bytes);
         while let Some(frame) = self.framer.next_frame() {
             match frame {
@@ -92,13 +89,7 @@ impl AmiPipeline {
                         Ok(msg) => {
                             self.out.counts.records += 1;
                             self.asm.handle_message(now, &msg);
-                            if let Some(key) = self.asm.last_key() {
-                                self.out.batch.journal_add.push(JournalEntry {
-                                    source: self.source.clone(),
-                                    call_key: key.to_owned(),
-                                    line: bytes.to_vec(),
-                                });
-                            }
+                            journal(&mut self.out, &self.asm, &self.source, bytes);
                         }
                         Err(e) => self.out.reject(
                             &self.source,
@@ -128,24 +119,18 @@ impl AmiPipeline {
         }
     }
 
-    /// Feeds messages decoded by the AMI client.
+    /// Feeds messages decoded by an AMI client.
     pub fn handle_messages(&mut self, now: Instant, messages: &[AmiMessage<'_>]) {
         for msg in messages {
             self.out.counts.records += 1;
             self.asm.handle_message(now, msg);
-            if let Some(key) = self.asm.last_key() {
-                self.out.batch.journal_add.push(JournalEntry {
-                    source: self.source.clone(),
-                    call_key: key.to_owned(),
-                    line: msg.as_bytes().to_vec(),
-                });
-            }
+            journal(&mut self.out, &self.asm, &self.source, msg.as_bytes());
             self.drain();
         }
     }
 
     /// After a reconnect: closes the calls whose channels vanished during the gap.
-    pub fn resync(&mut self, now: Instant, channels: &[AmiMessage<'_>]) {
+    pub fn handle_resync(&mut self, now: Instant, channels: &[AmiMessage<'_>]) {
         self.asm.resync(now, channels);
         self.drain();
     }
@@ -157,49 +142,55 @@ impl AmiPipeline {
 
     fn drain(&mut self) {
         for call in emitted(&mut self.asm, &mut self.out, &self.source) {
-            self.add_call(call);
+            add_call(&mut self.out, call);
         }
     }
+}
 
-    fn add_call(&mut self, call: Call) {
-        if call
-            .update
-            .as_ref()
-            .is_some_and(|u| u.event != UpdateEvent::Ended)
-        {
-            self.out.batch.updates.push(call);
-            return;
-        }
-        if call.complete {
-            self.out.counts.complete += 1;
-        } else {
-            self.out.counts.incomplete += 1;
-        }
-        self.out.batch.calls.push(call);
+/// Journals `bytes` under the key of the call the assembler just applied them to, if any.
+fn journal(out: &mut Out, asm: &AmiAssembler, source: &str, bytes: &[u8]) {
+    if let Some(key) = asm.last_key() {
+        out.commit.journal_add.push(JournalEntry {
+            source: source.to_owned(),
+            call_key: key.to_owned(),
+            line: bytes.to_vec(),
+        });
+    }
+}
+
+/// Puts a call in the commit: a progress record with the updates, a final call with the calls.
+pub(super) fn add_call(out: &mut Out, call: Call) {
+    if call
+        .update
+        .as_ref()
+        .is_some_and(|u| u.event != UpdateEvent::Ended)
+    {
+        out.commit.updates.push(call);
+    } else {
+        out.call(call);
     }
 }
 
 /// Takes what an Asterisk assembler emitted: its anomalies become events, the journal keys it
 /// retired are removed from `source`'s journal, and its calls are returned in order (shared by
-/// the AMI and the CEL CSV pipelines).
+/// the AMI and the CEL feeds).
 pub(super) fn emitted(asm: &mut AmiAssembler, out: &mut Out, source: &str) -> Vec<Call> {
     let mut calls = Vec::new();
     while let Some(o) = asm.poll_output() {
         match o {
             Output::Call(call) => calls.push(call),
-            Output::Anomaly(a) => out.events.push(Event::Anomaly(a)),
-            _ => {}
+            Output::Anomaly(a) => out.events.push_back(Event::Anomaly(a)),
         }
     }
     for key in asm.take_retired() {
-        out.batch
+        out.commit
             .journal_remove
             .push((source.to_owned(), key.to_string()));
     }
     calls
 }
 
-impl Pipeline for AmiPipeline {
+impl Feed for AmiFeed {
     type Input = AmiInput;
 
     const KIND: &'static str = "ami";
@@ -208,15 +199,15 @@ impl Pipeline for AmiPipeline {
         Vec::new()
     }
 
-    fn input(&mut self, now: Instant, input: AmiInput) {
+    fn handle_input(&mut self, now: Instant, input: AmiInput) {
         match input {
-            AmiInput::Bytes(b) => self.push(now, &b),
+            AmiInput::Bytes(b) => self.handle_bytes(now, &b),
             AmiInput::Messages(m) => self.handle_messages(now, &m),
-            AmiInput::Resync(c) => self.resync(now, &c),
+            AmiInput::Resync(c) => self.handle_resync(now, &c),
         }
     }
 
-    fn reset_connection(&mut self) {
+    fn handle_disconnect(&mut self) {
         self.framer = AmiFramer::new(self.framer.limits());
     }
 
@@ -225,7 +216,7 @@ impl Pipeline for AmiPipeline {
         self.drain();
     }
 
-    fn finish(&mut self, now: Instant) {
+    fn handle_end(&mut self, now: Instant) {
         let tail = self.framer.finish().map(|f| match f {
             Frame::Truncated { bytes, number, .. } => (bytes.to_vec(), number),
             Frame::Message { bytes, number, .. } => (bytes.to_vec(), number),
@@ -258,15 +249,19 @@ impl Pipeline for AmiPipeline {
         self.asm.poll_timeout()
     }
 
+    fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    fn take_commit(&mut self) -> Commit {
+        std::mem::take(&mut self.out.commit)
+    }
+
     fn open_calls(&self) -> usize {
         self.asm.open_calls()
     }
 
-    fn out(&self) -> &Out {
-        &self.out
-    }
-
-    fn out_mut(&mut self) -> &mut Out {
-        &mut self.out
+    fn counts(&self) -> FeedCounts {
+        self.out.counts
     }
 }

@@ -1,11 +1,9 @@
-//! AMI live, the CDR as the book of record (`ami-relay` with AMI and a CDR source): AMI input
-//! and CDR rows in, a [`Batch`](cdr_sinks::outbox::Batch) for the outbox out. Pure code: no IO,
-//! time passed in.
+//! AMI live, the CDR as the book of record: AMI input and CDR rows in, [`Commit`]s out.
 //!
 //! AMI loses whatever happens while its connection is down. With a CDR source beside it (the
-//! cdr_csv file, or the cdr table as cdr_csv lines from [`crate::db_source`]), this pipeline compares the two after the fact:
+//! cdr_csv file, or the cdr table as cdr_csv lines), this feed compares the two after the fact:
 //!
-//! * AMI input goes through the [`AmiPipeline`] unchanged: its calls are delivered as soon as
+//! * AMI input goes through the [`AmiFeed`] unchanged: its calls are delivered as soon as
 //!   they are assembled. Every Linkedid AMI sees (the keys it journals and retires, the calls it
 //!   emits) is remembered.
 //! * CDR rows are grouped by Linkedid, journaled under `cdr:<linkedid>`, and wait
@@ -14,7 +12,7 @@
 //!     compared with the CDR's; each difference is a **disagreement** (counted and logged).
 //!   - AMI has the Linkedid in an open call: they wait again.
 //!   - AMI never saw the Linkedid (it happened during a gap): the call is rebuilt from its CDR
-//!     rows ([`call_assembler::AmiAssembler::call_from_cdr`]) and delivered with
+//!     rows ([`crate::AmiAssembler::call_from_cdr`]) and delivered with
 //!     `reconciled: true`. It has the id AMI would have given it, so if AMI did deliver it
 //!     after all (before a restart, say), the outbox keeps the first one only.
 //! * A call AMI emitted is remembered (journaled under `seen:<linkedid>` with its disposition
@@ -24,20 +22,19 @@
 //!   is decided at once.
 //!
 //! Both waits and the CDR rows survive a restart (the journal); the CDR source's position is
-//! saved with the batch like the CSV follower's. What is not kept across a restart: which
+//! saved with the commit like the CSV follower's. What is not kept across a restart: which
 //! Linkedids AMI saw in calls emitted before it (their CDR rows then match the `seen:` entry,
 //! or are rebuilt, and the outbox drops the rebuilt call as a repeat of the delivered one).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use call_assembler::{AmiAssemblerConfig, Call, UpdateEvent};
-use cdr_sinks::outbox::{JournalEntry, Reject};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::cel_csv::{CdrRow, CelCsvInput, CelCsvPipeline, CsvFile, parse_cdr};
-use super::{AmiInput, AmiPipeline, Event, Out, Pipeline, Restored};
+use super::cel::{CdrRow, CelFeed, CelInput, CsvFile, parse_cdr};
+use super::{AmiFeed, AmiInput, Commit, Event, Feed, FeedCounts, JournalEntry, Restored};
+use crate::{AmiAssemblerConfig, Call, UpdateEvent};
 
 /// How long the two sides wait for each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +62,7 @@ pub enum AsteriskInput {
     /// From AMI (or a replayed AMI capture).
     Ami(AmiInput),
     /// CDR rows (cdr_csv lines, or cdr table rows as such lines), with their position.
-    Cdr(CelCsvInput),
+    Cdr(CelInput),
 }
 
 impl From<Vec<u8>> for AsteriskInput {
@@ -150,10 +147,10 @@ enum Seen {
     Emitted(Instant),
 }
 
-/// The AMI pipeline plus the comparison with the CDR (see the module documentation).
+/// The AMI feed plus the comparison with the CDR (see the module documentation).
 #[derive(Debug)]
-pub struct ReconcilePipeline {
-    ami: AmiPipeline,
+pub struct ReconcileFeed {
+    ami: AmiFeed,
     source: String,
     config: ReconcileConfig,
     /// CDR bytes after the last newline (a replayed file only).
@@ -162,21 +159,21 @@ pub struct ReconcilePipeline {
     seen: HashMap<String, Seen>,
     awaiting: HashMap<String, Awaiting>,
     pending: HashMap<String, PendingCdr>,
-    /// How far into the batch's journal additions, removals and calls [`Self::note`] looked.
+    /// How far into the commit's journal additions, removals and calls [`Self::note`] looked.
     noted: (usize, usize, usize),
-    outcomes: Vec<Reconciled>,
+    outcomes: VecDeque<Reconciled>,
 }
 
 const CDR_PREFIX: &str = "cdr:";
 const SEEN_PREFIX: &str = "seen:";
 
-impl ReconcilePipeline {
-    /// A pipeline with nothing open. `source` names its journal (`ami` or `ami/<site>`).
+impl ReconcileFeed {
+    /// A feed with nothing open. `source` names its journal (`ami` or `ami/<site>`).
     pub fn new(source: &str, asm: AmiAssemblerConfig, config: ReconcileConfig) -> Self {
-        Self::around(AmiPipeline::new(source, asm), source, config)
+        Self::around(AmiFeed::new(source, asm), source, config)
     }
 
-    fn around(ami: AmiPipeline, source: &str, config: ReconcileConfig) -> Self {
+    fn around(ami: AmiFeed, source: &str, config: ReconcileConfig) -> Self {
         Self {
             ami,
             source: source.to_owned(),
@@ -187,18 +184,18 @@ impl ReconcilePipeline {
             awaiting: HashMap::new(),
             pending: HashMap::new(),
             noted: (0, 0, 0),
-            outcomes: Vec::new(),
+            outcomes: VecDeque::new(),
         }
     }
 
     /// The state name under which the CDR file's position is saved (the same as
     /// `CEL_MODE=csv`'s, as it is the same file).
     pub fn cdr_state_name(source: &str) -> String {
-        CelCsvPipeline::state_name(source, CsvFile::Cdr)
+        CelFeed::state_name(source, CsvFile::Cdr)
     }
 
-    /// A pipeline rebuilt from `saved`: AMI's open calls from its journal (as
-    /// [`AmiPipeline::restore`] does), the waiting CDR rows and the AMI calls waiting for their
+    /// A feed rebuilt from `saved`: AMI's open calls from its journal (as
+    /// [`AmiFeed::restore`] does), the waiting CDR rows and the AMI calls waiting for their
     /// CDR rows from theirs, on the original time line (`now` is `now_ms` on the wall clock).
     pub fn restore(
         source: &str,
@@ -216,7 +213,7 @@ impl ReconcilePipeline {
             states: saved.states.clone(),
         };
         let mut p = Self::around(
-            AmiPipeline::restore(source, asm, now, now_ms, &ami_saved),
+            AmiFeed::restore(source, asm, now, now_ms, &ami_saved),
             source,
             config,
         );
@@ -236,37 +233,28 @@ impl ReconcilePipeline {
                         p.awaiting
                             .insert(linkedid.to_owned(), Awaiting { summary, since: at });
                     }
-                    Err(e) => p.journal_reject(entry, &format!("not an AMI call summary: {e}")),
+                    Err(e) => p
+                        .ami
+                        .out
+                        .journal_reject(entry, format!("not an AMI call summary: {e}")),
                 }
             } else if let Some((key, row)) = parse_cdr(&text) {
                 p.add_cdr_row(at, key, row, text.into_owned(), false);
             } else {
-                p.journal_reject(entry, "journaled CDR line no longer parses");
+                p.ami
+                    .out
+                    .journal_reject(entry, "journaled CDR line no longer parses".into());
             }
         }
         p.note(now);
         p
     }
 
-    fn journal_reject(&mut self, entry: &JournalEntry, reason: &str) {
-        self.ami.out_mut().batch.rejects.push(Reject {
-            source: self.source.clone(),
-            reason: reason.to_owned(),
-            raw: entry.line.clone(),
-        });
-    }
-
-    /// What was decided since the last call (for logs and metrics).
-    pub fn take_outcomes(&mut self) -> Vec<Reconciled> {
-        std::mem::take(&mut self.outcomes)
-    }
-
     fn push_cdr(&mut self, now: Instant, bytes: &[u8]) {
         let mut buf = std::mem::take(&mut self.partial);
         buf.extend_from_slice(bytes);
         let mut start = 0;
-        while let Some(end) = call_assembler::csv::record_end(buf.get(start..).unwrap_or_default())
-        {
+        while let Some(end) = crate::csv::record_end(buf.get(start..).unwrap_or_default()) {
             let line = String::from_utf8_lossy(buf.get(start..start + end).unwrap_or_default())
                 .trim_end_matches(['\r', '\n'])
                 .to_owned();
@@ -277,12 +265,12 @@ impl ReconcilePipeline {
             }
             match parse_cdr(&line) {
                 Some((key, row)) => {
-                    self.ami.out_mut().counts.records += 1;
+                    self.ami.out.counts.records += 1;
                     self.add_cdr_row(now, key, row, line, true);
                 }
                 None => {
                     let number = self.lines;
-                    self.ami.out_mut().reject(
+                    self.ami.out.reject(
                         &self.source,
                         number,
                         format!("cdr line {number}: not a cdr_csv row (16 to 21 fields)"),
@@ -303,7 +291,7 @@ impl ReconcilePipeline {
                 call_key: format!("{CDR_PREFIX}{key}"),
                 line: line.clone().into_bytes(),
             };
-            self.ami.out_mut().batch.journal_add.push(entry);
+            self.ami.out.commit.journal_add.push(entry);
         }
         let p = self.pending.entry(key).or_insert_with(|| PendingCdr {
             rows: Vec::new(),
@@ -314,11 +302,11 @@ impl ReconcilePipeline {
         p.lines.push(line);
     }
 
-    /// Looks at what the AMI pipeline added to the batch since the last look: the Linkedids it
+    /// Looks at what the AMI feed added to the commit since the last look: the Linkedids it
     /// journaled and retired, and the calls it emitted.
     fn note(&mut self, now: Instant) {
         let (a, r, c) = self.noted;
-        let batch = &self.ami.out().batch;
+        let batch = &self.ami.out.commit;
         let mut opened = Vec::new();
         for e in batch.journal_add.iter().skip(a) {
             // Most messages belong to a call already seen: no copy of its key then.
@@ -362,8 +350,8 @@ impl ReconcilePipeline {
             }
             self.seen.insert(linkedid.clone(), Seen::Emitted(now));
             let line = serde_json::to_vec(&summary).unwrap_or_default();
-            let out = self.ami.out_mut();
-            out.batch.journal_add.push(JournalEntry {
+            let out = &mut self.ami.out;
+            out.commit.journal_add.push(JournalEntry {
                 source: self.source.clone(),
                 call_key: format!("{SEEN_PREFIX}{linkedid}"),
                 line,
@@ -376,7 +364,7 @@ impl ReconcilePipeline {
                 },
             );
         }
-        let batch = &self.ami.out().batch;
+        let batch = &self.ami.out.commit;
         self.noted = (
             batch.journal_add.len(),
             batch.journal_remove.len(),
@@ -407,7 +395,8 @@ impl ReconcilePipeline {
                         self.unjournal(SEEN_PREFIX, &key);
                         self.compare(&key, &a.summary, &p.rows);
                     }
-                    self.outcomes.push(Reconciled::Matched { linkedid: key });
+                    self.outcomes
+                        .push_back(Reconciled::Matched { linkedid: key });
                 }
                 (false, Some(Seen::Open)) if !all => {
                     // AMI still has the call open: wait for it to be emitted.
@@ -420,7 +409,8 @@ impl ReconcilePipeline {
                     // at the end of the input.
                     self.pending.remove(&key);
                     self.forget(&key);
-                    self.outcomes.push(Reconciled::Matched { linkedid: key });
+                    self.outcomes
+                        .push_back(Reconciled::Matched { linkedid: key });
                 }
                 (false, None) => {
                     let Some(p) = self.pending.remove(&key) else {
@@ -443,7 +433,7 @@ impl ReconcilePipeline {
             self.awaiting.remove(&key);
             self.unjournal(SEEN_PREFIX, &key);
             self.outcomes
-                .push(Reconciled::MissingFromCdr { linkedid: key });
+                .push_back(Reconciled::MissingFromCdr { linkedid: key });
         }
         // Linkedids of emitted calls are remembered as long as CDR rows could still come.
         let keep = self.config.wait + self.config.flag_after;
@@ -460,8 +450,8 @@ impl ReconcilePipeline {
 
     fn unjournal(&mut self, prefix: &str, key: &str) {
         self.ami
-            .out_mut()
-            .batch
+            .out
+            .commit
             .journal_remove
             .push((self.source.clone(), format!("{prefix}{key}")));
     }
@@ -472,7 +462,7 @@ impl ReconcilePipeline {
             return;
         };
         if cdr.disposition != ami.disposition {
-            self.outcomes.push(Reconciled::Disagreement {
+            self.outcomes.push_back(Reconciled::Disagreement {
                 linkedid: key.to_owned(),
                 field: "disposition",
                 ami: ami.disposition.clone(),
@@ -482,7 +472,7 @@ impl ReconcilePipeline {
         let (a, c) = (ami.billsec.unwrap_or(0), cdr.billsec.unwrap_or(0));
         // Asterisk rounds billsec per row; AMI's comes from microsecond timestamps.
         if a.abs_diff(c) > 1 {
-            self.outcomes.push(Reconciled::Disagreement {
+            self.outcomes.push_back(Reconciled::Disagreement {
                 linkedid: key.to_owned(),
                 field: "billsec",
                 ami: a.to_string(),
@@ -495,17 +485,16 @@ impl ReconcilePipeline {
         let maps = row_maps(&p.rows);
         match self.ami.assembler().call_from_cdr(&maps) {
             Some(call) => {
-                let out = self.ami.out_mut();
-                out.counts.complete += 1;
-                out.batch.calls.push(call);
+                self.ami.out.call(call);
                 // Not an AMI call: not noted as one.
-                self.noted.2 = self.ami.out().batch.calls.len();
-                self.outcomes.push(Reconciled::Rebuilt { linkedid: key });
+                self.noted.2 = self.ami.out.commit.calls.len();
+                self.outcomes
+                    .push_back(Reconciled::Rebuilt { linkedid: key });
             }
             None => {
                 for line in p.lines {
                     let number = self.lines;
-                    self.ami.out_mut().reject(
+                    self.ami.out.reject(
                         &self.source,
                         number,
                         format!("Linkedid {key}: no call can be rebuilt from its CDR rows"),
@@ -513,16 +502,9 @@ impl ReconcilePipeline {
                         line.into_bytes(),
                     );
                 }
-                self.outcomes.push(Reconciled::Unusable { linkedid: key });
+                self.outcomes
+                    .push_back(Reconciled::Unusable { linkedid: key });
             }
-        }
-    }
-
-    fn save_state(&mut self, name: String, value: Vec<u8>) {
-        let states = &mut self.ami.out_mut().batch.states;
-        match states.iter_mut().find(|(n, _)| *n == name) {
-            Some(s) => s.1 = value,
-            None => states.push((name, value)),
         }
     }
 }
@@ -543,7 +525,7 @@ fn row_maps(rows: &[CdrRow]) -> Vec<BTreeMap<CompactString, CompactString>> {
         .collect()
 }
 
-impl Pipeline for ReconcilePipeline {
+impl Feed for ReconcileFeed {
     type Input = AsteriskInput;
 
     const KIND: &'static str = "ami";
@@ -551,29 +533,30 @@ impl Pipeline for ReconcilePipeline {
     fn state_names(source: &str) -> Vec<String> {
         vec![
             Self::cdr_state_name(source),
-            CelCsvPipeline::db_state_name(source, CsvFile::Cdr),
+            CelFeed::db_state_name(source, CsvFile::Cdr),
         ]
     }
 
-    fn input(&mut self, now: Instant, input: AsteriskInput) {
+    fn handle_input(&mut self, now: Instant, input: AsteriskInput) {
         match input {
-            AsteriskInput::Ami(a) => self.ami.input(now, a),
+            AsteriskInput::Ami(a) => self.ami.handle_input(now, a),
             AsteriskInput::Cdr(c) => {
                 self.push_cdr(now, &c.bytes);
                 if let Some(pos) = c.pos {
                     let value = serde_json::to_vec(&pos).unwrap_or_default();
-                    self.save_state(Self::cdr_state_name(&self.source), value);
+                    let name = Self::cdr_state_name(&self.source);
+                    self.ami.out.commit.save_state(name, value);
                 }
                 if let Some((name, value)) = c.state {
-                    self.save_state(name, value);
+                    self.ami.out.commit.save_state(name, value);
                 }
             }
         }
         self.note(now);
     }
 
-    fn reset_connection(&mut self) {
-        self.ami.reset_connection();
+    fn handle_disconnect(&mut self) {
+        self.ami.handle_disconnect();
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -582,11 +565,11 @@ impl Pipeline for ReconcilePipeline {
         self.decide(now, false);
     }
 
-    fn finish(&mut self, now: Instant) {
+    fn handle_end(&mut self, now: Instant) {
         if !self.partial.is_empty() {
             self.push_cdr(now, b"\n");
         }
-        self.ami.finish(now);
+        self.ami.handle_end(now);
         self.note(now);
         self.decide(now, true);
     }
@@ -608,157 +591,23 @@ impl Pipeline for ReconcilePipeline {
             .min()
     }
 
+    /// AMI's events first, then the outcomes of the comparison.
+    fn poll_event(&mut self) -> Option<Event> {
+        self.ami
+            .poll_event()
+            .or_else(|| self.outcomes.pop_front().map(Event::Reconciled))
+    }
+
+    fn take_commit(&mut self) -> Commit {
+        self.noted = (0, 0, 0);
+        self.ami.take_commit()
+    }
+
     fn open_calls(&self) -> usize {
         self.ami.open_calls()
     }
 
-    fn out(&self) -> &Out {
-        self.ami.out()
-    }
-
-    fn out_mut(&mut self) -> &mut Out {
-        self.ami.out_mut()
-    }
-
-    fn take_events(&mut self) -> Vec<Event> {
-        let mut events = std::mem::take(&mut self.ami.out_mut().events);
-        events.extend(self.take_outcomes().into_iter().map(Event::Reconciled));
-        events
-    }
-
-    fn take_batch(&mut self) -> cdr_sinks::outbox::Batch {
-        self.noted = (0, 0, 0);
-        std::mem::take(&mut self.ami.out_mut().batch)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
-mod tests {
-    use super::*;
-
-    fn fixture(capture: &str, file: &str) -> Option<Vec<u8>> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fixtures/asterisk")
-            .join(capture);
-        std::fs::read(dir.join(file)).ok()
-    }
-
-    fn cdr(bytes: Vec<u8>) -> AsteriskInput {
-        AsteriskInput::Cdr(CelCsvInput {
-            file: CsvFile::Cdr,
-            bytes,
-            pos: None,
-            state: None,
-        })
-    }
-
-    /// What a commit of `batch` leaves in the journal, on top of `journal`.
-    fn committed(
-        mut journal: Vec<(JournalEntry, i64)>,
-        batch: &cdr_sinks::outbox::Batch,
-        at: i64,
-    ) -> Vec<(JournalEntry, i64)> {
-        journal.extend(batch.journal_add.iter().cloned().map(|e| (e, at)));
-        journal.retain(|(e, _)| {
-            !batch
-                .journal_remove
-                .iter()
-                .any(|(s, k)| *s == e.source && *k == e.call_key)
-        });
-        journal
-    }
-
-    #[test]
-    fn waiting_cdr_rows_and_emitted_ami_calls_survive_a_restart() {
-        let (Some(cdr05), Some(ami01), Some(cdr01)) = (
-            fixture("05_blind_transfer", "cdr.csv"),
-            fixture("01_answered_caller_hangup", "ami.raw"),
-            fixture("01_answered_caller_hangup", "cdr.csv"),
-        ) else {
-            return;
-        };
-        let config = ReconcileConfig::default();
-        let now = Instant::now();
-        let mut p = ReconcilePipeline::new("ami", AmiAssemblerConfig::default(), config);
-        // AMI has call 01 and emits it; the CDR has 05 (a call AMI never saw) so far.
-        p.input(now, AsteriskInput::Ami(AmiInput::Bytes(ami01)));
-        p.handle_timeout(now + Duration::from_secs(30));
-        p.input(now, cdr(cdr05));
-        let batch = p.take_batch();
-        assert_eq!(batch.calls.len(), 1, "AMI's call goes out at once");
-        let ami_call = batch.calls[0].clone();
-        let journal = committed(Vec::new(), &batch, 1_000);
-        assert!(
-            journal
-                .iter()
-                .any(|(e, _)| e.call_key.starts_with(SEEN_PREFIX))
-        );
-        assert!(
-            journal
-                .iter()
-                .any(|(e, _)| e.call_key.starts_with(CDR_PREFIX))
-        );
-
-        // Restart: the CDR rows of 01 come now; 05's wait runs out.
-        let saved = Restored {
-            journal,
-            states: HashMap::new(),
-        };
-        let later = Instant::now();
-        let mut p = ReconcilePipeline::restore(
-            "ami",
-            AmiAssemblerConfig::default(),
-            config,
-            later,
-            1_000,
-            &saved,
-        );
-        p.input(later, cdr(cdr01));
-        p.handle_timeout(later + config.wait);
-        let outcomes = p.take_outcomes();
-        let batch = p.take_batch();
-        assert_eq!(batch.calls.len(), 1, "{outcomes:?}");
-        assert!(batch.calls[0].reconciled);
-        assert_ne!(batch.calls[0].id, ami_call.id);
-        assert!(outcomes.contains(&Reconciled::Matched {
-            linkedid: ami_call.linkedid.to_string()
-        }));
-        assert!(
-            outcomes
-                .iter()
-                .any(|o| matches!(o, Reconciled::Rebuilt { .. })),
-            "{outcomes:?}"
-        );
-        assert!(
-            !outcomes
-                .iter()
-                .any(|o| matches!(o, Reconciled::MissingFromCdr { .. }))
-        );
-        // Everything decided: nothing of it is left in the journal.
-        let journal = committed(saved.journal, &batch, 2_000);
-        assert!(journal.is_empty(), "{journal:?}");
-    }
-
-    #[test]
-    fn an_ami_call_without_cdr_rows_is_flagged_after_the_wait() {
-        let Some(ami01) = fixture("01_answered_caller_hangup", "ami.raw") else {
-            return;
-        };
-        let config = ReconcileConfig::default();
-        let now = Instant::now();
-        let mut p = ReconcilePipeline::new("ami", AmiAssemblerConfig::default(), config);
-        p.input(now, AsteriskInput::Ami(AmiInput::Bytes(ami01)));
-        p.handle_timeout(now + Duration::from_secs(30));
-        assert_eq!(p.take_batch().calls.len(), 1);
-        p.handle_timeout(now + Duration::from_secs(31));
-        assert!(p.take_outcomes().is_empty());
-        let due = p.poll_timeout().unwrap();
-        p.handle_timeout(due);
-        let outcomes = p.take_outcomes();
-        assert!(
-            matches!(outcomes.as_slice(), [Reconciled::MissingFromCdr { .. }]),
-            "{outcomes:?}"
-        );
+    fn counts(&self) -> FeedCounts {
+        self.ami.counts()
     }
 }
