@@ -8,7 +8,8 @@ use std::sync::Arc;
 use cdr_sinks::outbox::SinkCounts;
 use cdr_sinks::store::{CallRow, Delivery, DeliveryState, Listing, PageRequest};
 use hyper::StatusCode;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::charts::{Hours, deliveries_figure, hours_figure};
@@ -445,76 +446,31 @@ pub(super) fn utc(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
-/// Re-indents compact JSON text (as serde_json writes it) by two spaces a level, keeping the
-/// order of the fields as stored.
-fn pretty_json(compact: &str) -> String {
-    let mut out = String::with_capacity(compact.len() * 2);
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut chars = compact.chars().peekable();
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        out.extend(std::iter::repeat_n(' ', depth * 2));
-    };
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                out.push(c);
-                if matches!(chars.peek(), Some('}' | ']')) {
-                    if let Some(close) = chars.next() {
-                        out.push(close);
-                    }
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, depth);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
+/// `text` indented by two spaces a level (serde_json's pretty printer), the fields in the order
+/// they are stored; the text as it is when it is not JSON.
+fn pretty_json(text: &str) -> String {
+    serde_json::from_str::<Json>(text)
+        .and_then(|json| serde_json::to_string_pretty(&json))
+        .unwrap_or_else(|_| text.to_owned())
 }
 
-/// A JSON value whose objects keep their fields in document order (serde_json's map sorts
-/// them), so records show their fields in the order the call model writes them.
-#[derive(Debug, Clone, PartialEq)]
+/// A JSON value whose objects keep their fields in document order, so records show their fields
+/// in the order the call model writes them. serde_json's `Value` sorts them, and its
+/// `preserve_order` feature would change the order of every `serde_json::Map` in the workspace
+/// (the API's bodies, snapshots), so this value is read and written by serde through an
+/// [`IndexMap`] instead: untagged, an array or an object, else any other value.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
 enum Json {
-    Scalar(Value),
     Array(Vec<Self>),
-    Object(Vec<(String, Self)>),
+    Object(IndexMap<String, Self>),
+    Scalar(Value),
 }
 
 impl Json {
     fn get(&self, key: &str) -> Option<&Self> {
         match self {
-            Self::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Self::Object(fields) => fields.get(key),
             _ => None,
         }
     }
@@ -545,76 +501,9 @@ impl Json {
         }
     }
 
-    /// Compact JSON text.
+    /// Compact JSON text, fields in document order.
     fn to_json(&self) -> String {
-        match self {
-            Self::Scalar(v) => v.to_string(),
-            Self::Array(items) => {
-                let items: Vec<String> = items.iter().map(Self::to_json).collect();
-                format!("[{}]", items.join(","))
-            }
-            Self::Object(fields) => {
-                let fields: Vec<String> = fields
-                    .iter()
-                    .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v.to_json()))
-                    .collect();
-                format!("{{{}}}", fields.join(","))
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct JsonVisitor;
-        impl<'de> Visitor<'de> for JsonVisitor {
-            type Value = Json;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::Bool(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::from(v)))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::from(v)))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::from(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::from(v)))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::String(v)))
-            }
-            fn visit_unit<E>(self) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::Null))
-            }
-            fn visit_none<E>(self) -> Result<Json, E> {
-                Ok(Json::Scalar(Value::Null))
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
-                Json::deserialize(d)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-                while let Some(item) = seq.next_element::<Json>()? {
-                    items.push(item);
-                }
-                Ok(Json::Array(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
-                while let Some((k, v)) = map.next_entry::<String, Json>()? {
-                    fields.push((k, v));
-                }
-                Ok(Json::Object(fields))
-            }
-        }
-        d.deserialize_any(JsonVisitor)
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
