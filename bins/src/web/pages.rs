@@ -1,10 +1,11 @@
 //! The HTML pages: the call list (`/`) and a call (`/calls/<id>`), the page around them and
-//! the error pages.
+//! the message pages (not found, bad request, database error). The HTML is in askama templates
+//! (`templates/`, compiled with the crate): this module gathers what they show.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
+use askama::Template;
 use cdr_sinks::outbox::SinkCounts;
 use cdr_sinks::store::{CallRow, Delivery, DeliveryState, Listing, PageRequest};
 use hyper::StatusCode;
@@ -12,8 +13,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::charts::{Hours, deliveries_figure, hours_figure};
-use super::routes::{CallFilter, CallQuery, db_error_html, encode, html, with_store};
+use super::charts::{deliveries_figure, hours_figure};
+use super::routes::{CallFilter, CallQuery, db_error_html, encode, html, text, with_store};
 use super::timeline::{Timeline, timeline_figure};
 use super::{Resp, Shared};
 
@@ -22,11 +23,16 @@ pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
     let q = match CallQuery::parse(query, false) {
         Ok(q) => q,
         Err(e) => {
-            let body = format!(
-                "<p class=\"error\">{}</p><p><a href=\"/\">Back to the calls</a></p>",
-                esc(&e)
+            return message(
+                StatusCode::BAD_REQUEST,
+                &Message {
+                    title,
+                    heading: "Bad request",
+                    text: &e,
+                    error: true,
+                    back: true,
+                },
             );
-            return html(StatusCode::BAD_REQUEST, page(title, "Bad request", &body));
         }
     };
     let filter = q.filter.to_store();
@@ -55,10 +61,22 @@ pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
                 rows.iter()
                     .flat_map(|r| r.deliveries.iter().map(|d| d.sink.clone())),
             );
-            let overview = Overview { hours, counts };
-            html(
+            let mut hours_chart = String::new();
+            hours_figure(
+                &mut hours_chart,
+                hours.as_ref(),
+                q.filter != CallFilter::default(),
+            );
+            let mut deliveries_chart = String::new();
+            deliveries_figure(&mut deliveries_chart, &counts);
+            let page = IndexPage::new(title, &q, total, &rows, &sinks);
+            render(
                 StatusCode::OK,
-                render_index(title, &q, total, &rows, &sinks, &overview),
+                &IndexPage {
+                    hours_chart,
+                    deliveries_chart,
+                    ..page
+                },
             )
         }
         Err(e) => db_error_html(title, &e),
@@ -68,357 +86,397 @@ pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
 pub(super) async fn call_page(shared: &Arc<Shared>, id: String) -> Resp {
     let title = &shared.state.title;
     match with_store(shared, move |s| s.call(&id)).await {
-        Ok(Some(stored)) => html(
+        Ok(Some(stored)) => render(
             StatusCode::OK,
-            render_call(title, &stored.body, &stored.deliveries),
+            &CallPage::new(title, &stored.body, &stored.deliveries),
         ),
-        Ok(None) => html(
+        Ok(None) => message(
             StatusCode::NOT_FOUND,
-            page(
+            &Message {
                 title,
-                "Call not found",
-                "<p>No call has this id. <a href=\"/\">Back to the calls</a></p>",
-            ),
+                heading: "Call not found",
+                text: "No call has this id.",
+                error: false,
+                back: true,
+            },
         ),
         Err(e) => db_error_html(title, &e),
     }
 }
 
-/// What the top of the list page shows besides the calls.
-#[derive(Debug, Clone)]
-struct Overview {
-    hours: Option<Hours>,
-    counts: Vec<SinkCounts>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTML
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// Renders a page; a template that fails (it cannot, short of running out of memory) is a 500.
+fn render(status: StatusCode, page: &impl Template) -> Resp {
+    match page.render() {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::warn!("web: page not rendered: {e}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "page not rendered\n")
         }
     }
+}
+
+/// The HTML escaper of the templates (set in `bins/askama.toml`) and of the charts: `&`, `<`,
+/// `>` and `"` as named entities, `'` as `&#39;`; fit for element content and quoted
+/// attribute values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Html;
+
+impl askama::filters::Escaper for Html {
+    fn write_escaped_str<W: std::fmt::Write>(&self, mut dest: W, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+            let (plain, special) = rest.split_at(i);
+            dest.write_str(plain)?;
+            let mut chars = special.chars();
+            dest.write_str(match chars.next() {
+                Some('&') => "&amp;",
+                Some('<') => "&lt;",
+                Some('>') => "&gt;",
+                Some('"') => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = chars.as_str();
+        }
+        dest.write_str(rest)
+    }
+}
+
+/// Escapes text for HTML element content and quoted attribute values (as the templates do).
+pub(super) fn esc(s: &str) -> String {
+    use askama::filters::Escaper as _;
+    let mut out = String::with_capacity(s.len());
+    let _ = Html.write_escaped_str(&mut out, s);
     out
 }
 
-const CSS: &str = "\
-body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.2rem 1.5rem;color:#222}\
-header{display:flex;align-items:baseline;gap:1.5rem;border-bottom:2px solid #333;margin-bottom:1rem}\
-h1{font-size:1.25rem;margin:0 0 .4rem}h1 a{color:inherit;text-decoration:none}\
-h2{font-size:1.15rem;margin:.2rem 0 .6rem}h3{font-size:1rem;margin:1.4rem 0 .3rem}\
-nav a{margin-right:.9rem}a{color:#0550ae}\
-table{border-collapse:collapse;margin:.3rem 0 1rem}\
-th,td{border-bottom:1px solid #e2e2e2;padding:.22rem .6rem;text-align:left;vertical-align:top}\
-th{background:#f3f3f3;font-weight:600;white-space:nowrap}\
-tbody tr:hover{background:#f8fafc}\
-td.n{text-align:right;font-variant-numeric:tabular-nums}\
-.pending{color:#9a5b00}.delivered{color:#1a7f37}.dead{color:#c00;font-weight:600}\
-.muted{color:#777}.error{color:#c00}\
-form{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:end;margin:0 0 1rem}\
-form label{display:flex;flex-direction:column;font-size:.85rem;color:#555}\
-input,select{font:inherit;padding:.15rem .3rem}\
-.pager{display:flex;gap:1rem;align-items:baseline}\
-pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem}\
-.overview{display:flex;flex-wrap:wrap;gap:.5rem 2.5rem;align-items:flex-start;margin-bottom:.6rem}\
-figure{margin:0 0 1rem}figcaption{font-weight:600;margin:0 0 .3rem}figcaption.muted{font-weight:400}\
-svg{max-width:100%;height:auto}table.sinks svg{display:block}\
-details summary{cursor:pointer;color:#555;font-size:.85rem}";
-
-/// A whole page: the header with `title`, then `heading` and `body` (already HTML).
-pub(super) fn page(title: &str, heading: &str, body: &str) -> String {
-    let title = esc(title);
-    let heading = esc(heading);
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{heading} · {title}</title><style>{CSS}</style></head>\n<body>\
-         <header><h1><a href=\"/\">{title}</a></h1><nav><a href=\"/\">Calls</a>\
-         <a href=\"/api/v1/calls\">JSON</a><a href=\"/api/v1/dead-letters\">Dead letters</a>\
-         <a href=\"/metrics\">Metrics</a></nav></header>\n<main>\n{body}\n</main></body></html>\n"
-    )
+/// A page with one message (`templates/message.html`).
+#[derive(Template)]
+#[template(path = "message.html")]
+pub(super) struct Message<'a> {
+    /// The site's title.
+    pub(super) title: &'a str,
+    /// The page's heading.
+    pub(super) heading: &'a str,
+    /// The message.
+    pub(super) text: &'a str,
+    /// Whether it is an error (in red, on its own).
+    pub(super) error: bool,
+    /// Whether to link back to the calls.
+    pub(super) back: bool,
 }
 
-fn render_index(
-    title: &str,
-    q: &CallQuery,
+/// The message page with `status`.
+pub(super) fn message(status: StatusCode, page: &Message<'_>) -> Resp {
+    render(status, page)
+}
+
+/// The call list (`templates/index.html`).
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage<'a> {
+    title: &'a str,
+    heading: &'a str,
+    hours_chart: String,
+    deliveries_chart: String,
+    from: &'a str,
+    to: &'a str,
+    number: &'a str,
+    directions: Vec<Choice>,
+    completes: Vec<Choice>,
+    pager: Pager,
+    sinks: &'a BTreeSet<String>,
+    rows: Vec<Row<'a>>,
+}
+
+/// An option of a `<select>`.
+struct Choice {
+    value: &'static str,
+    label: &'static str,
+    selected: bool,
+}
+
+/// The links between the pages of the list (`templates/pager.html`).
+struct Pager {
+    newest: Option<String>,
+    newer: Option<String>,
+    older: Option<String>,
+    oldest: Option<String>,
     total: u64,
-    rows: &[CallRow],
-    sinks: &BTreeSet<String>,
-    overview: &Overview,
-) -> String {
-    let f = &q.filter;
-    let mut b = String::with_capacity(32 * 1024);
-    b.push_str("<section class=\"overview\" aria-label=\"Overview\">\n");
-    hours_figure(&mut b, overview.hours.as_ref(), f != &CallFilter::default());
-    deliveries_figure(&mut b, &overview.counts);
-    b.push_str("</section>\n");
-    let value = |v: Option<&str>| esc(v.unwrap_or_default());
-    let _ = write!(
-        b,
-        "<form method=\"get\" action=\"/\">\
-         <label>From<input name=\"from\" value=\"{}\" placeholder=\"YYYY-MM-DDTHH:MM:SS\"></label>\
-         <label>To<input name=\"to\" value=\"{}\" placeholder=\"YYYY-MM-DD\"></label>\
-         <label>Number<input name=\"number\" value=\"{}\" placeholder=\"caller or called\"></label>",
-        value(f.from.as_deref()),
-        value(f.to.as_deref()),
-        value(f.number.as_deref()),
-    );
-    b.push_str("<label>Direction<select name=\"direction\">");
-    for (v, label) in [
-        ("", "any"),
-        ("inbound", "inbound"),
-        ("outbound", "outbound"),
-        ("internal", "internal"),
-    ] {
-        let selected = if f.direction.unwrap_or_default() == v {
-            " selected"
-        } else {
-            ""
-        };
-        let _ = write!(b, "<option value=\"{v}\"{selected}>{label}</option>");
-    }
-    b.push_str("</select></label><label>Complete<select name=\"complete\">");
-    for (v, label, c) in [
-        ("", "any", None),
-        ("true", "complete", Some(true)),
-        ("false", "incomplete", Some(false)),
-    ] {
-        let selected = if f.complete == c { " selected" } else { "" };
-        let _ = write!(b, "<option value=\"{v}\"{selected}>{label}</option>");
-    }
-    b.push_str(
-        "</select></label><button type=\"submit\">Filter</button><a href=\"/\">Clear</a></form>\n",
-    );
-
-    let pages = total.div_ceil(q.per_page).max(1);
-    let filter = f.to_query();
-    let link = |page: u64| {
-        if filter.is_empty() {
-            format!("/?page={page}")
-        } else {
-            format!("/?{filter}&page={page}")
-        }
-    };
-    let mut pager = String::from("<nav class=\"pager\" aria-label=\"Pages\">");
-    if q.page > 2 {
-        let _ = write!(pager, "<a href=\"{}\">« Newest</a>", esc(&link(1)));
-    }
-    if q.page > 1 {
-        let _ = write!(
-            pager,
-            "<a href=\"{}\">‹ Newer</a>",
-            esc(&link(q.page.saturating_sub(1).min(pages)))
-        );
-    }
-    let calls = if total == 1 { "call" } else { "calls" };
-    let _ = write!(
-        pager,
-        "<span class=\"muted\">{total} {calls} · page {} of {pages}</span>",
-        q.page
-    );
-    if q.page < pages {
-        let _ = write!(
-            pager,
-            "<a href=\"{}\">Older ›</a>",
-            esc(&link(q.page.saturating_add(1)))
-        );
-    }
-    if q.page.saturating_add(1) < pages {
-        let _ = write!(pager, "<a href=\"{}\">Oldest »</a>", esc(&link(pages)));
-    }
-    pager.push_str("</nav>\n");
-    b.push_str(&pager);
-
-    if rows.is_empty() {
-        b.push_str(if total == 0 {
-            "<p class=\"muted\">No calls yet.</p>\n"
-        } else {
-            "<p class=\"muted\">No calls on this page.</p>\n"
-        });
-        return page(title, "Calls", &b);
-    }
-    b.push_str(
-        "<table><thead><tr><th>Start</th><th>Direction</th><th>Caller</th><th>Called</th>\
-         <th>Duration</th><th>Answered</th><th>Complete</th>",
-    );
-    for sink in sinks {
-        let _ = write!(b, "<th>{}</th>", esc(sink));
-    }
-    b.push_str("</tr></thead>\n<tbody>\n");
-    for r in rows {
-        let _ = write!(
-            b,
-            "<tr><td><a href=\"/calls/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-             <td class=\"n\">{}</td><td>{}</td><td>{}</td>",
-            esc(&encode(&r.id)),
-            esc(&r.start_time.replacen('T', " ", 1)),
-            esc(&r.direction),
-            esc(&r.caller),
-            esc(&r.called),
-            hms(r.duration),
-            yes_no(r.answered),
-            yes_no(r.complete),
-        );
-        for sink in sinks {
-            match r.deliveries.iter().find(|d| &d.sink == sink) {
-                Some(d) => {
-                    let _ = write!(b, "<td class=\"{0}\">{0}</td>", esc(d.state.as_str()));
-                }
-                None => b.push_str("<td class=\"muted\">–</td>"),
-            }
-        }
-        b.push_str("</tr>\n");
-    }
-    b.push_str("</tbody></table>\n");
-    b.push_str(&pager);
-    page(title, "Calls", &b)
+    noun: &'static str,
+    page: u64,
+    pages: u64,
 }
 
-fn render_call(title: &str, body: &[u8], deliveries: &[Delivery]) -> String {
-    let mut b = String::with_capacity(32 * 1024);
-    let call = serde_json::from_slice::<Json>(body);
-    let call_id = call
-        .as_ref()
-        .ok()
-        .and_then(|c| c.get("call_id"))
-        .map(Json::display)
-        .unwrap_or_default();
-    if let Some(timeline) = serde_json::from_slice::<Value>(body)
-        .ok()
-        .as_ref()
-        .and_then(Timeline::of)
-    {
-        timeline_figure(&mut b, &timeline);
-    }
-    match &call {
-        Ok(Json::Object(fields)) => {
-            b.push_str("<h3>Summary</h3>\n<table><tbody>\n");
-            let mut lists = Vec::new();
-            for (key, value) in fields {
-                match value {
-                    Json::Array(items) if items.iter().all(Json::is_object) => {
-                        if !items.is_empty() {
-                            lists.push((key, items));
-                        }
-                    }
-                    _ => {
-                        let _ = writeln!(
-                            b,
-                            "<tr><th>{}</th><td>{}</td></tr>",
-                            esc(key),
-                            esc(&value.display())
-                        );
-                    }
-                }
-            }
-            b.push_str("</tbody></table>\n");
-            for (key, items) in lists {
-                let _ = writeln!(b, "<h3>{} ({})</h3>", esc(&heading(key)), items.len());
-                object_table(&mut b, items);
-            }
-        }
-        Ok(_) => b.push_str("<p class=\"error\">The stored call is not a JSON object.</p>\n"),
-        Err(e) => {
-            let _ = writeln!(
-                b,
-                "<p class=\"error\">The stored call could not be read: {}</p>",
-                esc(&e.to_string())
-            );
-        }
-    }
+/// A call in the list.
+struct Row<'a> {
+    /// The call's id, percent-encoded for its link.
+    href: String,
+    start: String,
+    direction: &'a str,
+    caller: &'a str,
+    called: &'a str,
+    duration: String,
+    answered: &'static str,
+    complete: &'static str,
+    /// The delivery state for each of the list's sinks, if the call has a delivery there.
+    states: Vec<Option<&'static str>>,
+}
 
-    b.push_str("<h3>Deliveries</h3>\n");
-    if deliveries.is_empty() {
-        b.push_str("<p class=\"muted\">No delivery to any sink (stored only).</p>\n");
-    } else {
-        b.push_str(
-            "<table><thead><tr><th>Sink</th><th>State</th><th>Attempts</th><th>Last error</th>\
-             <th>Queued</th><th>Next try</th><th>Done</th></tr></thead><tbody>\n",
-        );
-        for d in deliveries {
-            let next = if d.state == DeliveryState::Pending {
-                utc(Some(d.next_ms))
+impl<'a> IndexPage<'a> {
+    /// Everything but the charts.
+    fn new(
+        title: &'a str,
+        q: &'a CallQuery,
+        total: u64,
+        rows: &'a [CallRow],
+        sinks: &'a BTreeSet<String>,
+    ) -> Self {
+        let f = &q.filter;
+        let directions = [
+            ("", "any"),
+            ("inbound", "inbound"),
+            ("outbound", "outbound"),
+            ("internal", "internal"),
+        ]
+        .into_iter()
+        .map(|(value, label)| Choice {
+            value,
+            label,
+            selected: f.direction.unwrap_or_default() == value,
+        })
+        .collect();
+        let completes = [
+            ("", "any", None),
+            ("true", "complete", Some(true)),
+            ("false", "incomplete", Some(false)),
+        ]
+        .into_iter()
+        .map(|(value, label, c)| Choice {
+            value,
+            label,
+            selected: f.complete == c,
+        })
+        .collect();
+        let pages = total.div_ceil(q.per_page).max(1);
+        let filter = f.to_query();
+        let link = |page: u64| {
+            if filter.is_empty() {
+                format!("/?page={page}")
             } else {
-                String::new()
-            };
-            let _ = writeln!(
-                b,
-                "<tr><td>{sink}</td><td class=\"{state}\">{state}</td><td class=\"n\">{attempts}</td>\
-                 <td>{error}</td><td>{queued}</td><td>{next}</td><td>{done}</td></tr>",
-                sink = esc(&d.sink),
-                state = esc(d.state.as_str()),
-                attempts = d.attempts,
-                error = esc(d.last_error.as_deref().unwrap_or_default()),
-                queued = utc(Some(d.created_ms)),
-                done = utc(d.done_ms),
-            );
+                format!("/?{filter}&page={page}")
+            }
+        };
+        let pager = Pager {
+            newest: (q.page > 2).then(|| link(1)),
+            newer: (q.page > 1).then(|| link(q.page.saturating_sub(1).min(pages))),
+            older: (q.page < pages).then(|| link(q.page.saturating_add(1))),
+            oldest: (q.page.saturating_add(1) < pages).then(|| link(pages)),
+            total,
+            noun: if total == 1 { "call" } else { "calls" },
+            page: q.page,
+            pages,
+        };
+        let rows = rows
+            .iter()
+            .map(|r| Row {
+                href: encode(&r.id),
+                start: r.start_time.replacen('T', " ", 1),
+                direction: &r.direction,
+                caller: &r.caller,
+                called: &r.called,
+                duration: hms(r.duration),
+                answered: yes_no(r.answered),
+                complete: yes_no(r.complete),
+                states: sinks
+                    .iter()
+                    .map(|sink| {
+                        r.deliveries
+                            .iter()
+                            .find(|d| &d.sink == sink)
+                            .map(|d| d.state.as_str())
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self {
+            title,
+            heading: "Calls",
+            hours_chart: String::new(),
+            deliveries_chart: String::new(),
+            from: f.from.as_deref().unwrap_or_default(),
+            to: f.to.as_deref().unwrap_or_default(),
+            number: f.number.as_deref().unwrap_or_default(),
+            directions,
+            completes,
+            pager,
+            sinks,
+            rows,
         }
-        b.push_str("</tbody></table>\n");
     }
-
-    b.push_str("<h3>JSON</h3>\n<pre>");
-    b.push_str(&esc(&pretty_json(&String::from_utf8_lossy(body))));
-    b.push_str("</pre>\n");
-    let heading = if call_id.is_empty() {
-        "Call".to_owned()
-    } else {
-        format!("Call {call_id}")
-    };
-    page(title, &heading, &format!("<h2>{}</h2>\n{b}", esc(&heading)))
 }
 
-/// A table of JSON objects: one row per object when they have a few fields, else one column
-/// per object (SMDR records have over thirty fields). Columns keep their first-seen order.
-fn object_table(b: &mut String, objects: &[Json]) {
+/// A call (`templates/call.html`).
+#[derive(Template)]
+#[template(path = "call.html")]
+struct CallPage<'a> {
+    title: &'a str,
+    heading: String,
+    /// The timeline figure (SVG), or nothing.
+    timeline: String,
+    fields: Fields,
+    /// The call's lists of objects (parties, records, legs, ...), as tables.
+    lists: Vec<ObjectTable>,
+    deliveries: Vec<DeliveryRow<'a>>,
+    /// The stored JSON, indented.
+    json: String,
+}
+
+/// The call's fields other than its lists, as the summary shows them.
+enum Fields {
+    /// Each field and its cell text, in the stored order.
+    Object(Vec<(String, String)>),
+    /// The stored call is JSON but not an object.
+    NotAnObject,
+    /// The stored call is not JSON: why.
+    Unreadable(String),
+}
+
+/// A table of JSON objects: one row per object when they have a few fields, else (`wide`) one
+/// column per object (SMDR records have over thirty fields). Columns keep their first-seen
+/// order.
+struct ObjectTable {
+    heading: String,
+    count: usize,
+    wide: bool,
+    /// The columns (not `wide`).
+    keys: Vec<String>,
+    rows: Vec<TableRow>,
+}
+
+/// A row of an [`ObjectTable`]: its header cell (the object's number, or the field when
+/// `wide`) and its cells.
+struct TableRow {
+    name: String,
+    cells: Vec<String>,
+}
+
+/// A delivery of the call, as its table shows it.
+struct DeliveryRow<'a> {
+    sink: &'a str,
+    state: &'static str,
+    attempts: i64,
+    error: &'a str,
+    queued: String,
+    next: String,
+    done: String,
+}
+
+impl<'a> CallPage<'a> {
+    fn new(title: &'a str, body: &[u8], deliveries: &'a [Delivery]) -> Self {
+        let call = serde_json::from_slice::<Json>(body);
+        let call_id = call
+            .as_ref()
+            .ok()
+            .and_then(|c| c.get("call_id"))
+            .map(Json::display)
+            .unwrap_or_default();
+        let mut timeline = String::new();
+        if let Some(t) = serde_json::from_slice::<Value>(body)
+            .ok()
+            .as_ref()
+            .and_then(Timeline::of)
+        {
+            timeline_figure(&mut timeline, &t);
+        }
+        let mut lists = Vec::new();
+        let fields = match &call {
+            Ok(Json::Object(fields)) => {
+                let mut summary = Vec::new();
+                for (key, value) in fields {
+                    match value {
+                        Json::Array(items) if items.iter().all(Json::is_object) => {
+                            if !items.is_empty() {
+                                lists.push(object_table(key, items));
+                            }
+                        }
+                        _ => summary.push((key.clone(), value.display())),
+                    }
+                }
+                Fields::Object(summary)
+            }
+            Ok(_) => Fields::NotAnObject,
+            Err(e) => Fields::Unreadable(e.to_string()),
+        };
+        let deliveries = deliveries
+            .iter()
+            .map(|d| DeliveryRow {
+                sink: &d.sink,
+                state: d.state.as_str(),
+                attempts: d.attempts,
+                error: d.last_error.as_deref().unwrap_or_default(),
+                queued: utc(Some(d.created_ms)),
+                next: if d.state == DeliveryState::Pending {
+                    utc(Some(d.next_ms))
+                } else {
+                    String::new()
+                },
+                done: utc(d.done_ms),
+            })
+            .collect();
+        Self {
+            title,
+            heading: if call_id.is_empty() {
+                "Call".to_owned()
+            } else {
+                format!("Call {call_id}")
+            },
+            timeline,
+            fields,
+            lists,
+            deliveries,
+            json: pretty_json(&String::from_utf8_lossy(body)),
+        }
+    }
+}
+
+/// The table of the list `key` of a call.
+fn object_table(key: &str, objects: &[Json]) -> ObjectTable {
     let mut keys: Vec<&str> = Vec::new();
     for o in objects {
         if let Json::Object(fields) = o {
-            for (k, _) in fields {
+            for k in fields.keys() {
                 if !keys.contains(&k.as_str()) {
                     keys.push(k);
                 }
             }
         }
     }
-    let cell = |o: &Json, k: &str| esc(&o.get(k).map(Json::display).unwrap_or_default());
-    b.push_str("<table>");
-    if keys.len() <= 6 {
-        b.push_str("<thead><tr><th>#</th>");
-        for k in &keys {
-            let _ = write!(b, "<th>{}</th>", esc(k));
-        }
-        b.push_str("</tr></thead><tbody>\n");
-        for (i, o) in objects.iter().enumerate() {
-            let _ = write!(b, "<tr><td class=\"n\">{}</td>", i + 1);
-            for k in &keys {
-                let _ = write!(b, "<td>{}</td>", cell(o, k));
-            }
-            b.push_str("</tr>\n");
-        }
+    let cell = |o: &Json, k: &str| o.get(k).map(Json::display).unwrap_or_default();
+    let wide = keys.len() > 6;
+    let rows = if wide {
+        keys.iter()
+            .map(|k| TableRow {
+                name: (*k).to_owned(),
+                cells: objects.iter().map(|o| cell(o, k)).collect(),
+            })
+            .collect()
     } else {
-        b.push_str("<thead><tr><th>Field</th>");
-        for i in 1..=objects.len() {
-            let _ = write!(b, "<th>{i}</th>");
-        }
-        b.push_str("</tr></thead><tbody>\n");
-        for k in &keys {
-            let _ = write!(b, "<tr><th>{}</th>", esc(k));
-            for o in objects {
-                let _ = write!(b, "<td>{}</td>", cell(o, k));
-            }
-            b.push_str("</tr>\n");
-        }
+        objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| TableRow {
+                name: (i + 1).to_string(),
+                cells: keys.iter().map(|k| cell(o, k)).collect(),
+            })
+            .collect()
+    };
+    ObjectTable {
+        heading: heading(key),
+        count: objects.len(),
+        wide,
+        keys: keys.into_iter().map(str::to_owned).collect(),
+        rows,
     }
-    b.push_str("</tbody></table>\n");
 }
 
 fn heading(key: &str) -> String {

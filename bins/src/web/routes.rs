@@ -32,13 +32,15 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp
             } else if path.starts_with("/api/") {
                 json_error(StatusCode::NOT_FOUND, "not found")
             } else {
-                html(
+                pages::message(
                     StatusCode::NOT_FOUND,
-                    pages::page(
-                        &shared.state.title,
-                        "Not found",
-                        "<p>There is nothing here. <a href=\"/\">Back to the calls</a></p>",
-                    ),
+                    &pages::Message {
+                        title: &shared.state.title,
+                        heading: "Not found",
+                        text: "There is nothing here.",
+                        error: false,
+                        back: true,
+                    },
                 )
             }
         }
@@ -271,13 +273,15 @@ pub(super) fn db_error_json(e: &str) -> Resp {
 
 pub(super) fn db_error_html(title: &str, e: &str) -> Resp {
     tracing::warn!("web: database error: {e}");
-    html(
+    pages::message(
         StatusCode::INTERNAL_SERVER_ERROR,
-        pages::page(
+        &pages::Message {
             title,
-            "Database error",
-            &format!("<p class=\"error\">{}</p>", pages::esc(e)),
-        ),
+            heading: "Database error",
+            text: e,
+            error: true,
+            back: false,
+        },
     )
 }
 
