@@ -5,10 +5,9 @@ use std::sync::Arc;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use super::routes::{
-    CallQuery, db_error_json, json_error, json_response, query_pairs, response, with_store,
-};
-use super::{MAX_DEAD_LETTERS, Resp, Shared, health};
+use super::query::{CallQuery, query_pairs};
+use super::respond::{db_error_json, json_error, json_response, response};
+use super::{MAX_DEAD_LETTERS, Resp, Shared, health, with_store};
 use crate::metrics;
 use cdr_sinks::store::{PageRequest, StoreReader};
 

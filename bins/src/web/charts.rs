@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use cdr_sinks::outbox::SinkCounts;
 
-use super::pages::{esc, utc};
+use super::format::{esc, hms, utc};
 
 /// Calls per hour for the chart of the list page.
 pub(super) type Hours = cdr_sinks::store::HourlyCalls;
@@ -50,6 +50,39 @@ fn nice_ceiling(n: u64) -> u64 {
 /// `n` and the noun, in the plural unless `n` is 1.
 pub(super) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A length of time: `2 s`, `2.5 s`, or `H:MM:SS` from a minute on.
+pub(super) fn seconds_text(secs: f64) -> String {
+    if secs >= 60.0 {
+        hms(secs.round() as i64)
+    } else if secs.fract() == 0.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+pub(super) fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// The tick step of a time axis `span` seconds long: about eight ticks or fewer.
+pub(super) fn tick_step(span: f64) -> i64 {
+    const STEPS: [i64; 18] = [
+        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+    ];
+    STEPS
+        .into_iter()
+        .find(|s| span / (*s as f64) <= 8.0)
+        .unwrap_or(86400)
 }
 
 /// The chart of calls per hour (stacked: answered below, not answered above), with its numbers
@@ -302,7 +335,6 @@ pub(super) fn deliveries_figure(b: &mut String, counts: &[SinkCounts]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::timeline::{seconds_text, shorten, tick_step};
     use super::*;
     use cdr_sinks::store::hour_of;
 

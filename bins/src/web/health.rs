@@ -7,7 +7,7 @@ use std::time::Duration;
 use cdr_sinks::outbox::SinkCounts;
 use hyper::StatusCode;
 
-use super::routes::text;
+use super::respond::text;
 use super::{Resp, Shared};
 
 /// Why the relay is not ready.

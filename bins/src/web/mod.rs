@@ -44,15 +44,20 @@
 //! exist yet reads as one with no calls.
 //!
 //! The modules, by what they own: [`server`] (accept loop, TLS, connection limits and
-//! timeouts), `routes` (dispatch, query strings, responses), `api` (the JSON endpoints and
-//! `/metrics`), `pages` (the HTML pages, through templates), `charts` and `timeline` (the SVG
-//! figures) and [`health`] (readiness, shared with the Sentry check-ins). The store is read
-//! through [`cdr_sinks::store`].
+//! timeouts), `routes` (which handler answers a path), `query` (the query strings), `respond`
+//! (headers, text, HTML and JSON responses), `api` (the JSON endpoints and `/metrics`), `pages`
+//! (the HTML pages, through the askama templates in `templates/`), `charts` and `timeline`
+//! (the SVG figures), `format` (HTML escaping, times and durations) and [`health`] (readiness,
+//! shared with the Sentry check-ins). They import one way: server -> routes -> api, pages,
+//! health -> query, respond, charts -> format. The store is read through
+//! [`cdr_sinks::store`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cdr_sinks::outbox::OutboxError;
+use cdr_sinks::store::StoreReader;
 use http_body_util::Full;
 use hyper::Response;
 
@@ -60,8 +65,11 @@ use crate::metrics::Metrics;
 
 mod api;
 mod charts;
+mod format;
 pub mod health;
 mod pages;
+mod query;
+mod respond;
 mod routes;
 pub mod server;
 mod timeline;
@@ -100,3 +108,19 @@ struct Shared {
 }
 
 type Resp = Response<Full<Bytes>>;
+
+/// Runs `f` on a fresh [`StoreReader`] of the outbox on the blocking pool; errors as text.
+async fn with_store<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&StoreReader) -> Result<T, OutboxError> + Send + 'static,
+) -> Result<T, String> {
+    let path = shared.state.db.clone();
+    tokio::task::spawn_blocking(move || StoreReader::open(&path).and_then(|store| f(&store)))
+        .await
+        .map_err(|e| format!("database task failed: {e}"))?
+        .map_err(|e| match e {
+            // As SQLite says it, without the outbox's prefix.
+            OutboxError::Sqlite(e) => e.to_string(),
+            e => e.to_string(),
+        })
+}

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::charts::{deliveries_figure, hours_figure};
-use super::routes::{CallFilter, CallQuery, db_error_html, encode, html, text, with_store};
+use super::format::{hms, utc};
+use super::query::{CallFilter, CallQuery, encode};
+use super::respond::{html, text};
 use super::timeline::{Timeline, timeline_figure};
-use super::{Resp, Shared};
+use super::{Resp, Shared, with_store};
 
 pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
     let title = &shared.state.title;
@@ -115,40 +117,6 @@ fn render(status: StatusCode, page: &impl Template) -> Resp {
     }
 }
 
-/// The HTML escaper of the templates (set in `bins/askama.toml`) and of the charts: `&`, `<`,
-/// `>` and `"` as named entities, `'` as `&#39;`; fit for element content and quoted
-/// attribute values.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Html;
-
-impl askama::filters::Escaper for Html {
-    fn write_escaped_str<W: std::fmt::Write>(&self, mut dest: W, s: &str) -> std::fmt::Result {
-        let mut rest = s;
-        while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
-            let (plain, special) = rest.split_at(i);
-            dest.write_str(plain)?;
-            let mut chars = special.chars();
-            dest.write_str(match chars.next() {
-                Some('&') => "&amp;",
-                Some('<') => "&lt;",
-                Some('>') => "&gt;",
-                Some('"') => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = chars.as_str();
-        }
-        dest.write_str(rest)
-    }
-}
-
-/// Escapes text for HTML element content and quoted attribute values (as the templates do).
-pub(super) fn esc(s: &str) -> String {
-    use askama::filters::Escaper as _;
-    let mut out = String::with_capacity(s.len());
-    let _ = Html.write_escaped_str(&mut out, s);
-    out
-}
-
 /// A page with one message (`templates/message.html`).
 #[derive(Template)]
 #[template(path = "message.html")]
@@ -168,6 +136,21 @@ pub(super) struct Message<'a> {
 /// The message page with `status`.
 pub(super) fn message(status: StatusCode, page: &Message<'_>) -> Resp {
     render(status, page)
+}
+
+/// The page of a database error (500).
+pub(super) fn db_error_html(title: &str, e: &str) -> Resp {
+    tracing::warn!("web: database error: {e}");
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &Message {
+            title,
+            heading: "Database error",
+            text: e,
+            error: true,
+            back: false,
+        },
+    )
 }
 
 /// The call list (`templates/index.html`).
@@ -491,19 +474,6 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-/// Seconds as `H:MM:SS`.
-pub(super) fn hms(secs: i64) -> String {
-    let s = secs.max(0);
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// Milliseconds since the epoch as a UTC time, or nothing.
-pub(super) fn utc(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_default()
-}
-
 /// `text` indented by two spaces a level (serde_json's pretty printer), the fields in the order
 /// they are stored; the text as it is when it is not JSON.
 fn pretty_json(text: &str) -> String {
@@ -568,14 +538,6 @@ impl Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_html() {
-        assert_eq!(
-            esc(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 
     #[test]
     fn pretty_prints_json_in_stored_order() {

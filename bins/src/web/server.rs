@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::routes::{route, text};
+use super::respond::text;
+use super::routes::route;
 use super::{Resp, Shared, WebState};
 
 /// The TLS side of the server: an acceptor made from certificate and key files.

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
-use super::charts::px;
-use super::pages::{esc, hms};
+use super::charts::{px, seconds_text, shorten, tick_step};
+use super::format::esc;
 
 /// How many lanes a timeline draws at most (the tables below list every leg).
 const MAX_LANES: usize = 60;
@@ -118,31 +118,9 @@ fn clock(t: NaiveDateTime) -> String {
     }
 }
 
-/// A length of time: `2 s`, `2.5 s`, or `H:MM:SS` from a minute on.
-pub(super) fn seconds_text(secs: f64) -> String {
-    if secs >= 60.0 {
-        hms(secs.round() as i64)
-    } else if secs.fract() == 0.0 {
-        format!("{secs:.0} s")
-    } else {
-        format!("{secs:.1} s")
-    }
-}
-
 /// A string field of a JSON object, or `""`.
 fn field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// At most `max` characters of `s`, with `…` when cut.
-pub(super) fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
 }
 
 impl Timeline {
@@ -432,17 +410,6 @@ impl Timeline {
             zone: "",
         }
     }
-}
-
-/// The tick step of a time axis `span` seconds long: about eight ticks or fewer.
-pub(super) fn tick_step(span: f64) -> i64 {
-    const STEPS: [i64; 18] = [
-        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
-    ];
-    STEPS
-        .into_iter()
-        .find(|s| span / (*s as f64) <= 8.0)
-        .unwrap_or(86400)
 }
 
 /// The timeline as an SVG figure: lanes top to bottom, time left to right, clock-time ticks.
