@@ -452,7 +452,8 @@ impl StoreReader {
     }
 
     /// Pending, delivered and dead deliveries of every sink with rows, by sink name (the
-    /// whole store, whatever the filter of a listing).
+    /// whole store, whatever the filter of a listing), as [`Outbox::counts`]: with the sinks
+    /// the outbox was opened with too, none for [`StoreReader::open`].
     pub fn delivery_counts(&self) -> Result<Vec<SinkCounts>, OutboxError> {
         match (&self.outbox, self.has_calls) {
             (Some(outbox), true) => outbox.counts(),
