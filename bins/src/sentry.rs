@@ -13,28 +13,22 @@ use http_body_util::Full;
 use hyper::{Method, Request, Uri};
 use tokio::sync::watch;
 
+use crate::web::health::{NotReady, readiness};
+
 /// A pending delivery older than this means the outbox is stuck.
 pub const STUCK_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Whether the relay is healthy: the source is connected and no sink's oldest pending delivery
-/// is older than [`STUCK_AFTER`]. The reason when not.
+/// is older than [`STUCK_AFTER`] (the readiness of `/readyz`, [`readiness`], with this limit).
+/// The reason when not.
 pub fn health(connected: bool, counts: &[SinkCounts], now_ms: i64) -> Result<(), String> {
-    if !connected {
-        return Err("the PBX is not connected".into());
-    }
-    let stuck_ms = i64::try_from(STUCK_AFTER.as_millis()).unwrap_or(i64::MAX);
-    for c in counts {
-        if let Some(oldest) = c.oldest_pending_ms {
-            if now_ms.saturating_sub(oldest) > stuck_ms {
-                return Err(format!(
-                    "sink {} has deliveries pending for more than {} minutes",
-                    c.sink,
-                    STUCK_AFTER.as_secs() / 60
-                ));
-            }
-        }
-    }
-    Ok(())
+    readiness(connected, counts, now_ms, STUCK_AFTER).map_err(|why| match why {
+        NotReady::SourceNotConnected => "the PBX is not connected".to_owned(),
+        NotReady::Stuck { sink, limit, .. } => format!(
+            "sink {sink} has deliveries pending for more than {} minutes",
+            limit.as_secs() / 60
+        ),
+    })
 }
 
 /// The check-in URL with `status=` set (any status already in the URL is replaced).

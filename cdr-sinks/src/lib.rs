@@ -11,6 +11,8 @@
 //! * [`outbox`]: the durable SQLite outbox (WAL, fsync at every commit): the journal of open
 //!   calls' records, every completed call (which is also the call store behind the web page),
 //!   one delivery row per call and sink, attempts, next try, dead letters, and rejected input;
+//! * [`store`]: reading the call store (a page of calls with filters, one call with its
+//!   deliveries, dead letters, calls per hour, delivery counts) for the web page and its API;
 //! * [`engine`]: a delivery worker per sink with bounded concurrency or in-order batches, a
 //!   clock-free retry policy ([`backoff`]), `Retry-After`, dead letters and pausing a sink that
 //!   refuses us;
@@ -98,6 +100,7 @@ pub mod jsonl;
 pub mod outbox;
 pub mod redis_list;
 pub mod sink;
+pub mod store;
 pub mod webhook;
 
 use std::time::Duration;

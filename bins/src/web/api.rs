@@ -1,0 +1,156 @@
+//! The JSON API (`/api/v1/...`) and `/metrics`.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use super::query::{CallQuery, query_pairs};
+use super::respond::{db_error_json, json_error, json_response, response};
+use super::{MAX_DEAD_LETTERS, Resp, Shared, health, with_store};
+use crate::metrics;
+use cdr_sinks::store::{PageRequest, StoreReader};
+
+/// The CMS sample receiver's API: 20 records a page, newest first, `{"records":0}` past the
+/// end (see `cdr_sinks::http_cdr::api_page`).
+pub(super) async fn api_records(shared: &Arc<Shared>, page: &str) -> Resp {
+    let Ok(page) = page.trim_end_matches('/').parse::<u64>() else {
+        return json_error(StatusCode::NOT_FOUND, "not found");
+    };
+    let db = shared.state.db.clone();
+    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
+        StoreReader::open(&db)
+            .and_then(|s| s.records_page(page.max(1), 20))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match rows {
+        Ok(Ok(rows)) => {
+            let list: Vec<Value> = rows
+                .iter()
+                .filter_map(|r| serde_json::from_slice(r).ok())
+                .collect();
+            let value = if list.is_empty() || page == 0 {
+                json!({ "records": 0 })
+            } else {
+                json!({ "records": list })
+            };
+            json_response(StatusCode::OK, &value)
+        }
+        Ok(Err(e)) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+pub(super) async fn api_calls(shared: &Arc<Shared>, query: &str) -> Resp {
+    let q = match CallQuery::parse(query, true) {
+        Ok(q) => q,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let (page, per_page) = (q.page, q.per_page);
+    let filter = q.filter.to_store();
+    let listed = with_store(shared, move |s| {
+        s.list_bodies(&filter, PageRequest::new(page, per_page))
+    })
+    .await;
+    match listed {
+        Ok(listing) => {
+            let calls: Vec<Value> = listing
+                .items
+                .iter()
+                .filter_map(|r| {
+                    serde_json::from_slice(&r.body)
+                        .map_err(|e| tracing::warn!(id = %r.id, "stored call is not JSON: {e}"))
+                        .ok()
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"calls": calls, "page": page, "per_page": per_page, "total": listing.total}),
+            )
+        }
+        Err(e) => db_error_json(&e),
+    }
+}
+
+pub(super) async fn api_call(shared: &Arc<Shared>, id: String) -> Resp {
+    match with_store(shared, move |s| s.call(&id)).await {
+        Ok(Some(stored)) => {
+            let mut call: Value = match serde_json::from_slice(&stored.body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("stored call is not JSON: {e}"),
+                    );
+                }
+            };
+            if let Some(obj) = call.as_object_mut() {
+                let list: Vec<Value> = stored
+                    .deliveries
+                    .iter()
+                    .map(|d| {
+                        json!({
+                            "sink": d.sink,
+                            "state": d.state.as_str(),
+                            "attempts": d.attempts,
+                            "last_error": d.last_error,
+                        })
+                    })
+                    .collect();
+                obj.insert("deliveries".to_owned(), Value::Array(list));
+            }
+            json_response(StatusCode::OK, &call)
+        }
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "call not found"),
+        Err(e) => db_error_json(&e),
+    }
+}
+
+pub(super) async fn api_dead_letters(shared: &Arc<Shared>, query: &str) -> Resp {
+    let mut limit = 100;
+    for (k, v) in query_pairs(query) {
+        if k == "limit" && !v.is_empty() {
+            match v.parse::<u64>() {
+                Ok(n) => limit = n.clamp(1, MAX_DEAD_LETTERS),
+                Err(_) => return json_error(StatusCode::BAD_REQUEST, "limit must be a number"),
+            }
+        }
+    }
+    match with_store(shared, move |s| s.dead_letters(limit)).await {
+        Ok(rows) => {
+            let list: Vec<Value> = rows
+                .into_iter()
+                .map(|d| {
+                    json!({
+                        "call_id": d.call_id,
+                        "sink": d.sink,
+                        "attempts": d.attempts,
+                        "last_error": d.last_error,
+                        "done_ms": d.done_ms,
+                        "start_time": d.start_time,
+                        "caller": d.caller,
+                        "called": d.called,
+                    })
+                })
+                .collect();
+            json_response(StatusCode::OK, &json!({ "dead_letters": list }))
+        }
+        Err(e) => db_error_json(&e),
+    }
+}
+
+pub(super) async fn metrics_page(shared: &Arc<Shared>) -> Resp {
+    let counts = match health::sink_counts(shared).await {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::warn!("metrics: outbox unreadable, outbox families left out: {e}");
+            Vec::new()
+        }
+    };
+    let body = shared
+        .state
+        .metrics
+        .render(&counts, cdr_sinks::engine::now_ms());
+    response(StatusCode::OK, metrics::CONTENT_TYPE, body)
+}

@@ -1,0 +1,126 @@
+//! The relay's built-in HTTP server: the call list and call pages (plain server-rendered HTML,
+//! no JavaScript), the JSON API, `/metrics`, `/healthz` and `/readyz`.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | a chart of calls per hour and the deliveries per sink, then the latest calls, newest first, 50 a page (`?page=N`), with filters |
+//! | `GET /calls/<id>` | one call: a timeline of its legs, summary, parties, every record field, deliveries, raw JSON |
+//! | `GET /api/v1/calls` | `{"calls":[..],"page":N,"per_page":M,"total":T}` (`per_page` up to 500) |
+//! | `GET /api/v1/calls/<id>` | the call's JSON plus `"deliveries"`; 404 when unknown |
+//! | `GET /api/v1/records/<page>` | CMS records as the sample receiver's API shows them: 20 a page, newest first, `{"records":0}` past the end |
+//! | `POST /cdr` | `cdr-receiver` only: a CMS CDR batch (see [`crate::receiver`]) |
+//! | `GET /api/v1/dead-letters` | the latest dead letters (`?limit=`, up to 1000) |
+//! | `GET /metrics` | [`Metrics::render`] with the outbox counts, OpenMetrics text |
+//! | `GET /healthz` | 200 `ok` while the process runs |
+//! | `GET /readyz` | 200 when the source is connected and no sink's oldest pending delivery is older than [`WebOptions::ready_max_pending_age`]; 503 with the reason otherwise |
+//!
+//! The call list and `/api/v1/calls` take the same filters: `from` and `to` (compared with the
+//! call's start, PBX local time, as a prefix of `YYYY-MM-DDTHH:MM:SS`, so `to=2018-01-05`
+//! includes that whole day), `number` (part of the caller or the called number), `direction`
+//! (`inbound`, `outbound` or `internal`) and `complete` (`true` or `false`). Empty values are
+//! ignored, so a submitted filter form with blank fields works.
+//!
+//! The pages draw their charts as inline SVG on the server (no JavaScript, no images to
+//! fetch); each chart has a `<title>` and a `<desc>`, each bar a `<title>` (its tooltip), and
+//! the numbers are printed as text too:
+//!
+//! - **Calls per hour** (top of `/`): stacked bars, answered below and not answered above, for
+//!   the 24 hours up to and including the hour of the latest start among the calls matching
+//!   the current filter (anchored on the calls, not on the clock, so a store of replayed or
+//!   old calls, or a filter like `to=2018-01-05`, shows its latest day). The same numbers are
+//!   in a table under "The numbers".
+//! - **Deliveries per sink** (top of `/`): pending, delivered and dead counts of every sink
+//!   over the whole store (not only the filtered calls), the age of the oldest pending
+//!   delivery, and a stacked bar of the three.
+//! - **Timeline** (`/calls/<id>`): one row per leg for calls with `legs` (Asterisk, CMS:
+//!   ringing from its creation to its answer, connected from the answer to its end, open when
+//!   no end was seen) with transfers as vertical lines; one row per record for SMDR calls
+//!   (each segment's ring, connected and hold plus park seconds, the segments one after the
+//!   other from the call's start, as the call's end time is computed); one row for the call
+//!   otherwise. At most 60 rows are drawn; the tables below list every leg and record.
+//!
+//! The server only reads the database: each request opens its own read-only connection (the
+//! file is in WAL mode, so reading never blocks the relay's writer). A database that does not
+//! exist yet reads as one with no calls.
+//!
+//! The modules, by what they own: [`server`] (accept loop, TLS, connection limits and
+//! timeouts), `routes` (which handler answers a path), `query` (the query strings), `respond`
+//! (headers, text, HTML and JSON responses), `api` (the JSON endpoints and `/metrics`), `pages`
+//! (the HTML pages, through the askama templates in `templates/`), `charts` and `timeline`
+//! (the SVG figures), `format` (HTML escaping, times and durations) and [`health`] (readiness,
+//! shared with the Sentry check-ins). They import one way: server -> routes -> api, pages,
+//! health -> query, respond, charts -> format. The store is read through
+//! [`cdr_sinks::store`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cdr_sinks::outbox::OutboxError;
+use cdr_sinks::store::StoreReader;
+use http_body_util::Full;
+use hyper::Response;
+
+use crate::metrics::Metrics;
+
+mod api;
+mod charts;
+mod format;
+pub mod health;
+mod pages;
+mod query;
+mod respond;
+mod routes;
+pub mod server;
+mod timeline;
+
+pub use server::{WebOptions, WebTls, serve, serve_with};
+
+/// Calls per page of the HTML list, and the default `per_page` of the API.
+pub const PAGE_SIZE: u64 = 50;
+
+/// The largest `per_page` the API accepts (larger values are lowered to it).
+pub const MAX_PER_PAGE: u64 = 500;
+
+/// The largest `limit` of `/api/v1/dead-letters`.
+pub const MAX_DEAD_LETTERS: u64 = 1000;
+
+/// What the server serves.
+#[derive(Debug, Clone)]
+pub struct WebState {
+    /// The outbox database (the call store); it may not exist yet.
+    pub db: PathBuf,
+    /// The process's metrics (also the source's connected flag `/readyz` reads).
+    pub metrics: Arc<Metrics>,
+    /// The title of the HTML pages (for example the site's name).
+    pub title: String,
+    /// The CMS CDR receiver (`cdr-receiver`): `POST` to its path goes there.
+    pub receiver: Option<Arc<crate::receiver::CdrReceiver>>,
+    /// Serve HTTPS with this (certificate files given); plain HTTP when `None`.
+    pub tls: Option<WebTls>,
+}
+
+/// What every request handler reads: the state and the options.
+#[derive(Debug)]
+struct Shared {
+    state: WebState,
+    options: WebOptions,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Runs `f` on a fresh [`StoreReader`] of the outbox on the blocking pool; errors as text.
+async fn with_store<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&StoreReader) -> Result<T, OutboxError> + Send + 'static,
+) -> Result<T, String> {
+    let path = shared.state.db.clone();
+    tokio::task::spawn_blocking(move || StoreReader::open(&path).and_then(|store| f(&store)))
+        .await
+        .map_err(|e| format!("database task failed: {e}"))?
+        .map_err(|e| match e {
+            // As SQLite says it, without the outbox's prefix.
+            OutboxError::Sqlite(e) => e.to_string(),
+            e => e.to_string(),
+        })
+}
