@@ -563,16 +563,7 @@ async fn run_with<P: Feed + Send + 'static>(
     let saved = {
         let source = source_name.clone();
         with_outbox(&outbox, move |o| {
-            let mut saved = Restored {
-                journal: o.journal_with_times(&source)?,
-                ..Restored::default()
-            };
-            for name in P::state_names(&source) {
-                if let Some(state) = o.state(&name)? {
-                    saved.states.insert(name, state);
-                }
-            }
-            Ok(saved)
+            Ok(o.restored(&source, P::state_names(&source))?)
         })
         .await?
     };

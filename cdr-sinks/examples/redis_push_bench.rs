@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Defaults: 50,000 calls, `redis://127.0.0.1:6379`. The calls are copies of a real SMDR call from
-//! the shared fixtures (about 1.2 kB of JSON each) under distinct ids, pushed with `LPUSH` to the
+//! the repository's fixtures (about 1.2 kB of JSON each) under distinct ids, pushed with `LPUSH` to the
 //! key `cdr-relay-bench:<pid>`, which is deleted at the end. The outbox is a SQLite file in the
 //! temporary directory (WAL, `synchronous=FULL`), as in production.
 //!

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use call_assembler::feed::Restored;
 use call_assembler::iso_timestamp;
 
 use crate::Call;
@@ -361,6 +362,25 @@ impl Outbox {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What was committed for `source`, to restore its feed after a restart: the journal with
+    /// commit times and the states saved under `state_names` (a feed's `Feed::state_names`).
+    pub fn restored(
+        &self,
+        source: &str,
+        state_names: impl IntoIterator<Item = String>,
+    ) -> Result<Restored, OutboxError> {
+        let mut saved = Restored {
+            journal: self.journal_with_times(source)?,
+            ..Restored::default()
+        };
+        for name in state_names {
+            if let Some(state) = self.state(&name)? {
+                saved.states.insert(name, state);
+            }
+        }
+        Ok(saved)
     }
 
     /// The state `source` saved with its last batch.
