@@ -46,6 +46,90 @@
 //!
 //! Outputs come in a deterministic order: replaying the same input with the same `now` values
 //! gives the same calls in the same order.
+//!
+//! # Example
+//!
+//! An inbound call transferred to voicemail, which IP Office reports as two SMDR records (the
+//! first with Continuation 1, the last with 0). One [`Call`] comes out when its last record
+//! arrives:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use call_assembler::{CallDirection, Output, SmdrAssembler, SmdrAssemblerConfig};
+//! use smdr_parse::SmdrRecord;
+//!
+//! let lines: [&[u8]; 2] = [
+//!     b"2008/06/28 09:30:57,00:00:13,7,01707392200,I,299999,299999,,0,1000014160,1,\
+//!       E4750,John Smith,T9002,LINE 1.2,11,0\r\n",
+//!     b"2008/06/28 09:30:57,00:00:21,0,01707392200,I,299999,299999,,0,1000014160,0,\
+//!       V9502,VM Channel 2,T9002,LINE 1.2,0,0\r\n",
+//! ];
+//! let config = SmdrAssemblerConfig { site: "hq".into(), ..SmdrAssemblerConfig::default() };
+//! let mut asm = SmdrAssembler::new(config);
+//! // Any monotonic time will do: the assembler reads no clock, `now` is an argument.
+//! let start = Instant::now();
+//! let mut calls = Vec::new();
+//! for (i, line) in (0u64..).zip(lines) {
+//!     let record = SmdrRecord::parse(line)?;
+//!     asm.handle_record(start + Duration::from_secs(i), &record);
+//!     while let Some(out) = asm.poll_output() {
+//!         if let Output::Call(call) = out {
+//!             calls.push(call);
+//!         }
+//!     }
+//!     // After the first record the call waits for its last one (or for its idle timeout).
+//!     assert_eq!(calls.len() as u64, i);
+//! }
+//! let [call] = calls.as_slice() else { unreachable!("one call") };
+//! assert!(call.complete);
+//! assert_eq!(call.call_id, "1000014160");
+//! assert_eq!(call.direction, CallDirection::Inbound);
+//! assert_eq!(call.caller, "01707392200");
+//! assert_eq!(call.records.len(), 2);
+//! assert_eq!((call.ring, call.billsec, call.hold), (7, Some(34), 11));
+//! assert_eq!(call.duration, 7 + 13 + 11 + 21);
+//! assert!(asm.is_idle());
+//! # Ok::<(), smdr_parse::ParseError>(())
+//! ```
+//!
+//! A feed does the same with the journal and the restart around it. The first record of that
+//! call is journaled in the first commit; the process "crashes" after it; a new feed restored
+//! from what was committed finishes the call with the second record:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use call_assembler::SmdrAssemblerConfig;
+//! use call_assembler::feed::{Feed, Restored, SmdrFeed};
+//!
+//! let first = b"2008/06/28 09:30:57,00:00:13,7,01707392200,I,299999,299999,,0,1000014160,1,\
+//!     E4750,John Smith,T9002,LINE 1.2,11,0\r\n";
+//! let last = b"2008/06/28 09:30:57,00:00:21,0,01707392200,I,299999,299999,,0,1000014160,0,\
+//!     V9502,VM Channel 2,T9002,LINE 1.2,0,0\r\n";
+//! let now = Instant::now();
+//! // What a store keeps: here a `Restored` that every commit is applied to.
+//! let mut store = Restored::default();
+//!
+//! let mut feed = SmdrFeed::new("smdr", SmdrAssemblerConfig::default(), now);
+//! feed.handle_input(now, first.to_vec());
+//! let commit = feed.take_commit();
+//! assert!(commit.calls.is_empty());
+//! assert_eq!(commit.journal_add.len(), 1);
+//! store.apply(&commit, 0);
+//! drop(feed); // a crash: what was not committed is gone
+//!
+//! let later = now + Duration::from_secs(5);
+//! let mut feed = SmdrFeed::restore("smdr", SmdrAssemblerConfig::default(), later, &store);
+//! assert_eq!(feed.open_calls(), 1);
+//! feed.handle_input(later, last.to_vec());
+//! let commit = feed.take_commit();
+//! assert_eq!(commit.calls.len(), 1);
+//! assert!(commit.calls[0].complete);
+//! assert_eq!(commit.calls[0].records.len(), 2);
+//! // The call's journal entries go with the commit that holds the call.
+//! assert_eq!(commit.journal_remove.len(), 1);
+//! ```
 #![deny(missing_docs)]
 #![deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
