@@ -12,6 +12,10 @@ use serde::Deserialize;
 use call_assembler::{AmiAssemblerConfig, TenantRule};
 
 use crate::sinks::SinkSpec;
+pub use crate::sources::cel_csv::CelCsvSource;
+pub use crate::sources::cel_db::{CelDbSource, DbStart};
+pub use crate::sources::redis_list::RedisListSource;
+pub use crate::sources::sql::{DbKind, DbTls};
 
 /// The default address the relay listens on for the PBX when nothing else is configured.
 pub const DEFAULT_SMDR_LISTEN: &str = "0.0.0.0:5100";
@@ -656,142 +660,6 @@ pub enum SourceConfig {
     CelDb(CelDbSource),
 }
 
-/// Which database server holds Asterisk's tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbKind {
-    /// PostgreSQL (`DB_TYPE=postgresql` or `postgres`; Asterisk's cel_pgsql, cdr_pgsql, or the
-    /// ODBC backends over PostgreSQL).
-    Postgres,
-    /// MySQL or MariaDB (`DB_TYPE=mysql` or `mariadb`; cdr_mysql, or ODBC over MySQL).
-    MySql,
-}
-
-impl DbKind {
-    /// The server's usual port.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Self::Postgres => 5432,
-            Self::MySql => 3306,
-        }
-    }
-}
-
-/// TLS to the database (`DB_TLS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DbTls {
-    /// Never.
-    Disable,
-    /// When the server offers it.
-    #[default]
-    Prefer,
-    /// Always, without checking the certificate.
-    Require,
-    /// Always, with the certificate and the host name checked.
-    Verify,
-}
-
-/// Where the database source begins when no watermark was saved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DbStart {
-    /// At the tables' first rows: all history.
-    #[default]
-    Beginning,
-    /// At their current end: no history (`DB_FRESH_START`).
-    Fresh,
-    /// At the rows from this time on (`DB_BACKFILL_FROM`).
-    From(chrono::NaiveDateTime),
-}
-
-/// Where `ami-relay` reads with `CEL_MODE=db`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CelDbSource {
-    /// PostgreSQL or MySQL.
-    pub kind: DbKind,
-    /// Server host.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// Database name.
-    pub database: String,
-    /// User (the client library's own default, from the environment, when `None`).
-    pub user: Option<String>,
-    /// Password.
-    pub password: Option<String>,
-    /// The CEL table (`schema.table` allowed).
-    pub cel_table: String,
-    /// The CDR table, if any.
-    pub cdr_table: Option<String>,
-    /// TLS mode.
-    pub tls: DbTls,
-    /// Extra trusted CA certificates (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Time between looks at the tables when they had nothing new.
-    pub poll: Duration,
-    /// Rows per query.
-    pub batch: usize,
-    /// Where to begin without a saved watermark.
-    pub start: DbStart,
-    /// For tables without an `id` column: how far before the newest row read the next read
-    /// begins.
-    pub lookback: Duration,
-    /// Read up to the rows there at the start, then stop (`--once`).
-    pub once: bool,
-}
-
-impl std::fmt::Debug for CelDbSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CelDbSource")
-            .field("kind", &self.kind)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("cel_table", &self.cel_table)
-            .field("cdr_table", &self.cdr_table)
-            .field("tls", &self.tls)
-            .field("ca_file", &self.ca_file)
-            .field("poll", &self.poll)
-            .field("batch", &self.batch)
-            .field("start", &self.start)
-            .field("lookback", &self.lookback)
-            .field("once", &self.once)
-            .finish()
-    }
-}
-
-impl CelDbSource {
-    /// Where it reads, for logs: `postgresql://user@host:port/database` (no password).
-    pub fn describe(&self) -> String {
-        let scheme = match self.kind {
-            DbKind::Postgres => "postgresql",
-            DbKind::MySql => "mysql",
-        };
-        let user = self
-            .user
-            .as_deref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        format!(
-            "{scheme}://{user}{}:{}/{}",
-            self.host, self.port, self.database
-        )
-    }
-}
-
-/// Where `ami-relay` reads with `CEL_MODE=csv`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CelCsvSource {
-    /// The cel_custom file.
-    pub cel: PathBuf,
-    /// The cdr_csv file (may be missing).
-    pub cdr: PathBuf,
-    /// Read to the current end and exit instead of following.
-    pub once: bool,
-    /// The cel_custom file's columns, in order.
-    pub columns: call_assembler::CelColumns,
-}
-
 /// `ami-relay` with AMI and a CDR source beside it: the CDR as the book of record (see
 /// [`crate::pipeline::reconcile`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -811,21 +679,6 @@ pub enum ReconcileCdr {
     Csv(PathBuf),
     /// The cdr table (`DB_TYPE` and the other `DB_*` settings; no CEL table is read).
     Db(Box<CelDbSource>),
-}
-
-/// Where `list-relay` reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisListSource {
-    /// The server.
-    pub url: String,
-    /// The dialler's list.
-    pub key: String,
-    /// The processing list.
-    pub processing: String,
-    /// Items moved and committed at once.
-    pub batch: usize,
-    /// Extra trusted CA certificates (PEM) for `rediss://`.
-    pub ca_file: Option<PathBuf>,
 }
 
 /// The default list a dialler pushes its CDRs to.

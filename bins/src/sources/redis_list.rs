@@ -8,15 +8,31 @@
 //! outbox ignores a call id it has, so the worst case is a reject kept twice.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cdr_sinks::redis_list::RedisEndpoint;
 use redis::AsyncCommands as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::RedisListSource;
 use crate::pipeline::DiallerInput;
-use crate::source::SourceEvent;
+
+use super::tcp::SourceEvent;
+
+/// Where `list-relay` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisListSource {
+    /// The server.
+    pub url: String,
+    /// The dialler's list.
+    pub key: String,
+    /// The processing list.
+    pub processing: String,
+    /// Items moved and committed at once.
+    pub batch: usize,
+    /// Extra trusted CA certificates (PEM) for `rediss://`.
+    pub ca_file: Option<PathBuf>,
+}
 
 /// How long one `BLMOVE` waits for an item before checking for shutdown.
 const BLOCK: f64 = 1.0;

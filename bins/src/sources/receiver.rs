@@ -18,7 +18,8 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::pipeline::CmsInput;
-use crate::source::SourceEvent;
+
+use super::tcp::SourceEvent;
 
 /// Who may post.
 #[derive(Clone, PartialEq, Eq)]
