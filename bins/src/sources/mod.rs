@@ -7,6 +7,7 @@
 //! * [`cel_csv`]: Asterisk's cel_custom and cdr_csv files, followed (`CEL_MODE=csv`).
 //! * [`cel_db`]: Asterisk's `cel` and `cdr` tables (`CEL_MODE=db`), over [`sql`], the SQL
 //!   connection the database readers share.
+//! * [`reconnect`]: the one reconnect policy (doubling delays on the shared backoff).
 //! * [`recordings`] and [`recordings_db`]: where call recordings are found (directories, a
 //!   table).
 //!
@@ -16,6 +17,7 @@
 pub mod cel_csv;
 pub mod cel_db;
 pub mod receiver;
+pub mod reconnect;
 pub mod recordings;
 pub mod recordings_db;
 pub mod redis_list;

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::cel_db::CelDbSource;
+use super::reconnect::Reconnect;
 use super::recordings::RecordingIndex;
 use super::sql::{self, Column, Conn, DbKind, Format, Param};
 
@@ -452,7 +453,7 @@ pub async fn follow(
     let mut ready = Some(ready);
     let mut reader = Reader::new();
     let server = t.db.server();
-    let mut backoff = MIN_BACKOFF;
+    let mut reconnect = Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
     let db = t.db.describe();
     loop {
         let attempt = tokio::select! {
@@ -462,7 +463,7 @@ pub async fn follow(
         let why = match attempt {
             Ok(Ok(mut conn)) => {
                 tracing::info!(%db, table = %t.table, "connected to the database for recordings");
-                backoff = MIN_BACKOFF;
+                reconnect.succeeded();
                 let end = session(&mut conn, &t, &mut reader, &index, &mut ready, &mut stop).await;
                 match end {
                     None => {
@@ -482,18 +483,18 @@ pub async fn follow(
         if let Some(r) = ready.take() {
             let _ = r.send(());
         }
+        let delay = reconnect.failed();
         tracing::warn!(
             %db,
             table = %t.table,
             error = %why,
-            retry_in_ms = backoff.as_millis() as u64,
+            retry_in_ms = delay.as_millis() as u64,
             "recordings table unavailable: calls get no recordings from it meanwhile"
         );
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

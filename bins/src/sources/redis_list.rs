@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::pipeline::DiallerInput;
 
+use super::reconnect::Reconnect;
 use super::tcp::SourceEvent;
 
 /// Where `list-relay` reads.
@@ -36,6 +37,12 @@ pub struct RedisListSource {
 
 /// How long one `BLMOVE` waits for an item before checking for shutdown.
 const BLOCK: f64 = 1.0;
+
+/// The first pause before connecting again; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The longest pause between attempts to reach the dialler's Redis.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Time allowed to connect (TCP, TLS, `AUTH`, `SELECT`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,8 +71,7 @@ pub async fn redis_list(
             return;
         }
     };
-    let min = Duration::from_millis(200);
-    let mut backoff = min;
+    let mut reconnect = Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
     while !*shutdown.borrow() {
         let conn = tokio::select! {
             c = endpoint.connect(CONNECT_TIMEOUT, &cfg.key) => c,
@@ -75,7 +81,7 @@ pub async fn redis_list(
             Ok(mut live) => {
                 let conn = live.con();
                 tracing::info!(list = %cfg.key, "connected to the dialler's Redis");
-                backoff = min;
+                reconnect.succeeded();
                 if tx
                     .send(SourceEvent::Connected(cfg.key.clone()))
                     .await
@@ -95,11 +101,9 @@ pub async fn redis_list(
             }
             Err(e) => tracing::warn!(error = %e, "cannot connect to the dialler's Redis"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
+        if !reconnect.wait(&mut shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

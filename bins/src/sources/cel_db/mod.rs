@@ -68,6 +68,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::pipeline::cel_csv::{CelCsvInput, CelCsvPipeline, CsvFile};
 
+use super::reconnect::Reconnect;
 use super::sql::{
     CONNECT_TIMEOUT, Column, Conn, DbKind, DbTls, Format, Param, SqlServer, compare_times,
     format_time, ph, quote_ident, quote_table, read_from, select_expr,
@@ -639,7 +640,7 @@ async fn session(
     tables: &mut [Table],
     tx: &mpsc::Sender<SourceEvent<CelCsvInput>>,
     shutdown: &mut watch::Receiver<bool>,
-    backoff: &mut Duration,
+    reconnect: &mut Reconnect,
 ) -> SessionEnd {
     loop {
         let now = Instant::now();
@@ -658,7 +659,7 @@ async fn session(
                     Ok(p) => p,
                     Err(e) => return SessionEnd::Failed(e),
                 };
-                *backoff = MIN_BACKOFF;
+                reconnect.succeeded();
                 more |= page.more;
                 let mark = match page.mark {
                     Some(m) => Some(m),
@@ -726,7 +727,7 @@ pub async fn follow(
     ];
     let server = config.server();
     let db = server.describe();
-    let mut backoff = MIN_BACKOFF;
+    let mut reconnect = Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
     loop {
         let attempt = tokio::select! {
             r = tokio::time::timeout(CONNECT_TIMEOUT, Conn::connect(&server)) => r,
@@ -744,7 +745,7 @@ pub async fn follow(
                     &mut tables,
                     &tx,
                     &mut shutdown,
-                    &mut backoff,
+                    &mut reconnect,
                 )
                 .await
                 {
@@ -777,12 +778,12 @@ pub async fn follow(
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
         };
-        tracing::warn!(%db, error = %why, retry_in_ms = backoff.as_millis() as u64, "database unavailable");
+        let delay = reconnect.failed();
+        tracing::warn!(%db, error = %why, retry_in_ms = delay.as_millis() as u64, "database unavailable");
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
