@@ -7,20 +7,21 @@
 //! sink (`cdr-sinks`).
 #![deny(missing_docs)]
 
-pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod sentry;
 pub mod sentry_events;
+pub mod settings;
 pub mod signals;
 pub mod sinks;
 pub mod sources;
 pub mod web;
 
-// The sources' old paths, kept while other branches still name them (the integrator removes
+// The old paths of the settings and the sources, kept while other branches still name them (the integrator removes
 // these once nothing does).
+pub use settings as config;
 pub use sources::cel_csv as csv_source;
 pub use sources::cel_db as db_source;
 pub use sources::redis_list as redis_source;
@@ -35,7 +36,7 @@ use std::process::ExitCode;
 pub fn main_with(
     name: &str,
     check_config: bool,
-    resolve: impl FnOnce() -> Result<config::Config, config::ConfigError>,
+    resolve: impl FnOnce() -> Result<settings::Config, settings::ConfigError>,
 ) -> ExitCode {
     match try_main(check_config, resolve) {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,7 +49,7 @@ pub fn main_with(
 
 fn try_main(
     check_config: bool,
-    resolve: impl FnOnce() -> Result<config::Config, config::ConfigError>,
+    resolve: impl FnOnce() -> Result<settings::Config, settings::ConfigError>,
 ) -> anyhow::Result<()> {
     let config = resolve()?;
     if check_config {
