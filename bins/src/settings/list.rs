@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CommonArgs, check_redis_url};
+use super::common::CommonArgs;
 use super::overlay::{layer, read_file, text};
+use super::sinks::check_redis_url;
 use super::{Config, ConfigError, DEFAULT_DIALLER_LIST, RedisListSource, RelayKind, SourceConfig};
 
 /// Drains a predictive dialler's CDR list in Redis reliably (each item moved to a processing

@@ -4,7 +4,8 @@
 //! and defaults, in that order ([`overlay`]).
 //!
 //! Each relay's arguments live in its own module ([`smdr`], [`ami`] with [`db`], [`list`],
-//! [`receiver`]) beside the settings every relay shares ([`common`]); the settings types of
+//! [`receiver`]) beside the settings every relay shares ([`common`], with [`sinks`] and
+//! [`web`]); the settings types of
 //! the sources are the sources' own ([`crate::sources`]); enum-like settings are clap
 //! `ValueEnum`s ([`values`]); `--check-config`'s summary is [`Config::describe`].
 
@@ -15,8 +16,10 @@ mod describe;
 pub mod list;
 pub mod overlay;
 pub mod receiver;
+pub mod sinks;
 pub mod smdr;
 pub mod values;
+pub mod web;
 
 #[cfg(test)]
 mod tests;

@@ -104,6 +104,7 @@ pub fn text(v: &Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::sinks::SinkArgs;
     use crate::settings::values::List;
     use crate::settings::{AmiArgs, Args, CommonArgs};
     use crate::sinks::SinkSpec;
@@ -128,7 +129,10 @@ mod tests {
         let legacy = smdr(
             CommonArgs {
                 site: Some("legacy".into()),
-                webhook_url: Some("http://legacy.example/".into()),
+                sink: SinkArgs {
+                    webhook_url: Some("http://legacy.example/".into()),
+                    ..SinkArgs::default()
+                },
                 ..CommonArgs::default()
             },
             None,
@@ -136,9 +140,12 @@ mod tests {
         let file = smdr(
             CommonArgs {
                 site: Some("file".into()),
-                webhook_url: Some("http://file.example/".into()),
                 idle_timeout: Some(5),
-                sinks: vec![SinkSpec::Store, SinkSpec::Jsonl(None)],
+                sink: SinkArgs {
+                    webhook_url: Some("http://file.example/".into()),
+                    sinks: vec![SinkSpec::Store, SinkSpec::Jsonl(None)],
+                    ..SinkArgs::default()
+                },
                 ..CommonArgs::default()
             },
             Some(9),
@@ -146,19 +153,28 @@ mod tests {
         let a = layer(&flags, &[&legacy, &file]).unwrap();
         assert_eq!(a.common.site.as_deref(), Some("flag"));
         assert_eq!(
-            a.common.webhook_url.as_deref(),
+            a.common.sink.webhook_url.as_deref(),
             Some("http://legacy.example/")
         );
         assert_eq!(a.common.idle_timeout, Some(5));
         assert_eq!(a.read_timeout, Some(9));
-        assert_eq!(a.common.sinks, file.common.sinks, "no --sink: the file's");
-        assert_eq!(a.common.webhook_max_retries, None, "nobody's: the default");
+        assert_eq!(
+            a.common.sink.sinks, file.common.sink.sinks,
+            "no --sink: the file's"
+        );
+        assert_eq!(
+            a.common.sink.webhook_max_retries, None,
+            "nobody's: the default"
+        );
 
         // A value given empty is given: it hides the file's (and reads as unset later).
         let flags = smdr(
             CommonArgs {
                 site: Some(String::new()),
-                sinks: vec![SinkSpec::Store],
+                sink: SinkArgs {
+                    sinks: vec![SinkSpec::Store],
+                    ..SinkArgs::default()
+                },
                 ..CommonArgs::default()
             },
             None,
@@ -166,7 +182,7 @@ mod tests {
         let a = layer(&flags, &[&file]).unwrap();
         assert_eq!(a.common.site.as_deref(), Some(""));
         assert_eq!(text(&a.common.site), None);
-        assert_eq!(a.common.sinks, vec![SinkSpec::Store]);
+        assert_eq!(a.common.sink.sinks, vec![SinkSpec::Store]);
     }
 
     #[test]
