@@ -1,4 +1,4 @@
-//! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`, `cdr-receiver`): configuration, sources
+//! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`, `cdr-receiver`): configuration ([`settings`]), sources ([`sources`])
 //! (TCP in both directions, the AMI client, a Redis list, HTTP posts, replay), the pipeline from bytes to outbox batches, delivery workers, the built-in web server,
 //! metrics, logging, Sentry and signals. The binaries in `src/bin/` only parse arguments and call
 //! into this library.

@@ -316,7 +316,7 @@ impl Config {
                 .map(PathBuf::from)
                 .collect();
             if !dirs.is_empty() {
-                c.recordings = Some(crate::recordings::RecordingsConfig {
+                c.recordings = Some(crate::sources::recordings::RecordingsConfig {
                     dirs,
                     max_age: recordings_max_age,
                 });
@@ -331,7 +331,7 @@ impl Config {
                     "DB_TABLE_RECORDINGS needs DB_TYPE (postgresql or mysql) and the other DB_* settings of its database".into(),
                 ));
             }
-            c.recordings_table = Some(crate::recordings_db::RecordingsTable {
+            c.recordings_table = Some(crate::sources::recordings_db::RecordingsTable {
                 db: resolve_db(&args.db, args.once)?,
                 table,
                 max_age: recordings_max_age,

@@ -66,7 +66,7 @@ pub enum SourceConfig {
     /// A dialler's CDR list in Redis.
     RedisList(RedisListSource),
     /// CDR batches posted to the built-in web server (`cdr-receiver`).
-    Posts(crate::receiver::ReceiverConfig),
+    Posts(crate::sources::receiver::ReceiverConfig),
     /// Asterisk's CEL and CDR CSV files, followed (`CEL_MODE=csv`).
     CelCsv(CelCsvSource),
     /// Asterisk's `cel` and `cdr` tables in PostgreSQL or MySQL/MariaDB (`CEL_MODE=db`).
@@ -142,9 +142,9 @@ pub struct Config {
     /// `ami-relay`: the CDR source AMI is reconciled with, if any.
     pub reconcile: Option<ReconcileSource>,
     /// `ami-relay`: where call recordings are looked for, if anywhere.
-    pub recordings: Option<crate::recordings::RecordingsConfig>,
+    pub recordings: Option<crate::sources::recordings::RecordingsConfig>,
     /// `ami-relay`: the recordings table read in the background, if any.
-    pub recordings_table: Option<crate::recordings_db::RecordingsTable>,
+    pub recordings_table: Option<crate::sources::recordings_db::RecordingsTable>,
     /// Dialler items larger than this are rejected unparsed (`list-relay`).
     pub dialler_max_item: usize,
     /// The Redis list sink, when configured.

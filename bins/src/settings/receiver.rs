@@ -48,7 +48,7 @@ pub struct ReceiverArgs {
 impl Config {
     /// Resolves `cdr-receiver`'s flags and environment over the TOML file, over defaults.
     pub fn resolve_receiver(args: &ReceiverArgs) -> Result<Self, ConfigError> {
-        use crate::receiver::{ReceiverAuth, ReceiverConfig};
+        use crate::sources::receiver::{ReceiverAuth, ReceiverConfig};
         let file: ReceiverArgs = read_file(args.common.config.as_deref())?;
         let args = &layer(args, &[&file])?;
         let source = if let Some(path) = &args.common.replay {
