@@ -99,4 +99,15 @@ mod tests {
             by_hand = (by_hand * 2).min(max);
         }
     }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_at_once() {
+        let mut r = Reconnect::new(Duration::from_secs(3600), Duration::from_secs(3600));
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let started = std::time::Instant::now();
+        let waiting = tokio::spawn(async move { r.wait(&mut rx).await });
+        tx.send(true).unwrap();
+        assert!(!waiting.await.unwrap(), "stopped, not slept");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
 }
