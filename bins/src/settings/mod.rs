@@ -5,9 +5,12 @@
 //!
 //! Each relay's arguments live in its own module ([`smdr`], [`ami`] with [`db`], [`list`],
 //! [`receiver`]) beside the settings every relay shares ([`common`], with [`sinks`] and
-//! [`web`]); the settings types of
-//! the sources are the sources' own ([`crate::sources`]); enum-like settings are clap
-//! `ValueEnum`s ([`values`]); `--check-config`'s summary is [`Config::describe`].
+//! [`web`]); the settings types of the sources are the sources' own ([`crate::sources`]);
+//! enum-like settings are clap `ValueEnum`s ([`values`]); `--check-config`'s summary is
+//! [`Config::describe`].
+//!
+//! The settings depend on the sources, the sinks and the web server (whose files they check
+//! at once), never the other way round.
 
 pub mod ami;
 pub mod common;
