@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cdr_relay::config::{AmiArgs, Config};
+use cdr_relay::settings::{AmiArgs, Config};
 use clap::Parser;
 
 fn main() -> ExitCode {

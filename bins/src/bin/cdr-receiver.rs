@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cdr_relay::config::{Config, ReceiverArgs};
+use cdr_relay::settings::{Config, ReceiverArgs};
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cdr_relay::config::{Config, ListArgs};
+use cdr_relay::settings::{Config, ListArgs};
 use clap::Parser;
 
 fn main() -> ExitCode {

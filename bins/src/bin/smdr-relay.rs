@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cdr_relay::config::{Args, Config};
+use cdr_relay::settings::{Args, Config};
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -11,7 +11,7 @@
 //!   call is emitted). Subdirectories not modified within `max_age` are skipped, so
 //!   date-structured trees (`monitor/2026/11/22/`) cost only their recent days; so are files
 //!   older than that. Each walk replaces what the previous one found.
-//! * **A recordings table (`DB_TABLE_RECORDINGS`).** [`crate::recordings_db`] reads it in the
+//! * **A recordings table (`DB_TABLE_RECORDINGS`).** [`super::recordings_db`] reads it in the
 //!   background and hands its (Uniqueid or Linkedid, path) pairs to [`RecordingIndex::add`].
 //!   They are kept apart from the files found, so a walk of the directories does not drop
 //!   them, and bounded: past [`MAX_TABLE_KEYS`] ids the ones added first are forgotten.

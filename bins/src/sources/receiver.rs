@@ -17,8 +17,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::source::SourceEvent;
 use call_assembler::feed::CmsInput;
+
+use super::tcp::SourceEvent;
 
 /// Who may post.
 #[derive(Clone, PartialEq, Eq)]

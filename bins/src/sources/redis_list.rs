@@ -8,18 +8,41 @@
 //! outbox ignores a call id it has, so the worst case is a reject kept twice.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cdr_sinks::redis_list::RedisEndpoint;
 use redis::AsyncCommands as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::RedisListSource;
-use crate::source::SourceEvent;
 use call_assembler::feed::DiallerInput;
+
+use super::reconnect::Reconnect;
+use super::tcp::SourceEvent;
+
+/// Where `list-relay` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisListSource {
+    /// The server.
+    pub url: String,
+    /// The dialler's list.
+    pub key: String,
+    /// The processing list.
+    pub processing: String,
+    /// Items moved and committed at once.
+    pub batch: usize,
+    /// Extra trusted CA certificates (PEM) for `rediss://`.
+    pub ca_file: Option<PathBuf>,
+}
 
 /// How long one `BLMOVE` waits for an item before checking for shutdown.
 const BLOCK: f64 = 1.0;
+
+/// The first pause before connecting again; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The longest pause between attempts to reach the dialler's Redis.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Time allowed to connect (TCP, TLS, `AUTH`, `SELECT`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,8 +71,7 @@ pub async fn redis_list(
             return;
         }
     };
-    let min = Duration::from_millis(200);
-    let mut backoff = min;
+    let mut reconnect = Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
     while !*shutdown.borrow() {
         let conn = tokio::select! {
             c = endpoint.connect(CONNECT_TIMEOUT, &cfg.key) => c,
@@ -59,7 +81,7 @@ pub async fn redis_list(
             Ok(mut live) => {
                 let conn = live.con();
                 tracing::info!(list = %cfg.key, "connected to the dialler's Redis");
-                backoff = min;
+                reconnect.succeeded();
                 if tx
                     .send(SourceEvent::Connected(cfg.key.clone()))
                     .await
@@ -79,11 +101,9 @@ pub async fn redis_list(
             }
             Err(e) => tracing::warn!(error = %e, "cannot connect to the dialler's Redis"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
+        if !reconnect.wait(&mut shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

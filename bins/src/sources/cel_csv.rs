@@ -31,9 +31,22 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::CelCsvSource;
-use crate::source::SourceEvent;
 use call_assembler::feed::{CelInput, CsvFile, FilePos};
+
+use super::tcp::SourceEvent;
+
+/// Where `ami-relay` reads with `CEL_MODE=csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CelCsvSource {
+    /// The cel_custom file.
+    pub cel: PathBuf,
+    /// The cdr_csv file (may be missing).
+    pub cdr: PathBuf,
+    /// Read to the current end and exit instead of following.
+    pub once: bool,
+    /// The cel_custom file's columns, in order.
+    pub columns: call_assembler::CelColumns,
+}
 
 /// How often the files are looked at.
 pub const POLL: Duration = Duration::from_millis(250);

@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::reconnect::Reconnect;
+
 /// What a source reports to the feed; `I` is what it reads (bytes by default; the AMI
 /// client hands over decoded messages).
 #[derive(Debug)]
@@ -111,7 +113,7 @@ pub async fn connect<I: From<Vec<u8>>>(
     tx: mpsc::Sender<SourceEvent<I>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = opts.min_backoff;
+    let mut reconnect = Reconnect::new(opts.min_backoff, opts.max_backoff);
     while !*shutdown.borrow() {
         let attempt = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addr)).await;
         match attempt {
@@ -121,7 +123,7 @@ pub async fn connect<I: From<Vec<u8>>>(
                     .peer_addr()
                     .map_or_else(|_| addr.clone(), |a| a.to_string());
                 tracing::info!(%peer, "connected to the PBX");
-                backoff = opts.min_backoff;
+                reconnect.succeeded();
                 if tx.send(SourceEvent::Connected(peer)).await.is_err() {
                     return;
                 }
@@ -138,11 +140,9 @@ pub async fn connect<I: From<Vec<u8>>>(
             Ok(Err(e)) => tracing::warn!(%addr, error = %e, "cannot connect to the PBX"),
             Err(_) => tracing::warn!(%addr, "connecting to the PBX timed out"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
+        if !reconnect.wait(&mut shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(opts.max_backoff);
     }
 }
 

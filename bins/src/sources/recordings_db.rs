@@ -39,9 +39,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use crate::config::{CelDbSource, DbKind};
-use crate::db_source::{self, Column, Conn, Format, Param};
-use crate::recordings::RecordingIndex;
+use super::cel_db::CelDbSource;
+use super::reconnect::Reconnect;
+use super::recordings::RecordingIndex;
+use super::sql::{self, Column, Conn, DbKind, Format, Param};
 
 /// The most rows one read of the table takes (the newest ones).
 pub const MAX_ROWS: usize = 100_000;
@@ -134,19 +135,19 @@ impl TableLayout {
     /// How to read the table `name` from its `columns`; `Err` says which column is missing.
     pub fn new(kind: DbKind, name: &str, columns: &[Column]) -> Result<Self, String> {
         let find = |n: &str| columns.iter().find(|c| c.name.eq_ignore_ascii_case(n));
-        let text = |c: &Column| db_source::select_expr(kind, c, Format::Text);
+        let text = |c: &Column| sql::select_expr(kind, c, Format::Text);
         let keys = KEY_COLUMNS.map(|n| find(n).map(text));
         let order_key = KEY_COLUMNS
             .iter()
             .find_map(|n| find(n))
-            .map(|c| db_source::quote_ident(kind, &c.name))
+            .map(|c| sql::quote_ident(kind, &c.name))
             .ok_or_else(|| {
                 format!("the recordings table {name} has no uniqueid or linkedid column")
             })?;
         let path = PATH_COLUMNS
             .iter()
             .find_map(|n| find(n))
-            .map(|c| (db_source::quote_ident(kind, &c.name), text(c)))
+            .map(|c| (sql::quote_ident(kind, &c.name), text(c)))
             .ok_or_else(|| {
                 format!(
                     "the recordings table {name} has no path column (path, filename, file or recordingfile)"
@@ -154,19 +155,19 @@ impl TableLayout {
             })?;
         let id = find("id")
             .filter(|c| c.is_integer())
-            .map(|c| db_source::quote_ident(kind, &c.name));
+            .map(|c| sql::quote_ident(kind, &c.name));
         let time = TIME_COLUMNS
             .iter()
             .filter_map(|n| find(n))
             .find(|c| c.is_time())
             .map(|c| TimeColumn {
-                quoted: db_source::quote_ident(kind, &c.name),
-                select: db_source::select_expr(kind, c, Format::Micros),
+                quoted: sql::quote_ident(kind, &c.name),
+                select: sql::select_expr(kind, c, Format::Micros),
                 cast: (kind == DbKind::Postgres).then(|| c.data_type.clone()),
             });
         Ok(Self {
             kind,
-            table: db_source::quote_table(kind, name),
+            table: sql::quote_table(kind, name),
             keys,
             order_key,
             path,
@@ -212,13 +213,13 @@ impl TableLayout {
         let mut params = Vec::new();
         match (read, &self.id, &self.time) {
             (Read::AfterId(last), Some(id), _) => {
-                sql.push_str(&format!(" AND {id} > {}", db_source::ph(k, 1)));
+                sql.push_str(&format!(" AND {id} > {}", sql::ph(k, 1)));
                 params.push(Param::Int(*last));
             }
             (Read::FromTime(from), None, Some(t)) => {
                 let p = match &t.cast {
-                    Some(ty) => format!("CAST({} AS {ty})", db_source::ph(k, 1)),
-                    None => db_source::ph(k, 1),
+                    Some(ty) => format!("CAST({} AS {ty})", sql::ph(k, 1)),
+                    None => sql::ph(k, 1),
                 };
                 sql.push_str(&format!(" AND {} >= {p}", t.quoted));
                 params.push(Param::Text(from.clone()));
@@ -286,7 +287,7 @@ impl Reader {
         match (&self.mark, layout.by()) {
             (Mark::Id(last), "id") => Read::AfterId(last.saturating_sub(ID_LOOKBACK)),
             (Mark::Time(t), "time") => {
-                db_source::read_from(Some(t), None, lookback).map_or(Read::First, Read::FromTime)
+                sql::read_from(Some(t), None, lookback).map_or(Read::First, Read::FromTime)
             }
             _ => {
                 self.mark = Mark::Start;
@@ -379,7 +380,7 @@ impl Reader {
                 .filter(|id| id > last)
                 .map(Mark::Id),
             ("id", _) => value.parse::<i64>().ok().map(Mark::Id),
-            ("time", Mark::Time(newest)) => db_source::compare_times(value, newest)
+            ("time", Mark::Time(newest)) => sql::compare_times(value, newest)
                 .is_gt()
                 .then(|| Mark::Time(value.to_owned())),
             ("time", _) => Some(Mark::Time(value.to_owned())),
@@ -451,17 +452,18 @@ pub async fn follow(
 ) {
     let mut ready = Some(ready);
     let mut reader = Reader::new();
-    let mut backoff = MIN_BACKOFF;
+    let server = t.db.server();
+    let mut reconnect = Reconnect::new(MIN_BACKOFF, MAX_BACKOFF);
     let db = t.db.describe();
     loop {
         let attempt = tokio::select! {
-            r = tokio::time::timeout(db_source::CONNECT_TIMEOUT, Conn::connect(&t.db)) => r,
+            r = tokio::time::timeout(sql::CONNECT_TIMEOUT, Conn::connect(&server)) => r,
             _ = stop.changed() => return,
         };
         let why = match attempt {
             Ok(Ok(mut conn)) => {
                 tracing::info!(%db, table = %t.table, "connected to the database for recordings");
-                backoff = MIN_BACKOFF;
+                reconnect.succeeded();
                 let end = session(&mut conn, &t, &mut reader, &index, &mut ready, &mut stop).await;
                 match end {
                     None => {
@@ -476,26 +478,23 @@ pub async fn follow(
                 }
             }
             Ok(Err(e)) => e.to_string(),
-            Err(_) => format!(
-                "no connection within {} s",
-                db_source::CONNECT_TIMEOUT.as_secs()
-            ),
+            Err(_) => format!("no connection within {} s", sql::CONNECT_TIMEOUT.as_secs()),
         };
         if let Some(r) = ready.take() {
             let _ = r.send(());
         }
+        let delay = reconnect.failed();
         tracing::warn!(
             %db,
             table = %t.table,
             error = %why,
-            retry_in_ms = backoff.as_millis() as u64,
+            retry_in_ms = delay.as_millis() as u64,
             "recordings table unavailable: calls get no recordings from it meanwhile"
         );
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -1,0 +1,173 @@
+//! `--check-config`'s summary of a resolved [`Config`], secrets hidden.
+
+use super::{Config, DbStart, ReconcileCdr, RelayKind, SourceConfig};
+use crate::sinks::SinkSpec;
+
+impl Config {
+    /// A human-readable summary (for `--check-config`), secrets hidden.
+    pub fn describe(&self) -> String {
+        let source = match &self.source {
+            SourceConfig::Connect(a) => format!("connect to the PBX at {a}"),
+            SourceConfig::Listen(a) => format!("listen for the PBX on {a}"),
+            SourceConfig::Replay(p) => format!("replay {}", p.display()),
+            SourceConfig::CelCsv(c) => format!(
+                "{} the CEL file {} and the CDR file {}",
+                if c.once { "read" } else { "follow" },
+                c.cel.display(),
+                c.cdr.display()
+            ),
+            SourceConfig::CelDb(d) => format!(
+                "{} the CEL table {} and {} at {}{}",
+                if d.once { "read" } else { "follow" },
+                d.cel_table,
+                d.cdr_table.as_deref().map_or_else(
+                    || "no CDR table".to_owned(),
+                    |t| format!("the CDR table {t}")
+                ),
+                d.describe(),
+                match d.start {
+                    DbStart::Beginning => String::new(),
+                    DbStart::Fresh => " (without a saved watermark: from the current end)".into(),
+                    DbStart::From(t) =>
+                        format!(" (without a saved watermark: from the rows of {t})"),
+                }
+            ),
+            SourceConfig::Posts(r) => format!(
+                "receive CMS CDR posts on {}{}{}",
+                self.http.as_deref().unwrap_or("(web server off)"),
+                r.path,
+                if r.auth.is_some() {
+                    " (authentication required)"
+                } else {
+                    ""
+                }
+            ),
+            SourceConfig::RedisList(r) => format!(
+                "drain the Redis list {} at {} through {}, {} items at a time",
+                r.key,
+                redacted(&r.url),
+                r.processing,
+                r.batch
+            ),
+            SourceConfig::Ami(c) => format!(
+                "AMI at {}:{} as {} ({}{} login)",
+                c.host,
+                c.port,
+                c.username,
+                if c.tls.is_some() { "TLS, " } else { "" },
+                if c.auth == ami_proto::client::Auth::Md5 {
+                    "MD5"
+                } else {
+                    "plain"
+                },
+            ),
+        };
+        let sinks: Vec<String> = self.sinks.iter().map(SinkSpec::to_string).collect();
+        let mut out = format!(
+            "source: {source}\nsinks: {}\ndatabase: {}\nweb: {}\nsite: {:?}\nidle timeout: {} s\n",
+            sinks.join(", "),
+            self.db.display(),
+            self.http.as_deref().unwrap_or("off"),
+            self.site,
+            self.idle_timeout.as_secs(),
+        );
+        if let Some(w) = &self.webhook {
+            out.push_str(&format!(
+                "webhook: {} (key {}, signing {}), {} attempts, first retry after {} s\n",
+                w.url,
+                if w.authorization.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                },
+                if w.secret.is_some() { "on" } else { "off" },
+                self.retry.max_attempts,
+                self.retry.base.as_secs(),
+            ));
+        }
+        if let Some(r) = &self.reconcile {
+            let cdr = match &r.cdr {
+                ReconcileCdr::Csv(path) => format!("the CDR file {}", path.display()),
+                ReconcileCdr::Db(db) => format!(
+                    "the CDR table {} at {}",
+                    db.cdr_table.as_deref().unwrap_or_default(),
+                    db.describe()
+                ),
+            };
+            out.push_str(&format!(
+                "reconcile: AMI with {cdr} ({}; rebuild after {} s, flag after {} s)\n",
+                if r.once {
+                    "read to its end"
+                } else {
+                    "followed"
+                },
+                r.config.wait.as_secs(),
+                r.config.flag_after.as_secs(),
+            ));
+        }
+        if let Some(r) = &self.recordings {
+            let dirs: Vec<String> = r.dirs.iter().map(|d| d.display().to_string()).collect();
+            out.push_str(&format!(
+                "recordings: {} (files up to {} h old)\n",
+                dirs.join(", "),
+                r.max_age.as_secs() / 3600
+            ));
+        }
+        if let Some(t) = &self.recordings_table {
+            out.push_str(&format!("recordings table: {}\n", t.describe()));
+        }
+        if self.kind == RelayKind::Ami {
+            let a = &self.ami;
+            out.push_str(&match a.progress_interval {
+                None => "mode: complete (one record per call)\n".to_owned(),
+                Some(iv) => format!(
+                    "mode: progressive (started, updated every {} s, ended)\n",
+                    iv.as_secs()
+                ),
+            });
+            out.push_str(&format!(
+                "trunks: contexts {:?}, channels {:?}, internal numbers up to {}\n",
+                a.trunk_contexts,
+                a.trunk_channel_prefixes,
+                a.internal_number_max_len
+                    .map_or_else(|| "any length".to_owned(), |n| format!("{n} digits")),
+            ));
+            if !a.tenant_rules.is_empty() {
+                out.push_str(&format!("tenant rules: {}\n", a.tenant_rules.len()));
+            }
+        }
+        if let Some(h) = &self.http_cdr {
+            out.push_str(&format!("http-cdr sink: {}\n", h.urls.join(", ")));
+        }
+        if let Some(r) = &self.redis {
+            out.push_str(&format!(
+                "redis sink: {:?} {} at {}\n",
+                r.side,
+                r.key,
+                redacted(&r.url)
+            ));
+        }
+        if self.sentry_dsn.is_some() {
+            out.push_str("sentry: errors reported\n");
+        }
+        if self.sentry_cron_url.is_some() {
+            out.push_str(&format!(
+                "sentry cron: every {} s\n",
+                self.sentry_cron_interval.as_secs()
+            ));
+        }
+        out
+    }
+}
+
+/// A URL without its password (`redis://user:***@host`).
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (auth, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+            let user = auth.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}

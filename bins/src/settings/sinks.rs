@@ -1,0 +1,220 @@
+//! The sinks' settings ([`SinkArgs`]): which sinks (`--sink`, or the store plus each sink
+//! whose address is set), the webhook with its retry policy, the Redis list and the HTTP-CDR
+//! receivers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cdr_sinks::backoff::RetryPolicy;
+use cdr_sinks::http_cdr_sink::HttpCdrConfig;
+use cdr_sinks::redis_list::{PushSide, RedisListConfig};
+use cdr_sinks::webhook::WebhookConfig;
+use serde::{Deserialize, Serialize};
+
+use super::overlay::text;
+use super::values::{ChoiceParser, List, RedisPush};
+use super::{ConfigError, DEFAULT_REDIS_SINK_LIST};
+use crate::sinks::SinkSpec;
+
+/// The sinks' flags and variables.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SinkArgs {
+    /// Sinks to deliver to, repeatable: `store`, `webhook`, `jsonl:PATH` (`jsonl:-` = stdout).
+    /// Default: the store, plus the webhook when WEBHOOK_URL is set.
+    #[arg(long = "sink", value_name = "KIND[:ARG]")]
+    #[serde(with = "super::values::sink_list")]
+    pub sinks: Vec<SinkSpec>,
+
+    /// Webhook URL: each completed call is POSTed there as JSON.
+    #[arg(long, env = "WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// Value of the Authorization header sent to the webhook, as-is.
+    #[arg(long, env = "WEBHOOK_KEY", hide_env_values = true)]
+    pub webhook_key: Option<String>,
+
+    /// Standard Webhooks secret (whsec_...): sign every request.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Attempts before a webhook delivery is dead-lettered [default: 25].
+    #[arg(long, env = "WEBHOOK_MAX_RETRIES")]
+    pub webhook_max_retries: Option<u32>,
+
+    /// First retry delay in seconds, doubling up to an hour, with full jitter [default: 30].
+    #[arg(long, env = "WEBHOOK_RETRY_DELAY", value_name = "SECONDS")]
+    pub webhook_retry_delay: Option<u64>,
+
+    /// Extra trusted CA certificates (PEM) for the webhook's TLS.
+    #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
+
+    /// Redis sink: the server (`redis://[user:password@]host:port/db`, `rediss://` for TLS).
+    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis sink: the list each call's JSON is pushed to [default: cdr-relay:calls].
+    #[arg(long, env = "REDIS_LIST_KEY", value_name = "KEY")]
+    pub redis_list_key: Option<String>,
+
+    /// Redis sink: `lpush` (a consumer drains with BRPOP, oldest first) or `rpush`
+    /// [default: lpush].
+    #[arg(long, env = "REDIS_PUSH", value_name = "lpush|rpush", value_parser = ChoiceParser::<RedisPush>::new())]
+    pub redis_push: Option<RedisPush>,
+
+    /// Redis sink: extra trusted CA certificates (PEM) for `rediss://`.
+    #[arg(long, env = "REDIS_CA_FILE", value_name = "FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// HTTP-CDR sink: receiver URLs (up to 4, comma separated) that get each call's records as
+    /// Cisco Meeting Server CDR posts (another relay's cdr-receiver, or a CMS CDR receiver).
+    #[arg(long, env = "HTTP_CDR_URLS", value_name = "URLS")]
+    pub http_cdr_urls: Option<List>,
+
+    /// HTTP-CDR sink: the `Authorization` header sent, as-is (`Bearer ...`, `Basic ...`).
+    #[arg(long, env = "HTTP_CDR_AUTHORIZATION", hide_env_values = true)]
+    pub http_cdr_authorization: Option<String>,
+
+    /// HTTP-CDR sink: extra trusted CA certificates (PEM).
+    #[arg(long, env = "HTTP_CDR_CA_FILE", value_name = "FILE")]
+    pub http_cdr_ca_file: Option<PathBuf>,
+
+    /// HTTP-CDR sink: the PBX's offset from UTC (`+02:00`) for SMDR and Asterisk call times
+    /// [default: +00:00].
+    #[arg(long, env = "HTTP_CDR_UTC_OFFSET", value_name = "+HH:MM")]
+    pub http_cdr_utc_offset: Option<String>,
+}
+
+/// The sinks, resolved.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// The sinks, store included.
+    pub sinks: Vec<SinkSpec>,
+    /// The webhook, when configured.
+    pub webhook: Option<WebhookConfig>,
+    /// Retry policy of the webhook.
+    pub retry: RetryPolicy,
+    /// The Redis list sink, when configured.
+    pub redis: Option<RedisListConfig>,
+    /// The HTTP-CDR sink, when configured.
+    pub http_cdr: Option<HttpCdrConfig>,
+}
+
+impl SinkArgs {
+    /// The sinks from the layered settings; a sink named without its address is an error.
+    pub fn resolve(&self) -> Result<SinkSettings, ConfigError> {
+        let webhook_url = text(&self.webhook_url);
+        let sinks: Vec<SinkSpec> = if !self.sinks.is_empty() {
+            self.sinks.clone()
+        } else {
+            let mut v = vec![SinkSpec::Store];
+            if webhook_url.is_some() {
+                v.push(SinkSpec::Webhook);
+            }
+            if text(&self.redis_url).is_some() {
+                v.push(SinkSpec::Redis);
+            }
+            if self.http_cdr_urls.is_some() {
+                v.push(SinkSpec::HttpCdr);
+            }
+            v
+        };
+        let retry_delay = self.webhook_retry_delay.unwrap_or(30);
+        let retry = RetryPolicy {
+            base: Duration::from_secs(retry_delay.max(1)),
+            max_attempts: self.webhook_max_retries.unwrap_or(25),
+            ..RetryPolicy::default()
+        };
+        let webhook = match (&webhook_url, sinks.contains(&SinkSpec::Webhook)) {
+            (Some(url), _) => Some(WebhookConfig {
+                url: url.clone(),
+                authorization: text(&self.webhook_key),
+                secret: text(&self.webhook_secret),
+                ca_file: self.webhook_ca_file.clone(),
+                ..WebhookConfig::default()
+            }),
+            (None, true) => {
+                return Err(ConfigError(
+                    "--sink webhook needs a URL: set WEBHOOK_URL (SMDR_WEBHOOK_URL for smdr-relay) or --webhook-url".into(),
+                ));
+            }
+            (None, false) => None,
+        };
+        if let Some(w) = &webhook {
+            cdr_sinks::webhook::WebhookSink::new(w).map_err(|e| ConfigError(e.to_string()))?;
+        }
+        let redis_url = text(&self.redis_url);
+        let redis = match (redis_url, sinks.contains(&SinkSpec::Redis)) {
+            (Some(url), _) => {
+                let mut r = RedisListConfig::new(
+                    url,
+                    text(&self.redis_list_key).unwrap_or_else(|| DEFAULT_REDIS_SINK_LIST.into()),
+                );
+                if let Some(side) = self.redis_push {
+                    r.side = match side {
+                        RedisPush::Lpush => PushSide::Left,
+                        RedisPush::Rpush => PushSide::Right,
+                    };
+                }
+                r.ca_file = self.redis_ca_file.clone();
+                check_redis_url("REDIS_URL", &r.url, r.ca_file.as_deref())?;
+                Some(r)
+            }
+            (None, true) => {
+                return Err(ConfigError(
+                    "--sink redis needs a server: set REDIS_URL or --redis-url".into(),
+                ));
+            }
+            (None, false) => None,
+        };
+        let http_cdr_urls: Vec<String> = self.http_cdr_urls.clone().unwrap_or_default().0;
+        let http_cdr = match (http_cdr_urls.is_empty(), sinks.contains(&SinkSpec::HttpCdr)) {
+            (false, _) => {
+                let mut h = HttpCdrConfig {
+                    urls: http_cdr_urls,
+                    authorization: text(&self.http_cdr_authorization),
+                    ca_file: self.http_cdr_ca_file.clone(),
+                    // Replaced by the outbox's own session when the relay starts.
+                    session: "00000000-0000-4000-8000-000000000000".into(),
+                    ..HttpCdrConfig::default()
+                };
+                if let Some(off) = text(&self.http_cdr_utc_offset) {
+                    let parsed: chrono::FixedOffset = off.trim().parse().map_err(|_| {
+                        ConfigError(format!(
+                            "HTTP_CDR_UTC_OFFSET {off:?}: expected +HH:MM or -HH:MM"
+                        ))
+                    })?;
+                    h.utc_offset_secs = parsed.local_minus_utc();
+                }
+                cdr_sinks::http_cdr_sink::HttpCdrSink::new(&h)
+                    .map_err(|e| ConfigError(format!("HTTP_CDR_URLS: {e}")))?;
+                Some(h)
+            }
+            (true, true) => {
+                return Err(ConfigError(
+                    "--sink http-cdr needs receivers: set HTTP_CDR_URLS".into(),
+                ));
+            }
+            (true, false) => None,
+        };
+        Ok(SinkSettings {
+            sinks,
+            webhook,
+            retry,
+            redis,
+            http_cdr,
+        })
+    }
+}
+
+/// Checks a Redis URL (and its CA file) now, so that a bad one stops the start.
+pub(super) fn check_redis_url(
+    name: &str,
+    url: &str,
+    ca_file: Option<&Path>,
+) -> Result<(), ConfigError> {
+    cdr_sinks::redis_list::RedisEndpoint::parse(url, ca_file)
+        .map(|_| ())
+        .map_err(|e| ConfigError(format!("{name}: {e}")))
+}
