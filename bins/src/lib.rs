@@ -1,32 +1,28 @@
-//! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`, `cdr-receiver`): configuration ([`settings`]), sources ([`sources`])
-//! (TCP in both directions, the AMI client, a Redis list, HTTP posts, replay), driving the feeds of `call_assembler::feed` into the outbox, delivery workers, the built-in web server,
-//! metrics, logging, Sentry and signals. The binaries in `src/bin/` only parse arguments and call
-//! into this library.
+//! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`,
+//! `cdr-receiver`): sockets, files, databases, settings and a web page around the sans-IO feeds of
+//! `call_assembler::feed` and the outbox and delivery engine of `cdr_sinks`. The binaries in
+//! `src/bin/` only parse arguments and call [`main_with`].
+//!
+//! By role, each depending only on those after it:
+//! * [`run`]: the driver loop (select over the source, the feed's deadline and shutdown; group,
+//!   commit, acknowledge, wake the workers), building the sinks and their workers, progress;
+//! * [`web`]: the built-in web server (page, JSON API, `/metrics`, `/healthz`, `/readyz`, the
+//!   CMS receiver's `POST /cdr`), reading the store through `cdr_sinks::store`;
+//! * [`settings`]: one `Config` from flags, environment, the legacy `SMDR_*` names and a TOML file;
+//!   `--check-config`;
+//! * [`sources`]: TCP in both directions, the AMI client, a Redis list, HTTP posts, CSV files,
+//!   SQL tables, replayed files, recordings; one reconnect policy;
+//! * [`ops`]: metrics, logging, Sentry, signals.
 //!
 //! What it does not do: parse wire formats or assemble calls (the lower crates), or deliver to a
 //! sink (`cdr-sinks`).
 #![deny(missing_docs)]
 
-pub mod logging;
-pub mod metrics;
-pub mod progress;
-pub mod runtime;
-pub mod sentry;
-pub mod sentry_events;
+pub mod ops;
+pub mod run;
 pub mod settings;
-pub mod signals;
-pub mod sinks;
 pub mod sources;
 pub mod web;
-
-// The old paths of the settings and the sources, kept while other branches still name them (the integrator removes
-// these once nothing does).
-pub use settings as config;
-pub use sources::cel_csv as csv_source;
-pub use sources::cel_db as db_source;
-pub use sources::redis_list as redis_source;
-pub use sources::tcp as source;
-pub use sources::{receiver, recordings, recordings_db};
 
 use std::process::ExitCode;
 
@@ -57,13 +53,13 @@ fn try_main(
         eprintln!("configuration ok");
         return Ok(());
     }
-    logging::init(config.json_logs, config.sentry_dsn.as_deref())?;
+    ops::logging::init(config.json_logs, config.sentry_dsn.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let shutdown = signals::shutdown_on_signal()?;
-        let summary = runtime::run(config, shutdown).await?;
+        let shutdown = ops::signals::shutdown_on_signal()?;
+        let summary = run::run(config, shutdown).await?;
         tracing::info!(
             records = summary.counts.records,
             bad_input = summary.counts.bad_lines,

@@ -255,9 +255,9 @@ fn a_missing_table_or_database_is_logged_and_the_call_still_delivered() {
 /// read (committed late); without one, a row whose time is older than the newest one read but
 /// within DB_LOOKBACK_SECS.
 fn rows_added_while_running(server: &Server, tag: &str) {
-    use cdr_relay::config::{CelDbSource, DbKind, DbStart, DbTls};
-    use cdr_relay::recordings::{RecordingIndex, RecordingsConfig};
-    use cdr_relay::recordings_db::{FIRST_READ_WAIT, RecordingsTable, follow};
+    use cdr_relay::settings::{CelDbSource, DbKind, DbStart, DbTls};
+    use cdr_relay::sources::recordings::{RecordingIndex, RecordingsConfig};
+    use cdr_relay::sources::recordings_db::{FIRST_READ_WAIT, RecordingsTable, follow};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 

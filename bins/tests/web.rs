@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
-use cdr_relay::metrics::Metrics;
+use cdr_relay::ops::metrics::Metrics;
 use cdr_relay::web::{WebOptions, WebState, serve_with};
 use cdr_sinks::engine::{SinkStats, now_ms};
 use cdr_sinks::outbox::{Batch, Outbox, Outcome};

@@ -1,7 +1,7 @@
 //! `--check-config`'s summary of a resolved [`Config`], secrets hidden.
 
 use super::{Config, DbStart, ReconcileCdr, RelayKind, SourceConfig};
-use crate::sinks::SinkSpec;
+use crate::settings::SinkSpec;
 
 impl Config {
     /// A human-readable summary (for `--check-config`), secrets hidden.

@@ -19,6 +19,7 @@ mod describe;
 pub mod list;
 pub mod overlay;
 pub mod receiver;
+pub mod sink_spec;
 pub mod sinks;
 pub mod smdr;
 pub mod values;
@@ -40,9 +41,9 @@ pub use common::CommonArgs;
 pub use db::{DbArgs, parse_db_time};
 pub use list::ListArgs;
 pub use receiver::ReceiverArgs;
+pub use sink_spec::SinkSpec;
 pub use smdr::Args;
 
-use crate::sinks::SinkSpec;
 pub use crate::sources::cel_csv::CelCsvSource;
 pub use crate::sources::cel_db::{CelDbSource, DbStart};
 pub use crate::sources::redis_list::RedisListSource;

@@ -104,10 +104,10 @@ pub fn text(v: &Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::SinkSpec;
     use crate::settings::sinks::SinkArgs;
     use crate::settings::values::List;
     use crate::settings::{AmiArgs, Args, CommonArgs};
-    use crate::sinks::SinkSpec;
 
     fn smdr(common: CommonArgs, read_timeout: Option<u64>) -> Args {
         Args {

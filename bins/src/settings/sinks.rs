@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::overlay::text;
 use super::values::{ChoiceParser, List, RedisPush};
 use super::{ConfigError, DEFAULT_REDIS_SINK_LIST};
-use crate::sinks::SinkSpec;
+use crate::settings::SinkSpec;
 
 /// The sinks' flags and variables.
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::*;
-use crate::sinks::SinkSpec;
+use crate::settings::SinkSpec;
 
 fn args(v: &[&str]) -> Args {
     let mut all = vec!["smdr-relay"];

@@ -230,7 +230,7 @@ impl std::str::FromStr for List {
 pub mod sink_list {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::sinks::SinkSpec;
+    use crate::settings::SinkSpec;
 
     /// Writes each sink as its spelling.
     pub fn serialize<S: Serializer>(v: &[SinkSpec], s: S) -> Result<S::Ok, S::Error> {

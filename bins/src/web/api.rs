@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::query::{CallQuery, query_pairs};
 use super::respond::{db_error_json, json_error, json_response, response};
 use super::{MAX_DEAD_LETTERS, Resp, Shared, health, with_store};
-use crate::metrics;
+use crate::ops::metrics;
 use cdr_sinks::store::{PageRequest, StoreReader};
 
 /// The CMS sample receiver's API: 20 records a page, newest first, `{"records":0}` past the

@@ -1,5 +1,5 @@
 //! Readiness, computed once: [`readiness`] is what `/readyz` answers and what the Sentry cron
-//! check-ins report ([`crate::sentry::health`]); each says it in its own words.
+//! check-ins report ([`crate::ops::sentry::health`]); each says it in its own words.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! | `GET /api/v1/calls` | `{"calls":[..],"page":N,"per_page":M,"total":T}` (`per_page` up to 500) |
 //! | `GET /api/v1/calls/<id>` | the call's JSON plus `"deliveries"`; 404 when unknown |
 //! | `GET /api/v1/records/<page>` | CMS records as the sample receiver's API shows them: 20 a page, newest first, `{"records":0}` past the end |
-//! | `POST /cdr` | `cdr-receiver` only: a CMS CDR batch (see [`crate::receiver`]) |
+//! | `POST /cdr` | `cdr-receiver` only: a CMS CDR batch (see [`crate::sources::receiver`]) |
 //! | `GET /api/v1/dead-letters` | the latest dead letters (`?limit=`, up to 1000) |
 //! | `GET /metrics` | [`Metrics::render`] with the outbox counts, OpenMetrics text |
 //! | `GET /healthz` | 200 `ok` while the process runs |
@@ -61,7 +61,7 @@ use cdr_sinks::store::StoreReader;
 use http_body_util::Full;
 use hyper::Response;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 mod api;
 mod charts;
@@ -95,7 +95,7 @@ pub struct WebState {
     /// The title of the HTML pages (for example the site's name).
     pub title: String,
     /// The CMS CDR receiver (`cdr-receiver`): `POST` to its path goes there.
-    pub receiver: Option<Arc<crate::receiver::CdrReceiver>>,
+    pub receiver: Option<Arc<crate::sources::receiver::CdrReceiver>>,
     /// Serve HTTPS with this (certificate files given); plain HTTP when `None`.
     pub tls: Option<WebTls>,
 }

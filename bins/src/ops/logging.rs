@@ -10,7 +10,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub fn init(json: bool, sentry_dsn: Option<&str>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let sentry = sentry_dsn
-        .map(crate::sentry_events::SentryLayer::new)
+        .map(crate::ops::sentry_events::SentryLayer::new)
         .transpose()?;
     let registry = tracing_subscriber::registry().with(filter).with(sentry);
     if json {

@@ -1,0 +1,8 @@
+//! Operating a relay: its Prometheus [`metrics`], structured [`logging`], the shutdown
+//! [`signals`], and Sentry ([`sentry`] check-ins, [`sentry_events`] error events).
+
+pub mod logging;
+pub mod metrics;
+pub mod sentry;
+pub mod sentry_events;
+pub mod signals;
