@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use call_assembler::feed::{CelInput, CsvFile, FilePos};
+use call_assembler::feed::{CelData, CelInput, CsvFile, FilePos};
 
 use super::tcp::SourceEvent;
 
@@ -303,7 +303,7 @@ pub async fn follow_files(
             for (bytes, pos) in chunks {
                 let input = CelInput {
                     file: slot.file,
-                    bytes,
+                    data: CelData::Bytes(bytes),
                     pos: Some(pos),
                     state: None,
                 };

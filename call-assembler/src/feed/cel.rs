@@ -1,6 +1,10 @@
-//! The Asterisk CEL/CDR rows feed: lines of the cel_custom file and of the cdr_csv file (or rows
-//! of Asterisk's `cel` and `cdr` tables made into such lines) in, [`Commit`]s out.
+//! The Asterisk CEL/CDR rows feed: lines of the cel_custom file and of the cdr_csv file, or
+//! rows of Asterisk's `cel` and `cdr` tables already in fields ([`CelData::Rows`]), in;
+//! [`Commit`]s out.
 //!
+//! * A row in fields is used as the line of the same fields would be, without writing and
+//!   splitting CSV; it is written as that line ([`crate::csv::write_record`]) only where a line
+//!   is kept: in the journal (so restore reads one form, whatever the source) and in a reject.
 //! * CEL rows ([`CelRow::from_fields`], in the configured [`CelColumns`]) go to the same
 //!   [`AmiAssembler`] as AMI events ([`AmiAssembler::handle_cel_row`]): one implementation of
 //!   the call logic, two transports. A row that changed an open call is journaled under the
@@ -58,17 +62,28 @@ pub struct FilePos {
     pub offset: u64,
 }
 
+/// The records of a [`CelInput`]: CSV bytes, or rows already in fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CelData {
+    /// Bytes of the file: complete lines from a follower; anything from a replay.
+    Bytes(Vec<u8>),
+    /// Rows (a database reader), each the fields of one line of the file in its layout: a CEL
+    /// row in the feed's [`CelColumns`], a CDR row in one of cdr_csv's layouts
+    /// ([`crate::csv::cdr_columns`]).
+    Rows(Vec<Vec<String>>),
+}
+
 /// What the CEL/CDR source hands over.
 #[derive(Debug)]
 pub struct CelInput {
-    /// Which file.
+    /// Which file (or table).
     pub file: CsvFile,
-    /// Bytes: complete lines from a follower; anything from a replay.
-    pub bytes: Vec<u8>,
-    /// The file position after `bytes`, saved with the commit (`None` for a replay).
+    /// Its bytes or rows.
+    pub data: CelData,
+    /// The file position after `data`, saved with the commit (`None` for a replay).
     pub pos: Option<FilePos>,
-    /// Any other progress to save with the commit that holds `bytes`, as (state name, value):
-    /// a database reader's watermark under [`CelFeed::db_state_name`]. `bytes` may be empty,
+    /// Any other progress to save with the commit that holds `data`, as (state name, value):
+    /// a database reader's watermark under [`CelFeed::db_state_name`]. `data` may be empty,
     /// to save the state alone.
     pub state: Option<(String, Vec<u8>)>,
 }
@@ -77,7 +92,7 @@ impl From<Vec<u8>> for CelInput {
     fn from(bytes: Vec<u8>) -> Self {
         Self {
             file: CsvFile::Cel,
-            bytes,
+            data: CelData::Bytes(bytes),
             pos: None,
             state: None,
         }
@@ -90,7 +105,11 @@ pub type CdrRow = Vec<(&'static str, String)>;
 /// One cdr_csv row: its Linkedid (the grouping key: the `linkedid` column, else `uniqueid`, else
 /// `channel`) and its columns; `None` when the line is not a cdr_csv row.
 pub fn parse_cdr(line: &str) -> Option<(String, CdrRow)> {
-    let fields = crate::csv::split_record(line)?;
+    cdr_row(crate::csv::split_record(line)?)
+}
+
+/// [`parse_cdr`] for a row already in fields.
+pub fn cdr_row(fields: Vec<String>) -> Option<(String, CdrRow)> {
     let cols = crate::csv::cdr_columns(fields.len())?;
     let row: CdrRow = cols.into_iter().zip(fields).collect();
     let get = |name: &str| {
@@ -102,6 +121,15 @@ pub fn parse_cdr(line: &str) -> Option<(String, CdrRow)> {
         .or_else(|| get("uniqueid"))
         .or_else(|| get("channel"))?;
     Some((key, row))
+}
+
+/// The line of a row's fields, as the cdr_csv and cel_custom files have it (every field quoted,
+/// [`crate::csv::write_record`]), without its newline: what is journaled or rejected for a row.
+pub(crate) fn row_line<S: AsRef<str>>(fields: &[S]) -> String {
+    let mut line = String::new();
+    crate::csv::write_record(&mut line, fields);
+    line.pop();
+    line
 }
 
 #[derive(Debug)]
@@ -195,47 +223,71 @@ impl CelFeed {
         if line.trim().is_empty() {
             return;
         }
+        match crate::csv::split_record(line) {
+            Some(fields) => self.apply_fields(now, file, fields, Some(line), number, journal),
+            None => self.bad(file, number, line),
+        }
+    }
+
+    /// Feeds one row of `file` in fields; `line` is its line when it came as one (else the line
+    /// is written from the fields, only when it is journaled or rejected).
+    fn apply_fields(
+        &mut self,
+        now: Instant,
+        file: CsvFile,
+        fields: Vec<String>,
+        line: Option<&str>,
+        number: u64,
+        journal: bool,
+    ) {
+        let line_of = |fields: &[String]| line.map_or_else(|| row_line(fields), str::to_owned);
         match file {
-            CsvFile::Cel => match crate::csv::split_record(line).and_then(|f| {
-                let fields: Vec<&str> = f.iter().map(String::as_str).collect();
-                CelRow::from_fields(&self.columns, &fields)
-            }) {
-                Some(row) => {
-                    if journal {
-                        self.out.counts.records += 1;
+            CsvFile::Cel => {
+                let row = {
+                    let f: Vec<&str> = fields.iter().map(String::as_str).collect();
+                    CelRow::from_fields(&self.columns, &f)
+                };
+                match row {
+                    Some(row) => {
+                        if journal {
+                            self.out.counts.records += 1;
+                        }
+                        self.asm.handle_cel_row(now, &row);
+                        if journal && let Some(key) = self.asm.last_key() {
+                            let call_key = key.to_owned();
+                            self.out.commit.journal_add.push(JournalEntry {
+                                source: self.source.clone(),
+                                call_key,
+                                line: format!("cel\t{}", line_of(&fields)).into_bytes(),
+                            });
+                        }
                     }
-                    self.asm.handle_cel_row(now, &row);
-                    if journal && let Some(key) = self.asm.last_key() {
-                        self.out.commit.journal_add.push(JournalEntry {
-                            source: self.source.clone(),
-                            call_key: key.to_owned(),
-                            line: format!("cel\t{line}").into_bytes(),
-                        });
-                    }
+                    None => self.bad(file, number, &line_of(&fields)),
                 }
-                None => self.bad(file, number, line),
-            },
-            CsvFile::Cdr => match parse_cdr(line) {
-                Some((key, row)) => {
-                    if journal {
-                        self.out.counts.records += 1;
-                        self.out.commit.journal_add.push(JournalEntry {
-                            source: self.source.clone(),
-                            call_key: format!("cdr:{key}"),
-                            line: format!("cdr\t{line}").into_bytes(),
-                        });
-                    }
-                    self.cdr
-                        .entry(key)
-                        .or_insert_with(|| PendingCdr {
-                            rows: Vec::new(),
-                            since: now,
-                        })
-                        .rows
-                        .push(row);
+            }
+            CsvFile::Cdr => {
+                let text = line_of(&fields);
+                let Some((key, row)) = cdr_row(fields) else {
+                    self.bad(file, number, &text);
+                    return;
+                };
+                if journal {
+                    self.out.counts.records += 1;
+                    self.out.commit.journal_add.push(JournalEntry {
+                        source: self.source.clone(),
+                        call_key: format!("cdr:{key}"),
+                        line: format!("cdr\t{text}").into_bytes(),
+                    });
                 }
-                None => self.bad(file, number, line),
-            },
+                self.cdr
+                    .entry(key)
+                    .or_insert_with(|| PendingCdr {
+                        rows: Vec::new(),
+                        since: now,
+                    })
+                    .rows
+                    .push(row);
+            }
         }
     }
 
@@ -274,6 +326,23 @@ impl CelFeed {
         buf.drain(..start);
         if !buf.is_empty() {
             self.partial.insert(file, buf);
+        }
+    }
+
+    /// Feeds rows of `file` already in fields (see [`CelData::Rows`]): each is used as its line
+    /// would be by [`CelFeed::handle_bytes`], and numbered as a line.
+    pub fn handle_rows(&mut self, now: Instant, file: CsvFile, rows: Vec<Vec<String>>) {
+        for fields in rows {
+            let number = {
+                let n = self.lines.entry(file).or_insert(0);
+                *n += 1;
+                *n
+            };
+            // A row without fields is the blank line a file would have: skipped.
+            if !fields.is_empty() {
+                self.apply_fields(now, file, fields, None, number, true);
+                self.drain();
+            }
         }
     }
 
@@ -343,7 +412,10 @@ impl Feed for CelFeed {
     }
 
     fn handle_input(&mut self, now: Instant, input: CelInput) {
-        self.handle_bytes(now, input.file, &input.bytes);
+        match input.data {
+            CelData::Bytes(bytes) => self.handle_bytes(now, input.file, &bytes),
+            CelData::Rows(rows) => self.handle_rows(now, input.file, rows),
+        }
         if let Some(pos) = input.pos {
             let name = Self::state_name(&self.source, input.file);
             let value = serde_json::to_vec(&pos).unwrap_or_default();

@@ -23,7 +23,7 @@
 //! |---|---|---|---|
 //! | [`SmdrFeed`] | bytes of the SMDR stream | continuation records by `call_id/start` | assembler epoch, flushed calls |
 //! | [`AmiFeed`] | AMI bytes or messages | messages by the assembler's key | - |
-//! | [`CelFeed`] | lines of cel_custom / cdr_csv (files or database rows) | rows by call key, CDR rows by `cdr:<linkedid>` | file positions, database watermarks |
+//! | [`CelFeed`] | lines of cel_custom / cdr_csv files, or database rows in their fields | rows by call key, CDR rows by `cdr:<linkedid>` | file positions, database watermarks |
 //! | [`ReconcileFeed`] | AMI input and CDR rows | AMI's, CDR rows, AMI summaries (`seen:`) | CDR position or watermark |
 //! | [`CmsFeed`] | posted CMS batches | records by call id | highest `recordIndex` per session |
 //! | [`DiallerFeed`] | list items (one CDR each) | - | - |
@@ -41,7 +41,7 @@ mod reconcile;
 mod smdr;
 
 pub use ami::{AmiFeed, AmiInput};
-pub use cel::{CDR_HOLD, CdrRow, CelFeed, CelInput, CsvFile, FilePos, parse_cdr};
+pub use cel::{CDR_HOLD, CdrRow, CelData, CelFeed, CelInput, CsvFile, FilePos, cdr_row, parse_cdr};
 pub use cms::{CmsFeed, CmsInput};
 pub use dialler::{DiallerFeed, DiallerInput};
 pub use reconcile::{AsteriskInput, ReconcileConfig, ReconcileFeed, Reconciled};

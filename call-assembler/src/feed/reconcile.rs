@@ -1,7 +1,8 @@
 //! AMI live, the CDR as the book of record: AMI input and CDR rows in, [`Commit`]s out.
 //!
 //! AMI loses whatever happens while its connection is down. With a CDR source beside it (the
-//! cdr_csv file, or the cdr table as cdr_csv lines), this feed compares the two after the fact:
+//! cdr_csv file, or the cdr table's rows in cdr_csv's fields), this feed compares the two after
+//! the fact:
 //!
 //! * AMI input goes through the [`AmiFeed`] unchanged: its calls are delivered as soon as
 //!   they are assembled. Every Linkedid AMI sees (the keys it journals and retires, the calls it
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::cel::{CdrRow, CelFeed, CelInput, CsvFile, parse_cdr};
+use super::cel::{CdrRow, CelData, CelFeed, CelInput, CsvFile, cdr_row, parse_cdr, row_line};
 use super::{AmiFeed, AmiInput, Commit, Event, Feed, FeedCounts, JournalEntry, Restored};
 use crate::{AmiAssemblerConfig, Call, UpdateEvent};
 
@@ -61,7 +62,7 @@ impl Default for ReconcileConfig {
 pub enum AsteriskInput {
     /// From AMI (or a replayed AMI capture).
     Ami(AmiInput),
-    /// CDR rows (cdr_csv lines, or cdr table rows as such lines), with their position.
+    /// CDR rows (cdr_csv lines, or cdr table rows in cdr_csv's fields), with their position.
     Cdr(CelInput),
 }
 
@@ -264,24 +265,45 @@ impl ReconcileFeed {
                 continue;
             }
             match parse_cdr(&line) {
-                Some((key, row)) => {
-                    self.ami.out.counts.records += 1;
-                    self.add_cdr_row(now, key, row, line, true);
-                }
-                None => {
-                    let number = self.lines;
-                    self.ami.out.reject(
-                        &self.source,
-                        number,
-                        format!("cdr line {number}: not a cdr_csv row (16 to 21 fields)"),
-                        "not a cdr_csv row (16 to 21 fields)".into(),
-                        line.into_bytes(),
-                    );
-                }
+                Some((key, row)) => self.new_cdr_row(now, key, row, line),
+                None => self.bad_cdr(line),
             }
         }
         buf.drain(..start);
         self.partial = buf;
+    }
+
+    /// [`ReconcileFeed::push_cdr`] for rows already in fields ([`CelData::Rows`]): each is
+    /// used as its line would be, and numbered as a line.
+    fn push_cdr_rows(&mut self, now: Instant, rows: Vec<Vec<String>>) {
+        for fields in rows {
+            self.lines += 1;
+            // A row without fields is the blank line a file would have: skipped.
+            if fields.is_empty() {
+                continue;
+            }
+            let line = row_line(&fields);
+            match cdr_row(fields) {
+                Some((key, row)) => self.new_cdr_row(now, key, row, line),
+                None => self.bad_cdr(line),
+            }
+        }
+    }
+
+    fn new_cdr_row(&mut self, now: Instant, key: String, row: CdrRow, line: String) {
+        self.ami.out.counts.records += 1;
+        self.add_cdr_row(now, key, row, line, true);
+    }
+
+    fn bad_cdr(&mut self, line: String) {
+        let number = self.lines;
+        self.ami.out.reject(
+            &self.source,
+            number,
+            format!("cdr line {number}: not a cdr_csv row (16 to 21 fields)"),
+            "not a cdr_csv row (16 to 21 fields)".into(),
+            line.into_bytes(),
+        );
     }
 
     fn add_cdr_row(&mut self, now: Instant, key: String, row: CdrRow, line: String, journal: bool) {
@@ -541,7 +563,10 @@ impl Feed for ReconcileFeed {
         match input {
             AsteriskInput::Ami(a) => self.ami.handle_input(now, a),
             AsteriskInput::Cdr(c) => {
-                self.push_cdr(now, &c.bytes);
+                match c.data {
+                    CelData::Bytes(bytes) => self.push_cdr(now, &bytes),
+                    CelData::Rows(rows) => self.push_cdr_rows(now, rows),
+                }
                 if let Some(pos) = c.pos {
                     let value = serde_json::to_vec(&pos).unwrap_or_default();
                     let name = Self::cdr_state_name(&self.source);

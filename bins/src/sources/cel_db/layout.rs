@@ -1,6 +1,6 @@
 //! How a table is read: which of its columns fill which field of the line cel_custom or
-//! cdr_csv would have written, and the SQL reading a page of it (built from the column names
-//! `information_schema` gave and placeholders, nothing else).
+//! cdr_csv would have written (the fields the feed is handed), and the SQL reading a page of it
+//! (built from the column names `information_schema` gave and placeholders, nothing else).
 
 use super::*;
 
@@ -306,23 +306,24 @@ impl Layout {
         ))
     }
 
-    /// The line of a row's fields (the row without its leading watermark column).
-    pub(super) fn line(&self, values: &[Option<String>]) -> String {
+    /// The fields of a row's line (the row without its leading watermark column), in the
+    /// file's layout: what the feed is handed.
+    pub(super) fn fields(&self, values: &[Option<String>]) -> Vec<String> {
         let mut it = values.iter();
-        let mut out: Vec<&str> = Vec::with_capacity(self.fields.len());
+        let mut out: Vec<String> = Vec::with_capacity(self.fields.len());
         for f in &self.fields {
             let v = match f {
                 Some(_) => it.next().and_then(Option::as_deref).unwrap_or(""),
                 None => "",
             };
-            out.push(v);
+            out.push(v.to_owned());
         }
         if self.which == CsvFile::Cdr
             && let Some(word) = out.get(CDR_AMAFLAGS).and_then(|v| amaflags_word(v))
             && let Some(slot) = out.get_mut(CDR_AMAFLAGS)
         {
-            *slot = word;
+            *slot = word.to_owned();
         }
-        csv_line(&out)
+        out
     }
 }

@@ -1,7 +1,8 @@
 //! The database source (`ami-relay` with `CEL_MODE=db`): reads Asterisk's `cel` and `cdr` tables
 //! in PostgreSQL or MySQL/MariaDB (cel_pgsql, cdr_pgsql, cdr_mysql, or the ODBC backends) and
-//! hands their rows to the CEL feed ([`call_assembler::feed::CelFeed`]) as the lines cel_custom
-//! and cdr_csv would have written, with a watermark to commit alongside.
+//! hands their rows to the CEL feed ([`call_assembler::feed::CelFeed`]) as rows
+//! ([`CelData::Rows`]): the fields of the lines cel_custom and cdr_csv would have written, with a
+//! watermark to commit alongside. No CSV is written or parsed on the way.
 //!
 //! * **Columns.** Each table's columns are looked up in `information_schema.columns` (the
 //!   current schema on PostgreSQL, or `schema.table`; the connection's database on MySQL) and
@@ -11,17 +12,19 @@
 //!   `timestamptz`; on MySQL the server's own time zone is kept (the client library would set
 //!   UTC). Asterisk writes these columns in PBX local time (unless `usegmtime`), and the
 //!   assembler takes a `YYYY-MM-DD` time as local, so `AMI_UTC_OFFSET` is not applied to them.
-//! * **Lines.** A CEL row becomes one line in cel_custom's sample order (eventtype, eventtime,
-//!   cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid, exten, context, channame, appname,
-//!   appdata, amaflags, accountcode, uniqueid, linkedid, peer, userfield, userdeftype,
-//!   eventextra: the table's `extra` column); a CDR row one line in cdr_csv's 21-column order
-//!   (accountcode, src, dst, dcontext, clid, channel, dstchannel, lastapp, lastdata, start,
-//!   answer, end, duration, billsec, disposition, amaflags, uniqueid, userfield, peeraccount,
-//!   linkedid, sequence; `calldate` stands in for a missing `start`, and a numeric `amaflags`
-//!   is written as cdr_csv's word, `3` = `DOCUMENTATION`). A column the table lacks (or a NULL)
-//!   is an empty field. Every field is quoted as Asterisk does (in double quotes, `"` doubled,
-//!   [`call_assembler::csv::write_record`]); a line break inside a value stays inside its
-//!   quotes, and the feed reads whole records.
+//! * **Fields.** A CEL row becomes the fields of one line in cel_custom's sample order
+//!   (eventtype, eventtime, cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid, exten, context,
+//!   channame, appname, appdata, amaflags, accountcode, uniqueid, linkedid, peer, userfield,
+//!   userdeftype, eventextra: the table's `extra` column); a CDR row those of one line in
+//!   cdr_csv's 21-column order (accountcode, src, dst, dcontext, clid, channel, dstchannel,
+//!   lastapp, lastdata, start, answer, end, duration, billsec, disposition, amaflags, uniqueid,
+//!   userfield, peeraccount, linkedid, sequence; `calldate` stands in for a missing `start`,
+//!   and a numeric `amaflags` is written as cdr_csv's word, `3` = `DOCUMENTATION`). A column
+//!   the table lacks (or a NULL) is an empty field. The feed uses the fields as it would use
+//!   the line; it writes that line (every field quoted as Asterisk does,
+//!   [`call_assembler::csv::write_record`]) only to journal a row or to keep a rejected one,
+//!   so the journal holds what it held when rows came as CSV text, and a restart reads it back
+//!   the same way whichever reader wrote it.
 //! * **Watermark by id.** A table with an integer `id` column (Asterisk's `cel` has a serial /
 //!   auto_increment one) is read in id order after the last id shipped. Ids can become visible
 //!   out of order (concurrent transactions commit in another order than they took their ids),
@@ -36,10 +39,11 @@
 //!   of its time column (`end`, else `calldate`, else `start` for cdr; `eventtime` for cel) plus
 //!   `uniqueid` and `sequence` when present. Every read begins `DB_LOOKBACK_SECS` (60) before
 //!   the newest time shipped and skips the rows already seen: the keys (a 64-bit FNV-1a hash of
-//!   the row's line) of the rows inside that window are part of the watermark, so a row
-//!   committed late with an earlier time is still shipped, exactly once, when it is no older
+//!   the row's line as [`csv_line`] writes it, as before rows were handed over in fields, so
+//!   saved watermarks stay valid) of the rows inside that window are part of the watermark, so
+//!   a row committed late with an earlier time is still shipped, exactly once, when it is no older
 //!   than the window. Rows with no time are never read.
-//! * **Commit.** Each batch of lines carries its table's watermark as a state
+//! * **Commit.** Each batch of rows carries its table's watermark as a state
 //!   ([`CelInput::state`], named by [`CelFeed::db_state_name`]); the feed puts it
 //!   in the same outbox transaction as the calls and journal entries those rows produced. At
 //!   start the run loop reads the saved ones and the build closure sends them on the `start`
@@ -66,7 +70,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use call_assembler::feed::{CelFeed, CelInput, CsvFile};
+use call_assembler::feed::{CelData, CelFeed, CelInput, CsvFile};
 
 use super::reconnect::Reconnect;
 use super::sql::{
@@ -227,7 +231,7 @@ pub fn row_key(bytes: &[u8]) -> u64 {
 }
 
 /// One CSV line (with its `\n`) of `fields`, each quoted as Asterisk's CSV writers quote it
-/// (a value's line breaks stay inside its quotes: the feed reads whole records).
+/// (a value's line breaks stay inside its quotes): what a row's [`row_key`] is taken of.
 pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
     let mut line = String::new();
     call_assembler::csv::write_record(&mut line, fields);
@@ -262,10 +266,10 @@ enum SessionEnd {
     Failed(String),
 }
 
-/// What one page of a table gave: its lines and the watermark after them, whether there is
-/// more to read right away.
+/// What one page of a table gave: its rows (in fields) and the watermark after them, whether
+/// there is more to read right away.
 struct Page {
-    lines: Vec<u8>,
+    rows: Vec<Vec<String>>,
     mark: Option<Watermark>,
     more: bool,
 }
@@ -496,7 +500,7 @@ impl Table {
         now: Instant,
     ) -> Result<Page, String> {
         let mut page = Page {
-            lines: Vec::new(),
+            rows: Vec::new(),
             mark: None,
             more: false,
         };
@@ -547,8 +551,8 @@ impl Table {
                     );
                 }
                 for r in rows.iter().take(took.take) {
-                    page.lines
-                        .extend_from_slice(layout.line(r.get(1..).unwrap_or_default()).as_bytes());
+                    page.rows
+                        .push(layout.fields(r.get(1..).unwrap_or_default()));
                 }
                 if took.take > 0 {
                     page.mark = Some(Watermark::Id { last: c.last });
@@ -589,9 +593,9 @@ impl Table {
                     let Some(time) = r.first().and_then(Option::as_deref) else {
                         continue;
                     };
-                    let line = layout.line(r.get(1..).unwrap_or_default());
-                    if c.see(time, row_key(line.as_bytes())) && !self.silent {
-                        page.lines.extend_from_slice(line.as_bytes());
+                    let fields = layout.fields(r.get(1..).unwrap_or_default());
+                    if c.see(time, row_key(csv_line(&fields).as_bytes())) && !self.silent {
+                        page.rows.push(fields);
                         shipped += 1;
                     }
                     if last_time.as_deref() == Some(time) {
@@ -667,12 +671,12 @@ async fn session(
                     None => None,
                 };
                 t.announce = false;
-                if page.lines.is_empty() && mark.is_none() {
+                if page.rows.is_empty() && mark.is_none() {
                     continue;
                 }
                 let input = CelInput {
                     file: t.which,
-                    bytes: page.lines,
+                    data: CelData::Rows(page.rows),
                     pos: None,
                     state: mark.map(|m| {
                         (

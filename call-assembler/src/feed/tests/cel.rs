@@ -1,6 +1,6 @@
 use super::ami::CAPTURES;
 use super::*;
-use crate::feed::{CelFeed, CelInput, CsvFile, FilePos, parse_cdr};
+use crate::feed::{CelData, CelFeed, CelInput, CsvFile, FilePos, parse_cdr};
 use crate::{AmiAssemblerConfig, CelColumns};
 
 fn build(now: Instant, now_ms: i64, saved: &Restored) -> CelFeed {
@@ -25,7 +25,7 @@ fn inputs(capture: &str) -> Vec<CelInput> {
             offset += bytes.len() as u64;
             out.push(CelInput {
                 file,
-                bytes,
+                data: CelData::Bytes(bytes),
                 pos: Some(FilePos { inode: 7, offset }),
                 state: None,
             });
@@ -62,7 +62,7 @@ fn cdr_rows_attach_to_their_call_and_the_offset_rides_with_the_commit() {
         now,
         CelInput {
             file: CsvFile::Cdr,
-            bytes: cdr,
+            data: CelData::Bytes(cdr),
             pos: Some(pos),
             state: None,
         },
@@ -96,7 +96,7 @@ fn a_database_watermark_rides_with_the_commit_of_its_rows() {
             now,
             CelInput {
                 file: CsvFile::Cel,
-                bytes,
+                data: CelData::Bytes(bytes),
                 pos: None,
                 state: Some((name.clone(), mark.as_bytes().to_vec())),
             },
@@ -143,7 +143,7 @@ fn cdr_rows_no_call_claims_are_dropped_after_the_hold() {
         start,
         CelInput {
             file: CsvFile::Cdr,
-            bytes: cdr,
+            data: CelData::Bytes(cdr),
             pos: None,
             state: None,
         },
@@ -163,4 +163,131 @@ fn cdr_rows_no_call_claims_are_dropped_after_the_hold() {
             .iter()
             .any(|e| matches!(e, Event::UnclaimedCdr { rows, .. } if *rows > 0))
     );
+}
+
+/// `inputs` as the database reader hands them over, with a watermark instead of a file
+/// position and two unusable rows (a CEL row that is not one, a CDR row of 5 fields) among
+/// them: with `rows`, each line's fields; without, the lines the reader wrote of them before it
+/// handed rows over (every field quoted).
+fn with_rows(capture: &str, rows: bool) -> Vec<CelInput> {
+    let mut out: Vec<CelInput> = Vec::new();
+    for (n, input) in inputs(capture).into_iter().enumerate() {
+        let CelData::Bytes(mut bytes) = input.data else {
+            unreachable!()
+        };
+        // In the first input of each file.
+        if out.last().is_none_or(|last| last.file != input.file) {
+            let bad = match input.file {
+                CsvFile::Cel => "\"NOT_AN_EVENT\",\"yesterday\",\"x\"\n",
+                CsvFile::Cdr => "\"a\",\"b\",\"c\",\"d\",\"e\"\n",
+            };
+            bytes.extend_from_slice(bad.as_bytes());
+        }
+        let fields: Vec<Vec<String>> = lines(&bytes)
+            .iter()
+            .map(|l| crate::csv::split_record(std::str::from_utf8(l).unwrap()).unwrap())
+            .collect();
+        let data = if rows {
+            CelData::Rows(fields)
+        } else {
+            let mut text = String::new();
+            for f in &fields {
+                crate::csv::write_record(&mut text, f);
+            }
+            CelData::Bytes(text.into_bytes())
+        };
+        let name = CelFeed::db_state_name("ami", input.file);
+        out.push(CelInput {
+            file: input.file,
+            data,
+            pos: None,
+            state: Some((name, format!("{{\"by\":\"id\",\"last\":{n}}}").into_bytes())),
+        });
+    }
+    out
+}
+
+/// Everything a feed hands out for `inputs` fed `step` apart, then its end: each commit and
+/// the events, in order, as text.
+fn everything(inputs: Vec<CelInput>) -> Vec<String> {
+    let start = t0();
+    let mut p = CelFeed::new("ami", AmiAssemblerConfig::default(), CelColumns::sample());
+    let mut out = Vec::new();
+    let mut now = start;
+    let mut take = |p: &mut CelFeed| {
+        while let Some(e) = p.poll_event() {
+            out.push(format!("{e:?}"));
+        }
+        out.push(format!("{:?}", p.take_commit()));
+    };
+    for input in inputs {
+        now += Duration::from_millis(300);
+        if p.poll_timeout().is_some_and(|d| d <= now) {
+            p.handle_timeout(now);
+            take(&mut p);
+        }
+        p.handle_input(now, input);
+        take(&mut p);
+    }
+    p.handle_end(now + Duration::from_millis(300));
+    take(&mut p);
+    out
+}
+
+#[test]
+fn rows_in_fields_commit_exactly_what_their_csv_lines_commit() {
+    for capture in CAPTURES {
+        let bytes = everything(with_rows(capture, false));
+        let rows = everything(with_rows(capture, true));
+        assert!(
+            bytes == rows,
+            "{capture}: rows committed otherwise than their lines"
+        );
+        assert!(
+            rows.iter()
+                .any(|c| c.contains("journal_add: [JournalEntry"))
+        );
+        assert!(
+            rows.iter().any(|c| c.contains("not a CEL row")),
+            "{capture}"
+        );
+        assert!(
+            rows.iter().any(|c| c.contains("not a cdr_csv row")),
+            "{capture}"
+        );
+    }
+}
+
+#[test]
+fn a_journal_written_from_rows_restores_as_one_written_from_lines() {
+    for capture in CAPTURES {
+        let step = Duration::from_millis(300);
+        let straight = drive(with_rows(capture, false), step, None, build);
+        assert!(!straight.calls.is_empty(), "{capture}");
+        let n = with_rows(capture, true).len();
+        for crash in 0..n - 1 {
+            let crashed = drive(with_rows(capture, true), step, Some(crash), build);
+            assert_same_calls(&straight, &crashed);
+            assert!(crashed.saved.journal.is_empty(), "{capture} {crash}");
+            assert_eq!(straight.rejects, crashed.rejects, "{capture} {crash}");
+            assert_eq!(
+                straight.saved.states, crashed.saved.states,
+                "{capture} {crash}"
+            );
+        }
+    }
+    // A journal entry of a row is the line the file would have: the old journal's form.
+    let capture = CAPTURES[0];
+    let journal = |rows: bool| {
+        let mut store = Store::default();
+        let mut p = CelFeed::new("ami", AmiAssemblerConfig::default(), CelColumns::sample());
+        for input in with_rows(capture, rows) {
+            p.handle_input(t0(), input);
+            store.commit(&mut p, T0_MS);
+        }
+        store.saved.journal
+    };
+    let from_rows = journal(true);
+    assert!(!from_rows.is_empty());
+    assert!(from_rows == journal(false), "the same journal");
 }
