@@ -397,12 +397,14 @@ impl ReconcileFeed {
     /// Decides the CDR groups and AMI calls whose wait is over at `now` (all of them with
     /// `all`).
     fn decide(&mut self, now: Instant, all: bool) {
-        let due: Vec<String> = self
+        let mut due: Vec<String> = self
             .pending
             .iter()
             .filter(|(_, p)| all || now.saturating_duration_since(p.since) >= self.config.wait)
             .map(|(k, _)| k.clone())
             .collect();
+        // Decided in Linkedid order, not the map's: the same input gives the same commits.
+        due.sort_unstable();
         for key in due {
             match (
                 self.awaiting.contains_key(&key),
@@ -443,7 +445,7 @@ impl ReconcileFeed {
                 }
             }
         }
-        let flagged: Vec<String> = self
+        let mut flagged: Vec<String> = self
             .awaiting
             .iter()
             .filter(|(_, a)| {
@@ -451,6 +453,7 @@ impl ReconcileFeed {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        flagged.sort_unstable();
         for key in flagged {
             self.awaiting.remove(&key);
             self.unjournal(SEEN_PREFIX, &key);
