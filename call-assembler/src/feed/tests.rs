@@ -157,6 +157,23 @@ fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// CSV lines as the database reader hands them over: with `rows`, each line's fields; without,
+/// the lines it wrote of them before it handed rows over (every field quoted).
+fn as_read_from_db(bytes: &[u8], rows: bool) -> super::CelData {
+    let fields: Vec<Vec<String>> = lines(bytes)
+        .iter()
+        .map(|l| crate::csv::split_record(std::str::from_utf8(l).unwrap()).unwrap())
+        .collect();
+    if rows {
+        return super::CelData::Rows(fields);
+    }
+    let mut text = String::new();
+    for f in &fields {
+        crate::csv::write_record(&mut text, f);
+    }
+    super::CelData::Bytes(text.into_bytes())
+}
+
 #[test]
 fn restored_puts_journal_entries_on_the_time_line_and_apply_follows_commits() {
     let now = t0() + Duration::from_secs(3600);

@@ -183,19 +183,7 @@ fn with_rows(capture: &str, rows: bool) -> Vec<CelInput> {
             };
             bytes.extend_from_slice(bad.as_bytes());
         }
-        let fields: Vec<Vec<String>> = lines(&bytes)
-            .iter()
-            .map(|l| crate::csv::split_record(std::str::from_utf8(l).unwrap()).unwrap())
-            .collect();
-        let data = if rows {
-            CelData::Rows(fields)
-        } else {
-            let mut text = String::new();
-            for f in &fields {
-                crate::csv::write_record(&mut text, f);
-            }
-            CelData::Bytes(text.into_bytes())
-        };
+        let data = as_read_from_db(&bytes, rows);
         let name = CelFeed::db_state_name("ami", input.file);
         out.push(CelInput {
             file: input.file,

@@ -175,19 +175,7 @@ fn db_inputs(rows: bool) -> Vec<AsteriskInput> {
             if std::mem::take(&mut first) {
                 bytes.extend_from_slice(b"\"a\",\"b\",\"c\",\"d\",\"e\"\n");
             }
-            let fields: Vec<Vec<String>> = lines(&bytes)
-                .iter()
-                .map(|l| crate::csv::split_record(std::str::from_utf8(l).unwrap()).unwrap())
-                .collect();
-            let data = if rows {
-                CelData::Rows(fields)
-            } else {
-                let mut text = String::new();
-                for f in &fields {
-                    crate::csv::write_record(&mut text, f);
-                }
-                CelData::Bytes(text.into_bytes())
-            };
+            let data = as_read_from_db(&bytes, rows);
             AsteriskInput::Cdr(CelInput {
                 file: CsvFile::Cdr,
                 data,
