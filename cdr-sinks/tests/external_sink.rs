@@ -8,16 +8,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
+use call_assembler::Call;
 use cdr_sinks::backoff::RetryPolicy;
-use cdr_sinks::engine::{SinkStats, SinkWorker, now_ms, run_worker};
-use cdr_sinks::outbox::{Batch, DeadLetter, Outbox, SinkCounts};
+use cdr_sinks::engine::{SinkStats, SinkWorker, run_worker};
+use cdr_sinks::outbox::{DeadLetter, Outbox};
 use cdr_sinks::{BatchResult, BoxSink, Drive, Outgoing, Sink, SinkError};
 use tokio::sync::{Notify, watch};
 
@@ -137,56 +139,6 @@ fn db(name: &str) -> PathBuf {
     dir.join("outbox.db")
 }
 
-/// The first `n` calls of an SMDR fixture, assembled as the relay assembles them.
-fn calls(n: usize) -> Vec<Call> {
-    let bytes = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
-    )
-    .unwrap();
-    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
-    let mut out = Vec::new();
-    for line in bytes.split(|b| *b == b'\n').filter(|l| l.len() > 2) {
-        asm.handle_record(
-            Instant::now(),
-            &smdr_parse::SmdrRecord::parse(line).unwrap(),
-        );
-        while let Some(o) = asm.poll_output() {
-            if let Output::Call(c) = o {
-                out.push(c);
-            }
-        }
-    }
-    out.truncate(n);
-    assert_eq!(out.len(), n, "the fixture has {n} calls");
-    out
-}
-
-/// Commits `calls` to the outbox at `db` for the archive, as a relay does.
-fn commit(db: &Path, calls: &[Call]) {
-    let mut outbox = Outbox::open(db, &[SINK.to_owned()]).unwrap();
-    let r = outbox
-        .commit(
-            &Batch {
-                calls: calls.to_vec(),
-                ..Batch::default()
-            },
-            now_ms(),
-        )
-        .unwrap();
-    assert_eq!(r.calls, calls.len());
-}
-
-fn counts(db: &Path) -> SinkCounts {
-    Outbox::open(db, &[SINK.to_owned()])
-        .unwrap()
-        .counts()
-        .unwrap()
-        .into_iter()
-        .find(|c| c.sink == SINK)
-        .unwrap()
-}
-
 fn dead_letters(db: &Path) -> Vec<DeadLetter> {
     Outbox::open(db, &[SINK.to_owned()])
         .unwrap()
@@ -242,7 +194,7 @@ impl Worker {
 async fn wait_settled(db: &Path, delivered: u64, dead: u64) {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let c = counts(db);
+        let c = common::counts(db, SINK);
         if c.pending == 0 && c.delivered == delivered && c.dead == dead {
             return;
         }
@@ -266,9 +218,9 @@ fn ids(calls: &[Call]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_item_outcomes_retries_and_a_dead_letter() {
     let db = db("per-item");
-    let calls = calls(10);
+    let calls = common::smdr_calls(10);
     let (refused, flaky) = (calls[3].id.clone(), calls[6].id.clone());
-    commit(&db, &calls);
+    common::commit(&db, SINK, &calls);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let archive = Archive {
         drive: Drive::Batch { max: 64 },
@@ -319,8 +271,8 @@ async fn per_item_outcomes_retries_and_a_dead_letter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_is_retried_in_order_after_a_probe() {
     let db = db("batch");
-    let calls = calls(10);
-    commit(&db, &calls);
+    let calls = common::smdr_calls(10);
+    common::commit(&db, SINK, &calls);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let archive = Archive {
         drive: Drive::Batch { max: 64 },
@@ -356,9 +308,9 @@ async fn a_failed_batch_is_retried_in_order_after_a_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_at_a_time_with_concurrency_until_the_attempts_run_out() {
     let db = db("each");
-    let calls = calls(12);
+    let calls = common::smdr_calls(12);
     let (hopeless, flaky) = (calls[2].id.clone(), calls[9].id.clone());
-    commit(&db, &calls);
+    common::commit(&db, SINK, &calls);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let archive = Archive {
         drive: Drive::Each { concurrency: 4 },

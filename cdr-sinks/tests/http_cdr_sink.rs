@@ -14,6 +14,8 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -23,15 +25,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use call_assembler::{
     AmiAssembler, AmiAssemblerConfig, Call, CmsAssembler, CmsAssemblerConfig, CmsRecord,
-    CmsRecordKind, Output, SmdrAssembler, SmdrAssemblerConfig, Source,
+    CmsRecordKind, Output, Source,
 };
 use cdr_sinks::backoff::RetryPolicy;
-use cdr_sinks::engine::{SinkStats, SinkWorker, now_ms, run_worker};
+use cdr_sinks::engine::{SinkStats, SinkWorker, run_worker};
 use cdr_sinks::http_cdr;
 use cdr_sinks::http_cdr_sink::{
     HttpCdrConfig, HttpCdrSink, MAX_LEGS, RECORDS_PER_CALL, call_records,
 };
-use cdr_sinks::outbox::{Batch, Outbox, SinkCounts};
 use cdr_sinks::{Drive, Sink};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -48,27 +49,6 @@ const SINK: &str = "http-cdr";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
-/// The first `n` calls of the SMDR fixture.
-fn smdr_calls(n: usize) -> Vec<Call> {
-    let bytes = std::fs::read(fixtures().join("smdr/ccbc_rw180105_day_34fields.txt")).unwrap();
-    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
-    let mut out = Vec::new();
-    for line in bytes.split(|b| *b == b'\n').filter(|l| l.len() > 2) {
-        asm.handle_record(
-            Instant::now(),
-            &smdr_parse::SmdrRecord::parse(line).unwrap(),
-        );
-        while let Some(o) = asm.poll_output() {
-            if let Output::Call(c) = o {
-                out.push(c);
-            }
-        }
-    }
-    out.truncate(n);
-    assert_eq!(out.len(), n);
-    out
 }
 
 /// The blind transfer capture (`asterisk/05_blind_transfer`) through the `AmiAssembler`, from
@@ -333,30 +313,6 @@ fn scratch(name: &str) -> PathBuf {
     dir.join("outbox.db")
 }
 
-fn commit(db: &Path, calls: &[Call]) {
-    let mut outbox = Outbox::open(db, &[SINK.to_owned()]).unwrap();
-    let r = outbox
-        .commit(
-            &Batch {
-                calls: calls.to_vec(),
-                ..Batch::default()
-            },
-            now_ms(),
-        )
-        .unwrap();
-    assert_eq!(r.calls, calls.len());
-}
-
-fn counts(db: &Path) -> SinkCounts {
-    Outbox::open(db, &[SINK.to_owned()])
-        .unwrap()
-        .counts()
-        .unwrap()
-        .into_iter()
-        .find(|c| c.sink == SINK)
-        .unwrap()
-}
-
 struct Worker {
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
@@ -405,7 +361,7 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 
 async fn wait_delivered(db: &Path, n: u64) {
     wait_for(&format!("{n} deliveries"), || {
-        let c = counts(db);
+        let c = common::counts(db, SINK);
         assert_eq!(c.dead, 0, "nothing is dead-lettered");
         c.delivered == n && c.pending == 0
     })
@@ -450,10 +406,10 @@ fn check_assembled(assembled: &[Call], delivered: &[Call], offset: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_go_out_as_cms_records_with_the_same_indexes_on_every_retry() {
     let db = scratch("retry");
-    let mut calls = smdr_calls(40);
+    let mut calls = common::smdr_calls(40);
     calls.extend(asterisk_calls());
     calls.extend(cms_calls());
-    commit(&db, &calls);
+    common::commit(&db, SINK, &calls);
 
     let rx = receiver(0, 3).await;
     let config = HttpCdrConfig {
@@ -529,8 +485,8 @@ async fn calls_go_out_as_cms_records_with_the_same_indexes_on_every_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_receivers_one_down_for_a_while_lose_nothing() {
     let db = scratch("two");
-    let mut calls = smdr_calls(30);
-    commit(&db, &calls);
+    let mut calls = common::smdr_calls(30);
+    common::commit(&db, SINK, &calls);
 
     let a = receiver(0, 0).await;
     let b_port = free_port();
@@ -544,16 +500,16 @@ async fn two_receivers_one_down_for_a_while_lose_nothing() {
         a.seen(|s| s.posts.len()) >= 2
     })
     .await;
-    let c = counts(&db);
+    let c = common::counts(&db, SINK);
     assert_eq!((c.delivered, c.pending, c.dead), (0, 30, 0));
 
     // More calls while B is down.
     let more = asterisk_calls();
-    commit(&db, &more);
+    common::commit(&db, SINK, &more);
     worker.wake.notify_one();
     calls.extend(more);
     let more = cms_calls();
-    commit(&db, &more);
+    common::commit(&db, SINK, &more);
     worker.wake.notify_one();
     calls.extend(more);
 
@@ -621,7 +577,7 @@ fn record_indexes_are_derived_from_the_outbox_seq() {
 
 #[test]
 fn local_times_are_shifted_by_the_offset_and_cms_times_are_not() {
-    let smdr = &smdr_calls(1)[0];
+    let smdr = &common::smdr_calls(1)[0];
     let plain = call_records(smdr, 1, 0);
     let shifted = call_records(smdr, 1, 7200);
     let secs = |r: &CmsRecord<'_>| r.time_utc.unwrap().timestamp();

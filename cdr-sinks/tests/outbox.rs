@@ -2,10 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::path::PathBuf;
-use std::time::Instant;
+mod common;
 
-use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
+use std::path::PathBuf;
+
+use call_assembler::Call;
 use cdr_sinks::outbox::{Batch, JournalEntry, Outbox, Outcome, Reject};
 
 fn db(name: &str) -> PathBuf {
@@ -15,35 +16,12 @@ fn db(name: &str) -> PathBuf {
     dir.join("outbox.db")
 }
 
-fn calls(n: usize) -> Vec<Call> {
-    let bytes = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt"),
-    )
-    .unwrap();
-    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
-    let mut out = Vec::new();
-    for line in bytes.split(|b| *b == b'\n').filter(|l| l.len() > 2) {
-        asm.handle_record(
-            Instant::now(),
-            &smdr_parse::SmdrRecord::parse(line).unwrap(),
-        );
-        while let Some(o) = asm.poll_output() {
-            if let Output::Call(c) = o {
-                out.push(c);
-            }
-        }
-    }
-    out.truncate(n);
-    out
-}
-
 #[test]
 fn a_call_is_queued_once_per_sink_whatever_happens() {
     let path = db("once");
     let sinks = vec!["webhook".to_owned(), "jsonl:-".to_owned()];
     let mut o = Outbox::open(&path, &sinks).unwrap();
-    let c = calls(3);
+    let c = common::smdr_calls(3);
     let r = o
         .commit(
             &Batch {
@@ -81,7 +59,7 @@ fn a_call_is_queued_once_per_sink_whatever_happens() {
 fn outcomes_move_deliveries_through_their_states() {
     let path = db("states");
     let mut o = Outbox::open(&path, &["webhook".to_owned()]).unwrap();
-    let c = calls(3);
+    let c = common::smdr_calls(3);
     o.commit(
         &Batch {
             calls: c.clone(),
@@ -219,7 +197,7 @@ fn a_read_only_handle_sees_commits_and_writes_nothing() {
     let r = Outbox::open_read_only(&path, &["webhook".to_owned(), "jsonl:-".to_owned()]).unwrap();
     w.commit(
         &Batch {
-            calls: calls(2),
+            calls: common::smdr_calls(2),
             ..Batch::default()
         },
         0,
@@ -234,7 +212,7 @@ fn a_read_only_handle_sees_commits_and_writes_nothing() {
     assert!(
         r.commit(
             &Batch {
-                calls: calls(3),
+                calls: common::smdr_calls(3),
                 ..Batch::default()
             },
             1
@@ -290,7 +268,7 @@ fn progress_records_are_delivered_under_their_own_key_but_not_stored_as_calls() 
     let path = db("updates");
     let sinks = vec!["webhook".to_owned()];
     let mut o = Outbox::open(&path, &sinks).unwrap();
-    let call = calls(1).remove(0);
+    let call = common::smdr_calls(1).remove(0);
     let progress = |sequence, event| {
         let mut c = call.clone();
         c.complete = false;
