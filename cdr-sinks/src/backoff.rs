@@ -10,7 +10,8 @@ use std::time::Duration;
 pub struct RetryPolicy {
     /// The first delay (before jitter); doubles with each failed attempt.
     pub base: Duration,
-    /// The largest delay (before jitter).
+    /// The largest delay (before jitter), and the ceiling of a receiver's `Retry-After`: no
+    /// receiver can put a delivery off for longer than this.
     pub cap: Duration,
     /// Attempts after which a delivery is dead-lettered (0 = no limit).
     pub max_attempts: u32,
@@ -49,8 +50,16 @@ impl RetryPolicy {
             .min(self.cap)
     }
 
+    /// A receiver's `Retry-After`, capped at [`RetryPolicy::cap`]: a receiver may ask for a
+    /// longer wait than the backoff's, never for one past the policy's maximum delay (a
+    /// `Retry-After: 99999999999` would otherwise put a delivery off for 3,000 years).
+    pub fn capped_retry_after(&self, retry_after: Option<Duration>) -> Option<Duration> {
+        retry_after.map(|d| d.min(self.cap))
+    }
+
     /// Decides after failed attempt number `attempts` (1 for the first) of a delivery created at
-    /// `created_ms`, at `now_ms`. `retry_after` (from the receiver) is a floor for the delay.
+    /// `created_ms`, at `now_ms`. `retry_after` (from the receiver) is a floor for the delay,
+    /// itself capped at [`RetryPolicy::cap`] ([`RetryPolicy::capped_retry_after`]).
     /// `random` picks the jittered delay uniformly in `[0, ceiling]` ("full jitter").
     pub fn after_failure(
         &self,
@@ -69,7 +78,7 @@ impl RetryPolicy {
         } else {
             (random % (ceiling as u64 + 1)) as i64
         };
-        let delay = jittered.max(retry_after.map_or(0, duration_ms));
+        let delay = jittered.max(self.capped_retry_after(retry_after).map_or(0, duration_ms));
         let at = now_ms.saturating_add(delay);
         if self.is_too_old(created_ms, at) {
             return RetryDecision::DeadLetter;
@@ -134,6 +143,36 @@ mod tests {
         assert_eq!(
             p.after_failure(1, now, now, Some(Duration::from_secs(90)), 0),
             RetryDecision::RetryAt(now + 90 * S)
+        );
+    }
+
+    #[test]
+    fn retry_after_is_capped_at_the_maximum_delay() {
+        let p = RetryPolicy::default();
+        let now = 1_000_000 * S;
+        for huge in [
+            Duration::from_secs(99_999_999_999),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            assert_eq!(
+                p.after_failure(1, now, now, Some(huge), 0),
+                RetryDecision::RetryAt(now + 3600 * S),
+                "{huge:?}"
+            );
+        }
+        assert_eq!(
+            p.capped_retry_after(Some(Duration::from_secs(10))),
+            Some(Duration::from_secs(10))
+        );
+        // No overflow at the far end of the clock either.
+        let unlimited = RetryPolicy {
+            max_age: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(
+            unlimited.after_failure(1, 0, i64::MAX - 5, Some(Duration::MAX), u64::MAX),
+            RetryDecision::RetryAt(i64::MAX)
         );
     }
 

@@ -267,11 +267,7 @@ async fn send_as_batch<S: Sink + 'static>(
         SinkError::Unreachable(_) => tracing::warn!(sink = %name, %error, "sink unreachable"),
         _ => tracing::warn!(sink = %name, calls = n, %error, "batch failed; will retry"),
     }
-    let ceiling = worker.policy.ceiling(blocked_rounds.saturating_add(1));
-    let delay = retry_after
-        .unwrap_or(ceiling)
-        .max(Duration::from_millis(200));
-    let until = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let until = blocked_until(&worker.policy, now, retry_after, blocked_rounds);
     let outcomes = due
         .into_iter()
         .map(|p| {
@@ -379,11 +375,7 @@ fn decide<S>(
                 SinkError::Paused { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            let ceiling = worker.policy.ceiling(blocked_rounds.saturating_add(1));
-            let delay = retry_after
-                .unwrap_or(ceiling)
-                .max(Duration::from_millis(200));
-            let until = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            let until = blocked_until(&worker.policy, now, retry_after, blocked_rounds);
             if matches!(err, SinkError::Paused { .. }) {
                 tracing::error!(sink = %name, %error, "sink paused: the receiver refuses our requests");
             } else {
@@ -405,6 +397,23 @@ fn decide<S>(
         SinkError::Io(_) => retry(worker, p, now, None, error, &dead),
         SinkError::Rejected(_) | SinkError::Encode(_) | SinkError::Config(_) => dead(error),
     }
+}
+
+/// Until when a sink that was unreachable or refused us stays blocked: the receiver's
+/// `Retry-After` (capped at the policy's maximum delay) or the policy's ceiling for the number of
+/// blocked rounds, at least 200 ms.
+fn blocked_until(
+    policy: &RetryPolicy,
+    now: i64,
+    retry_after: Option<Duration>,
+    blocked_rounds: u32,
+) -> i64 {
+    let ceiling = policy.ceiling(blocked_rounds.saturating_add(1));
+    let delay = policy
+        .capped_retry_after(retry_after)
+        .unwrap_or(ceiling)
+        .max(Duration::from_millis(200));
+    now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn retry<S>(

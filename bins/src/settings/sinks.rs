@@ -42,9 +42,15 @@ pub struct SinkArgs {
     #[arg(long, env = "WEBHOOK_MAX_RETRIES")]
     pub webhook_max_retries: Option<u32>,
 
-    /// First retry delay in seconds, doubling up to an hour, with full jitter [default: 30].
+    /// First retry delay in seconds, doubling up to WEBHOOK_RETRY_MAX_DELAY, with full jitter
+    /// [default: 30].
     #[arg(long, env = "WEBHOOK_RETRY_DELAY", value_name = "SECONDS")]
     pub webhook_retry_delay: Option<u64>,
+
+    /// The longest wait between two tries of a delivery, in seconds, for every sink: the
+    /// backoff's cap and the most a receiver's `Retry-After` can ask for [default: 3600].
+    #[arg(long, env = "WEBHOOK_RETRY_MAX_DELAY", value_name = "SECONDS")]
+    pub webhook_retry_max_delay: Option<u64>,
 
     /// Extra trusted CA certificates (PEM) for the webhook's TLS.
     #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
@@ -121,8 +127,10 @@ impl SinkArgs {
             v
         };
         let retry_delay = self.webhook_retry_delay.unwrap_or(30);
+        let max_delay = self.webhook_retry_max_delay.unwrap_or(3600).max(1);
         let retry = RetryPolicy {
-            base: Duration::from_secs(retry_delay.max(1)),
+            base: Duration::from_secs(retry_delay.max(1).min(max_delay)),
+            cap: Duration::from_secs(max_delay),
             max_attempts: self.webhook_max_retries.unwrap_or(25),
             ..RetryPolicy::default()
         };
