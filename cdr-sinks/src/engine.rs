@@ -25,6 +25,8 @@ pub struct SinkStats {
     pub dead: AtomicU64,
     /// Whether the sink is paused (401/403/410) or unreachable right now.
     pub blocked: AtomicBool,
+    /// Whether an operator paused the sink ([`Outbox::pause_sink`]): its worker sends nothing.
+    pub paused: AtomicBool,
 }
 
 /// One sink's worker settings.
@@ -43,6 +45,9 @@ pub struct SinkWorker<S> {
 /// Deliveries fetched from the outbox per round for a sink driven one delivery at a time
 /// ([`Drive::Each`]; more if its concurrency is higher); their outcomes are committed together.
 const BATCH: usize = 256;
+
+/// How often the worker of a paused sink looks whether it was resumed.
+const PAUSE_POLL: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -104,6 +109,16 @@ pub async fn run_worker<S: Sink + 'static>(
             })??
     };
     let outbox = Arc::new(Mutex::new(outbox));
+    // Next tries set further away than the policy allows (by an uncapped `Retry-After` of an
+    // earlier version) come back within it.
+    let latest = now_ms().saturating_add(
+        i64::try_from(worker.policy.cap.as_millis()).unwrap_or(i64::MAX),
+    );
+    let sink_name = name.clone();
+    let moved = blocking(&outbox, move |o| o.bring_retries_within(&sink_name, latest)).await?;
+    if moved > 0 {
+        tracing::warn!(sink = %name, deliveries = moved, "next tries brought within the maximum retry delay");
+    }
     // Sink-level backoff while the receiver is unreachable or refuses us.
     let mut blocked_rounds = 0u32;
     let mut blocked_until: Option<i64> = None;
@@ -111,10 +126,29 @@ pub async fn run_worker<S: Sink + 'static>(
         if *shutdown.borrow() {
             return Ok(());
         }
+        let sink_name = name.clone();
+        let paused = blocking(&outbox, move |o| o.is_sink_paused(&sink_name)).await?;
+        if paused != worker.stats.paused.swap(paused, Ordering::Relaxed) {
+            if paused {
+                tracing::warn!(sink = %name, "sink paused by an operator: nothing is sent until it is resumed");
+            } else {
+                tracing::info!(sink = %name, "sink resumed");
+                blocked_until = None;
+            }
+        }
+        if paused {
+            tokio::select! {
+                () = tokio::time::sleep(PAUSE_POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         let now = now_ms();
         if let Some(until) = blocked_until {
             if until > now {
-                let wait = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
+                // In steps of at most 5 s, so that a pause is seen while blocked.
+                let wait = Duration::from_millis(u64::try_from(until - now).unwrap_or(0))
+                    .min(Duration::from_secs(5));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}

@@ -16,6 +16,8 @@
 //! * [`engine`]: a delivery worker per sink with bounded concurrency or in-order batches, a
 //!   clock-free retry policy ([`backoff`]), `Retry-After`, dead letters and pausing a sink that
 //!   refuses us;
+//! * [`admin`]: what an operator does by hand: dead letters re-queued, a sink paused and resumed
+//!   (kept in the outbox across restarts);
 //! * [`Sink`], the extension point: a sink delivers a batch of [`Outgoing`] items (stable id,
 //!   stored JSON, the [`Call`] decoded for it) and answers per item or for the whole batch with a
 //!   [`SinkError`] that says whether a retry makes sense; it says how it wants to be driven
@@ -92,6 +94,7 @@
 //! [`engine::SinkWorker`].
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod backoff;
 pub mod engine;
 pub mod http_cdr;
