@@ -53,6 +53,9 @@ fn try_main(
         eprintln!("configuration ok");
         return Ok(());
     }
+    if let Some(command) = &config.admin {
+        return run::admin::run_admin_and_print(&config, command);
+    }
     ops::logging::init(config.json_logs, config.sentry_dsn.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

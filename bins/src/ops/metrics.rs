@@ -16,6 +16,7 @@
 //! | `source_connected` | gauge (0 or 1) | |
 //! | `deliveries_total` | counter | `sink`, `result="delivered"\|"failed"\|"dead"` |
 //! | `sink_blocked` | gauge (0 or 1) | `sink` |
+//! | `sink_paused` | gauge (0 or 1): paused by an operator | `sink` |
 //! | `outbox_pending` | gauge | `sink` |
 //! | `outbox_oldest_pending_age_seconds` | gauge | `sink` |
 //! | `outbox_dead` | gauge | `sink` |
@@ -105,16 +106,24 @@ impl Collector for Dynamic {
                 }
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "sink_blocked",
-            "Whether the sink is paused or unreachable right now (1) or not (0).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (name, stats) in sinks.iter() {
-            let blocked = i64::from(stats.blocked.load(Ordering::Relaxed));
-            ConstGauge::new(blocked)
-                .encode(family.encode_family(&[("sink", label_value(name).as_ref())])?)?;
+        for (family, help, flag) in [
+            (
+                "sink_blocked",
+                "Whether the sink is paused or unreachable right now (1) or not (0).",
+                (|s: &SinkStats| &s.blocked) as fn(&SinkStats) -> &AtomicBool,
+            ),
+            (
+                "sink_paused",
+                "Whether an operator paused the sink (1): nothing is sent until it is resumed.",
+                |s: &SinkStats| &s.paused,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(family, help, None, MetricType::Gauge)?;
+            for (name, stats) in sinks.iter() {
+                let on = i64::from(flag(stats).load(Ordering::Relaxed));
+                ConstGauge::new(on)
+                    .encode(family.encode_family(&[("sink", label_value(name).as_ref())])?)?;
+            }
         }
         Ok(())
     }
@@ -415,6 +424,7 @@ mod tests {
             r#"cdr_relay_deliveries_total{source="smdr",sink="webhook",result="failed"} 2"#,
             r#"cdr_relay_deliveries_total{source="smdr",sink="webhook",result="dead"} 0"#,
             r#"cdr_relay_sink_blocked{source="smdr",sink="webhook"} 1"#,
+            r#"cdr_relay_sink_paused{source="smdr",sink="webhook"} 0"#,
             r#"cdr_relay_outbox_pending{source="smdr",sink="webhook"} 4"#,
             r#"cdr_relay_outbox_oldest_pending_age_seconds{source="smdr",sink="webhook"} 60.5"#,
             r#"cdr_relay_outbox_dead{source="smdr",sink="webhook"} 1"#,

@@ -1,6 +1,7 @@
 //! Every relay's run loop: source -> feed ([`call_assembler::feed`]) -> outbox commit ->
 //! delivery workers, plus the web server, cron check-ins, progress and graceful shutdown.
 
+pub mod admin;
 mod driver;
 pub mod progress;
 mod sinks;

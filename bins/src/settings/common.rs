@@ -12,7 +12,7 @@ use super::overlay::{layer, text};
 use super::sinks::{SinkArgs, SinkSettings};
 use super::values::{ChoiceParser, LogFormat};
 use super::web::WebArgs;
-use super::{Config, ConfigError, DEFAULT_DB, RelayKind, SourceConfig};
+use super::{AdminCommand, Config, ConfigError, DEFAULT_DB, RelayKind, SourceConfig};
 
 /// The settings every relay shares: sinks, store, web server, logging, Sentry, replay.
 ///
@@ -29,6 +29,20 @@ pub struct CommonArgs {
     /// Check the configuration, print what would run, and exit.
     #[arg(long)]
     pub check_config: bool,
+
+    /// Re-queue every dead letter of this sink (`webhook`, `redis`, `http-cdr`, `jsonl:PATH`) in
+    /// the database, print how many, and exit. A running relay sends them on its next pass.
+    #[arg(long, value_name = "SINK", conflicts_with_all = ["pause_sink", "resume_sink"])]
+    pub requeue_dead: Option<String>,
+
+    /// Pause this sink in the database (it stays paused across restarts until resumed): its
+    /// calls are kept pending, none sent; print and exit.
+    #[arg(long, value_name = "SINK", conflicts_with = "resume_sink")]
+    pub pause_sink: Option<String>,
+
+    /// Resume this paused sink in the database; print and exit.
+    #[arg(long, value_name = "SINK")]
+    pub resume_sink: Option<String>,
 
     /// Replay a capture from this file (`-` for standard input) instead of a PBX; exit once
     /// every call has been delivered to every sink or dead-lettered.
@@ -104,6 +118,15 @@ impl CommonArgs {
         }
     }
 
+    /// The operator's command of `--requeue-dead`, `--pause-sink` or `--resume-sink`, if any.
+    pub fn admin_command(&self) -> Option<AdminCommand> {
+        let sink = |s: &Option<String>| text(s);
+        sink(&self.requeue_dead)
+            .map(AdminCommand::RequeueDead)
+            .or_else(|| sink(&self.pause_sink).map(AdminCommand::PauseSink))
+            .or_else(|| sink(&self.resume_sink).map(AdminCommand::ResumeSink))
+    }
+
     /// Fills settings not given by flag or new-style variable from `PREFIX` + the old name
     /// ([`Self::legacy_env`]).
     pub fn with_legacy_env(self, prefix: &str) -> Self {
@@ -151,6 +174,7 @@ impl Config {
             db: args.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
             http,
             json_logs: log_format == LogFormat::Json,
+            admin: args.admin_command(),
         })
     }
 }

@@ -182,6 +182,20 @@ pub struct Config {
     pub http: Option<String>,
     /// `json` logs.
     pub json_logs: bool,
+    /// An operator's command to run on the database instead of relaying (`--requeue-dead`,
+    /// `--pause-sink`, `--resume-sink`).
+    pub admin: Option<AdminCommand>,
+}
+
+/// What an operator asks of the database from the command line, instead of relaying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `--requeue-dead SINK`: every dead letter of the sink due again.
+    RequeueDead(String),
+    /// `--pause-sink SINK`: the sink paused (kept in the database).
+    PauseSink(String),
+    /// `--resume-sink SINK`: the sink resumed.
+    ResumeSink(String),
 }
 
 /// A configuration problem, said so a user can fix it.

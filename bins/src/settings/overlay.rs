@@ -55,8 +55,9 @@ fn is_unset(key: &str, v: &Value) -> bool {
 }
 
 /// The settings a file may hold: every long flag of the four relays (one file may serve
-/// several), and `tenant_rules`; not `config`, `check_config`, `replay` or `once`, which
-/// say what this run does.
+/// several), and `tenant_rules`; not `config`, `check_config`, `replay`, `once` or the
+/// operator's commands (`requeue_dead`, `pause_sink`, `resume_sink`), which say what this run
+/// does.
 fn file_keys() -> Vec<String> {
     let mut keys = vec!["tenant_rules".to_owned()];
     for cmd in [
@@ -72,7 +73,15 @@ fn file_keys() -> Vec<String> {
                 .filter(|id| {
                     !matches!(
                         id.as_str(),
-                        "config" | "check_config" | "replay" | "once" | "help" | "version"
+                        "config"
+                            | "check_config"
+                            | "replay"
+                            | "once"
+                            | "help"
+                            | "version"
+                            | "requeue_dead"
+                            | "pause_sink"
+                            | "resume_sink"
                     )
                 }),
         );

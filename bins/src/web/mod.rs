@@ -10,6 +10,9 @@
 //! | `GET /api/v1/records/<page>` | CMS records as the sample receiver's API shows them: 20 a page, newest first, `{"records":0}` past the end |
 //! | `POST /cdr` | `cdr-receiver` only: a CMS CDR batch (see [`crate::sources::receiver`]) |
 //! | `GET /api/v1/dead-letters` | the latest dead letters (`?limit=`, up to 1000) |
+//! | `GET /dead-letters` | the sinks (counts, paused or not) and the latest dead letters, with the admin's buttons |
+//! | `GET /api/v1/sinks` | each sink's counts and whether it is paused |
+//! | `POST /api/v1/admin/sinks/<sink>/requeue`, `/pause`, `/resume` | re-queue dead letters, pause or resume a sink (`admin`) |
 //! | `GET /metrics` | [`Metrics::render`] with the outbox counts, OpenMetrics text |
 //! | `GET /healthz` | 200 `ok` while the process runs |
 //! | `GET /readyz` | 200 when the source is connected and no sink's oldest pending delivery is older than [`WebOptions::ready_max_pending_age`]; 503 with the reason otherwise |
@@ -46,9 +49,10 @@
 //! The modules, by what they own: [`server`] (accept loop, TLS, connection limits and
 //! timeouts), `routes` (which handler answers a path), `query` (the query strings), `respond`
 //! (headers, text, HTML and JSON responses), `api` (the JSON endpoints and `/metrics`), `pages`
-//! (the HTML pages, through the askama templates in `templates/`), `charts` and `timeline`
+//! (the HTML pages, through the askama templates in `templates/`), `admin` (the sinks page and
+//! the admin actions), `charts` and `timeline`
 //! (the SVG figures), `format` (HTML escaping, times and durations) and [`health`] (readiness,
-//! shared with the Sentry check-ins). They import one way: server -> routes -> api, pages,
+//! shared with the Sentry check-ins). They import one way: server -> routes -> admin, api, pages,
 //! health -> query, respond, charts -> format. The store is read through
 //! [`cdr_sinks::store`].
 
@@ -63,6 +67,7 @@ use hyper::Response;
 
 use crate::ops::metrics::Metrics;
 
+mod admin;
 mod api;
 mod charts;
 mod format;

@@ -107,7 +107,7 @@ pub(super) async fn call_page(shared: &Arc<Shared>, id: String) -> Resp {
 }
 
 /// Renders a page; a template that fails (it cannot, short of running out of memory) is a 500.
-fn render(status: StatusCode, page: &impl Template) -> Resp {
+pub(super) fn render(status: StatusCode, page: &impl Template) -> Resp {
     match page.render() {
         Ok(body) => html(status, body),
         Err(e) => {

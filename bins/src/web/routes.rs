@@ -6,7 +6,7 @@ use hyper::StatusCode;
 
 use super::query::decode;
 use super::respond::{json_error, text};
-use super::{Resp, Shared, api, health, pages};
+use super::{Resp, Shared, admin, api, health, pages};
 
 pub(super) async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp {
     match path {
@@ -16,6 +16,8 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp
         "/metrics" => api::metrics_page(shared).await,
         "/api/v1/calls" => api::api_calls(shared, query).await,
         "/api/v1/dead-letters" => api::api_dead_letters(shared, query).await,
+        "/dead-letters" => admin::dead_letters_page(shared).await,
+        "/api/v1/sinks" => admin::api_sinks(shared).await,
         _ => {
             if let Some(id) = path.strip_prefix("/calls/") {
                 pages::call_page(shared, decode(id)).await

@@ -258,6 +258,13 @@ async fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Resp {
             return resp;
         }
     }
+    if req.method() == Method::POST && req.uri().path().starts_with(super::admin::PREFIX) {
+        let admin = super::admin::post(shared, req);
+        return match tokio::time::timeout(shared.options.request_timeout, admin).await {
+            Ok(resp) => resp,
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "request timed out\n"),
+        };
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         resp.headers_mut()
