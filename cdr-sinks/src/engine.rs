@@ -83,8 +83,10 @@ async fn blocking<T: Send + 'static>(
 /// `concurrency` in flight, or up to `max` in one batch, in order), and records each outcome:
 /// delivered, retried (the policy's backoff, the receiver's `Retry-After`, the sink blocked while
 /// it is unreachable or refuses us), or dead-lettered. `wake` is notified by the source after each
-/// commit so new calls go out at once. On shutdown, requests in flight are finished (the caller
-/// bounds how long it waits for this future).
+/// commit so new calls go out at once. While an operator has paused the sink
+/// ([`Outbox::pause_sink`]) it sends nothing and looks again every second; a receiver's
+/// `Retry-After` is capped at the policy's maximum delay. On shutdown, requests in flight are
+/// finished (the caller bounds how long it waits for this future).
 pub async fn run_worker<S: Sink + 'static>(
     db: PathBuf,
     worker: SinkWorker<S>,
@@ -111,9 +113,8 @@ pub async fn run_worker<S: Sink + 'static>(
     let outbox = Arc::new(Mutex::new(outbox));
     // Next tries set further away than the policy allows (by an uncapped `Retry-After` of an
     // earlier version) come back within it.
-    let latest = now_ms().saturating_add(
-        i64::try_from(worker.policy.cap.as_millis()).unwrap_or(i64::MAX),
-    );
+    let latest =
+        now_ms().saturating_add(i64::try_from(worker.policy.cap.as_millis()).unwrap_or(i64::MAX));
     let sink_name = name.clone();
     let moved = blocking(&outbox, move |o| o.bring_retries_within(&sink_name, latest)).await?;
     if moved > 0 {

@@ -33,17 +33,20 @@ fn scratch(name: &str) -> PathBuf {
     dir.join("outbox.db")
 }
 
+/// An answer: a status and an optional `Retry-After`.
+type Answer = (u16, Option<&'static str>);
+
 /// A webhook receiver: answers the scripted statuses (with an optional `Retry-After`) in
 /// order, then 200; records the `webhook-id` of every request and its status.
 #[derive(Clone, Default)]
 struct Receiver {
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
     seen: Arc<Mutex<Vec<(String, u16)>>>,
     port: u16,
 }
 
 impl Receiver {
-    async fn start(script: &[(u16, Option<&'static str>)]) -> Self {
+    async fn start(script: &[Answer]) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rx = Self {
             port: listener.local_addr().unwrap().port(),
@@ -78,8 +81,7 @@ impl Receiver {
                             let mut resp = Response::new(Full::new(Bytes::new()));
                             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
                             if let Some(v) = retry_after {
-                                resp.headers_mut()
-                                    .insert("retry-after", v.parse().unwrap());
+                                resp.headers_mut().insert("retry-after", v.parse().unwrap());
                             }
                             Ok::<_, Infallible>(resp)
                         }
@@ -285,9 +287,11 @@ async fn dead_letters_are_requeued_and_delivered_once() {
         (calls[1].id.clone(), "pending".to_owned(), 0),
         "re-queued with its attempts reset"
     );
-    wait_for("the re-queued letter delivered", Duration::from_secs(8), || {
-        rx.delivered().len() == 2
-    })
+    wait_for(
+        "the re-queued letter delivered",
+        Duration::from_secs(8),
+        || rx.delivered().len() == 2,
+    )
     .await;
     assert_eq!(o.requeue_dead(SINK, None, now_ms()).unwrap(), 1);
     wait_for("the last letter delivered", Duration::from_secs(8), || {
@@ -324,9 +328,11 @@ async fn a_paused_sink_keeps_its_calls_pending_until_resumed() {
     let rx = Receiver::start(&[]).await;
     let worker = start_worker(&db, &rx, policy(Duration::from_secs(1)));
     common::commit(&db, SINK, &calls);
-    wait_for("the worker to see the pause", Duration::from_secs(5), || {
-        worker.stats.paused.load(Ordering::Relaxed)
-    })
+    wait_for(
+        "the worker to see the pause",
+        Duration::from_secs(5),
+        || worker.stats.paused.load(Ordering::Relaxed),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.requests(), 0, "a paused sink sends nothing");
