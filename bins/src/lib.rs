@@ -66,7 +66,12 @@ pub fn hash_password_main() -> ExitCode {
     }
     match web::auth::hash_password(&line) {
         Ok(phc) => {
-            println!("{phc}");
+            use std::io::Write as _;
+            // The hash is the command's output (for a script or a config file); stdout it is.
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{phc}").and_then(|()| out.flush()).is_err() {
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
