@@ -17,7 +17,7 @@
 //! Tokens are compared as SHA-256 digests with `subtle` (constant time, no early return on a
 //! length mismatch, every configured token compared). Passwords are verified with `argon2`
 //! on the blocking pool, at most two at once (a flood of guesses costs the attacker, not the
-//! relay's memory); a user name that does not exist costs the same as a wrong password. A
+//! relay's memory; a guess that waits over two seconds for its turn is refused); a user name that does not exist costs the same as a wrong password. A
 //! successful login is remembered by the digest of its header, so a browser sending the same
 //! credentials with every request pays argon2 once.
 
@@ -170,6 +170,9 @@ impl Default for LoginCache {
         }
     }
 }
+
+/// How long a login may wait for its turn at argon2 before it is refused.
+const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Logins remembered at most; the cache is emptied when it is full.
 const MAX_CACHED_LOGINS: usize = 1024;
@@ -380,7 +383,12 @@ impl Access {
             Some(u) => (u.phc.clone(), Some(u.role)),
             None => (dummy_hash().to_owned(), None),
         };
-        let _permit = self.cache.verifying.acquire().await.ok()?;
+        // A flood of guesses waits here a bounded time, then fails, so that it cannot hold
+        // the server's connection slots.
+        let _permit = tokio::time::timeout(VERIFY_WAIT, self.cache.verifying.acquire())
+            .await
+            .ok()?
+            .ok()?;
         let ok = tokio::task::spawn_blocking(move || verify(&password, &phc))
             .await
             .unwrap_or(false);

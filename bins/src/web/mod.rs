@@ -39,6 +39,12 @@
 //!   other from the call's start, as the call's end time is computed); one row for the call
 //!   otherwise. At most 60 rows are drawn; the tables below list every leg and record.
 //!
+//! Who may see what is [`auth`]'s: with credentials configured (`CDR_RELAY_READ_TOKENS`,
+//! `CDR_RELAY_ADMIN_TOKENS`, `CDR_RELAY_USERS`) every route above but `/healthz`, `/readyz` and
+//! the receiver's `POST` needs read access, and `/api/v1/admin/...` or a method other than `GET`
+//! needs admin. The server's own limits (a header deadline from the accept, connection slots
+//! per client address, idle connections shed first) are [`server`]'s.
+//!
 //! The server only reads the database: each request opens its own read-only connection (the
 //! file is in WAL mode, so reading never blocks the relay's writer). A database that does not
 //! exist yet reads as one with no calls.
