@@ -133,3 +133,53 @@ impl WebArgs {
         Ok(WebSettings { http, tls, access })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_counts_as_private() {
+        for addr in [
+            "127.0.0.1:8080",
+            "127.1.2.3:0",
+            "[::1]:8080",
+            "localhost:8080",
+        ] {
+            assert!(is_loopback(addr), "{addr}");
+        }
+        for addr in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.0.0.5:80",
+            "pbx.example:80",
+            "nonsense",
+        ] {
+            assert!(!is_loopback(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn a_public_bind_needs_access_or_an_explicit_public_page() {
+        let public = WebArgs {
+            http: Some("0.0.0.0:8080".into()),
+            ..WebArgs::default()
+        };
+        let err = public.resolve().err().map(|e| e.0).unwrap_or_default();
+        assert!(
+            err.contains("CDR_RELAY_USERS") && err.contains("CDR_RELAY_PUBLIC_READ"),
+            "{err}"
+        );
+        let open = WebArgs {
+            public_read: Some(true),
+            ..public.clone()
+        };
+        assert!(open.resolve().is_ok_and(|w| w.access.public_read()));
+        let tokens = WebArgs {
+            read_tokens: Some(List(vec!["0123456789abcdef".into()])),
+            ..public
+        };
+        assert!(tokens.resolve().is_ok_and(|w| w.access.is_configured()));
+        assert!(WebArgs::default().resolve().is_ok());
+    }
+}
