@@ -43,6 +43,44 @@ pub fn main_with(
     }
 }
 
+/// `--hash-password`: reads a password from standard input (its first line, without the line
+/// end), prints its argon2id PHC string for `CDR_RELAY_USERS` and exits; the password itself
+/// is never printed.
+pub fn hash_password_main() -> ExitCode {
+    use std::io::{BufRead as _, IsTerminal as _, Read as _};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (shown as you type): ");
+    }
+    let mut line = Vec::new();
+    if let Err(e) = stdin.lock().take(4096).read_until(b'\n', &mut line) {
+        eprintln!("--hash-password: reading standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        line.pop();
+    }
+    if line.is_empty() {
+        eprintln!("--hash-password: no password on standard input");
+        return ExitCode::FAILURE;
+    }
+    match web::auth::hash_password(&line) {
+        Ok(phc) => {
+            use std::io::Write as _;
+            // The hash is the command's output (for a script or a config file); stdout it is.
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{phc}").and_then(|()| out.flush()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("--hash-password: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn try_main(
     check_config: bool,
     resolve: impl FnOnce() -> Result<settings::Config, settings::ConfigError>,

@@ -7,6 +7,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = ListArgs::parse();
+    if args.common.hash_password {
+        return cdr_relay::hash_password_main();
+    }
     cdr_relay::main_with("list-relay", args.common.check_config, || {
         Config::resolve_list(&args)
     })

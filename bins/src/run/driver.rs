@@ -21,7 +21,7 @@ use crate::sources::tcp::SourceEvent;
 
 use super::sinks::{http_cdr_session, remote_sink_names, remote_sinks};
 use super::sources::ReadProgress;
-use super::{SHUTDOWN_GRACE, Summary, eprintln_ready, source_name, with_outbox};
+use super::{SHUTDOWN_GRACE, Summary, source_name, with_outbox};
 
 /// Source reads (up to 64 KiB each) grouped into one outbox commit at most: under a burst the
 /// queue never empties, and an unbounded group would hold the whole burst in memory and make it
@@ -93,35 +93,7 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
         });
     }
 
-    if let Some(addr) = &config.http {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the web server to {addr}"))?;
-        let local = listener.local_addr()?;
-        let scheme = if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        tracing::info!("web page and API on {scheme}://{local}/");
-        eprintln_ready("http", local);
-        let state = crate::web::WebState {
-            db: db.clone(),
-            metrics: metrics.clone(),
-            title: format!("{}-relay", P::KIND),
-            receiver,
-            tls: match &config.tls {
-                Some((cert, key)) => Some(crate::web::WebTls::from_files(cert, key)?),
-                None => None,
-            },
-        };
-        let stop = workers_stop.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::web::serve(listener, state, stop).await {
-                tracing::error!(error = %e, "web server failed");
-            }
-        });
-    }
+    super::web::start_web(&config, &db, &metrics, P::KIND, receiver, &workers_stop).await?;
 
     let replaying = matches!(config.source, SourceConfig::Replay(_));
     // A receiver has no connection of its own to lose: it is up while it serves.

@@ -6,6 +6,7 @@ mod driver;
 pub mod progress;
 mod sinks;
 mod sources;
+mod web;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

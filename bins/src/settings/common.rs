@@ -44,6 +44,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SINK")]
     pub resume_sink: Option<String>,
 
+    /// Read a password from standard input (one line), print its argon2 hash (a PHC string
+    /// for CDR_RELAY_USERS) and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub hash_password: bool,
+
     /// Replay a capture from this file (`-` for standard input) instead of a PBX; exit once
     /// every call has been delivered to every sink or dead-lettered.
     #[arg(long, value_name = "FILE")]
@@ -147,7 +153,7 @@ impl Config {
             redis,
             http_cdr,
         } = args.sink.resolve()?;
-        let (http, tls) = args.web.resolve()?;
+        let super::web::WebSettings { http, tls, access } = args.web.resolve()?;
         let log_format = args.log_format.unwrap_or(LogFormat::Text);
         Ok(Self {
             kind: RelayKind::Smdr,
@@ -173,6 +179,8 @@ impl Config {
             ),
             db: args.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
             http,
+            access,
+            receiver_listen: None,
             json_logs: log_format == LogFormat::Json,
             admin: args.admin_command(),
         })

@@ -34,7 +34,10 @@ impl Config {
             ),
             SourceConfig::Posts(r) => format!(
                 "receive CMS CDR posts on {}{}{}",
-                self.http.as_deref().unwrap_or("(web server off)"),
+                self.receiver_listen
+                    .as_deref()
+                    .or(self.http.as_deref())
+                    .unwrap_or("(web server off)"),
                 r.path,
                 if r.auth.is_some() {
                     " (authentication required)"
@@ -64,10 +67,11 @@ impl Config {
         };
         let sinks: Vec<String> = self.sinks.iter().map(SinkSpec::to_string).collect();
         let mut out = format!(
-            "source: {source}\nsinks: {}\ndatabase: {}\nweb: {}\nsite: {:?}\nidle timeout: {} s\n",
+            "source: {source}\nsinks: {}\ndatabase: {}\nweb: {} (access: {})\nsite: {:?}\nidle timeout: {} s\n",
             sinks.join(", "),
             self.db.display(),
             self.http.as_deref().unwrap_or("off"),
+            self.access.describe(),
             self.site,
             self.idle_timeout.as_secs(),
         );

@@ -180,6 +180,11 @@ pub struct Config {
     pub db: PathBuf,
     /// The web server's address, if on.
     pub http: Option<String>,
+    /// Who may read and administer through the web server.
+    pub access: crate::web::auth::Access,
+    /// `cdr-receiver`: the CMS receiver's own listener (`CDR_RECEIVER_LISTEN`), serving only
+    /// its path, `/healthz` and `/readyz`; `None`: it is served by the web server.
+    pub receiver_listen: Option<String>,
     /// `json` logs.
     pub json_logs: bool,
     /// An operator's command to run on the database instead of relaying (`--requeue-dead`,

@@ -14,8 +14,10 @@ use super::{Config, ConfigError, RelayKind, SourceConfig};
 /// meeting with its legs, keeps every call in the local store with a web page and the sample
 /// receiver's record API, and delivers calls to webhooks, Redis lists and other sinks.
 ///
-/// The receiver is served by the built-in web server: set CDR_RELAY_HTTP to an address CMS
-/// reaches (for example 0.0.0.0:8444), with CDR_RELAY_TLS_CERT and CDR_RELAY_TLS_KEY for HTTPS.
+/// The receiver is served by the built-in web server, or on its own listener: set
+/// CDR_RECEIVER_LISTEN to an address CMS reaches (for example 0.0.0.0:8444; only the receiver's
+/// path, /healthz and /readyz are served there) and keep the page on 127.0.0.1, with
+/// CDR_RELAY_TLS_CERT and CDR_RELAY_TLS_KEY for HTTPS.
 #[derive(Debug, Clone, Default, Parser, Serialize, Deserialize)]
 #[serde(default)]
 #[command(name = "cdr-receiver", version, about, long_about)]
@@ -24,6 +26,13 @@ pub struct ReceiverArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub common: CommonArgs,
+
+    /// The receiver's own listener, for example 0.0.0.0:8444: only the receiver's path,
+    /// /healthz and /readyz are served there (HTTPS with CDR_RELAY_TLS_CERT/KEY), so CMS can
+    /// reach it while the web page stays on CDR_RELAY_HTTP [default: none, the receiver is
+    /// served on CDR_RELAY_HTTP].
+    #[arg(long, env = "CDR_RECEIVER_LISTEN", value_name = "ADDR:PORT")]
+    pub cdr_listen: Option<String>,
 
     /// The path CMS posts to [default: /cdr].
     #[arg(long, env = "CDR_RECEIVER_PATH", value_name = "PATH")]
@@ -87,10 +96,15 @@ impl Config {
         };
         let mut c = Self::resolve_common(&args.common, source)?;
         c.kind = RelayKind::Receiver;
-        if matches!(c.source, SourceConfig::Posts(_)) && c.http.is_none() {
-            return Err(ConfigError(
-                "cdr-receiver receives on the web server: CDR_RELAY_HTTP cannot be off".into(),
-            ));
+        if matches!(c.source, SourceConfig::Posts(_)) {
+            c.receiver_listen = text(&args.cdr_listen).filter(|l| l != "off");
+            if c.http.is_none() && c.receiver_listen.is_none() {
+                return Err(ConfigError(
+                    "cdr-receiver receives on the web server unless CDR_RECEIVER_LISTEN is set: \
+                     CDR_RELAY_HTTP cannot be off"
+                        .into(),
+                ));
+            }
         }
         Ok(c)
     }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use super::query::{CallQuery, query_pairs};
+use super::query::{CallQuery, items_page, query_pairs};
 use super::respond::{db_error_json, json_error, json_response, response};
+use super::window::{Window, window};
 use super::{MAX_DEAD_LETTERS, Resp, Shared, health, with_store};
 use crate::ops::metrics;
 use cdr_sinks::store::{PageRequest, StoreReader};
@@ -42,6 +43,13 @@ pub(super) async fn api_records(shared: &Arc<Shared>, page: &str) -> Resp {
     }
 }
 
+/// The bytes a page of `/api/v1/calls` may spend on its calls: a call larger than its share
+/// has its lists cut to their first [`LISTED_ITEMS`] items.
+const LIST_BUDGET: usize = 4 << 20;
+
+/// Items of each list kept of a call too large for its share of a list page.
+const LISTED_ITEMS: usize = 20;
+
 pub(super) async fn api_calls(shared: &Arc<Shared>, query: &str) -> Resp {
     let q = match CallQuery::parse(query, true) {
         Ok(q) => q,
@@ -49,34 +57,78 @@ pub(super) async fn api_calls(shared: &Arc<Shared>, query: &str) -> Resp {
     };
     let (page, per_page) = (q.page, q.per_page);
     let filter = q.filter.to_store();
+    let share = (LIST_BUDGET / usize::try_from(per_page).unwrap_or(1).max(1)).max(16 << 10);
     let listed = with_store(shared, move |s| {
-        s.list_bodies(&filter, PageRequest::new(page, per_page))
+        let listing = s.list_bodies(&filter, PageRequest::new(page, per_page))?;
+        let calls: Vec<Value> = listing
+            .items
+            .iter()
+            .filter_map(|r| {
+                if r.body.len() > share {
+                    let w = window(&r.body, 0, LISTED_ITEMS)?;
+                    let mut call: Value = serde_json::from_slice(&w.body).ok()?;
+                    add_paged(&mut call, &w, 1, LISTED_ITEMS);
+                    return Some(call);
+                }
+                serde_json::from_slice(&r.body)
+                    .map_err(|e| tracing::warn!(id = %r.id, "stored call is not JSON: {e}"))
+                    .ok()
+            })
+            .collect();
+        Ok((listing.total, calls))
     })
     .await;
     match listed {
-        Ok(listing) => {
-            let calls: Vec<Value> = listing
-                .items
-                .iter()
-                .filter_map(|r| {
-                    serde_json::from_slice(&r.body)
-                        .map_err(|e| tracing::warn!(id = %r.id, "stored call is not JSON: {e}"))
-                        .ok()
-                })
-                .collect();
-            json_response(
-                StatusCode::OK,
-                &json!({"calls": calls, "page": page, "per_page": per_page, "total": listing.total}),
-            )
-        }
+        Ok((total, calls)) => json_response(
+            StatusCode::OK,
+            &json!({"calls": calls, "page": page, "per_page": per_page, "total": total}),
+        ),
         Err(e) => db_error_json(&e),
     }
 }
 
-pub(super) async fn api_call(shared: &Arc<Shared>, id: String) -> Resp {
-    match with_store(shared, move |s| s.call(&id)).await {
-        Ok(Some(stored)) => {
-            let mut call: Value = match serde_json::from_slice(&stored.body) {
+/// Says in `call` which page of its lists it holds: `"paged": {"page", "per_page", "pages",
+/// "totals": {list: items}}`.
+fn add_paged(call: &mut Value, w: &Window, page: usize, per_page: usize) {
+    if let Some(obj) = call.as_object_mut() {
+        let totals: serde_json::Map<String, Value> =
+            w.lists.iter().map(|(k, n)| (k.clone(), json!(n))).collect();
+        obj.insert(
+            "paged".to_owned(),
+            json!({
+                "page": page,
+                "per_page": per_page,
+                "pages": w.longest().div_ceil(per_page).max(1),
+                "totals": totals,
+            }),
+        );
+    }
+}
+
+pub(super) async fn api_call(shared: &Arc<Shared>, id: String, query: &str) -> Resp {
+    let (page, per_page) = match items_page(query) {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let skip = (page - 1).saturating_mul(per_page);
+    let found = with_store(shared, move |s| {
+        Ok(s.call(&id)?.map(|stored| {
+            let call = match window(&stored.body, skip, per_page) {
+                Some(w) => serde_json::from_slice::<Value>(&w.body).map(|mut call| {
+                    if w.is_cut(per_page) || page > 1 {
+                        add_paged(&mut call, &w, page, per_page);
+                    }
+                    call
+                }),
+                None => serde_json::from_slice::<Value>(&stored.body),
+            };
+            (call, stored.deliveries)
+        }))
+    })
+    .await;
+    match found {
+        Ok(Some((call, deliveries))) => {
+            let mut call: Value = match call {
                 Ok(v) => v,
                 Err(e) => {
                     return json_error(
@@ -86,8 +138,7 @@ pub(super) async fn api_call(shared: &Arc<Shared>, id: String) -> Resp {
                 }
             };
             if let Some(obj) = call.as_object_mut() {
-                let list: Vec<Value> = stored
-                    .deliveries
+                let list: Vec<Value> = deliveries
                     .iter()
                     .map(|d| {
                         json!({

@@ -4,9 +4,9 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /` | a chart of calls per hour and the deliveries per sink, then the latest calls, newest first, 50 a page (`?page=N`), with filters |
-//! | `GET /calls/<id>` | one call: a timeline of its legs, summary, parties, every record field, deliveries, raw JSON |
-//! | `GET /api/v1/calls` | `{"calls":[..],"page":N,"per_page":M,"total":T}` (`per_page` up to 500) |
-//! | `GET /api/v1/calls/<id>` | the call's JSON plus `"deliveries"`; 404 when unknown |
+//! | `GET /calls/<id>` | one call: a timeline of its legs, summary, parties, every record field, deliveries, raw JSON; its lists (records, legs, ...) 200 items a page (`?page=N`) with links |
+//! | `GET /api/v1/calls` | `{"calls":[..],"page":N,"per_page":M,"total":T}` (`per_page` up to 200; a call larger than its share of 4 MiB has its lists cut to their first 20 items and a `"paged"` object saying so) |
+//! | `GET /api/v1/calls/<id>` | the call's JSON plus `"deliveries"`; 404 when unknown; its lists 200 items a page (`?page=N&per_page=M`), with `"paged": {"page","per_page","pages","totals"}` when a list is longer than a page or `page` is past 1 |
 //! | `GET /api/v1/records/<page>` | CMS records as the sample receiver's API shows them: 20 a page, newest first, `{"records":0}` past the end |
 //! | `POST /cdr` | `cdr-receiver` only: a CMS CDR batch (see [`crate::sources::receiver`]) |
 //! | `GET /api/v1/dead-letters` | the latest dead letters (`?limit=`, up to 1000) |
@@ -42,6 +42,12 @@
 //!   other from the call's start, as the call's end time is computed); one row for the call
 //!   otherwise. At most 60 rows are drawn; the tables below list every leg and record.
 //!
+//! Who may see what is [`auth`]'s: with credentials configured (`CDR_RELAY_READ_TOKENS`,
+//! `CDR_RELAY_ADMIN_TOKENS`, `CDR_RELAY_USERS`) every route above but `/healthz`, `/readyz` and
+//! the receiver's `POST` needs read access, and `/api/v1/admin/...` or a method other than `GET`
+//! needs admin. The server's own limits (a header deadline from the accept, connection slots
+//! per client address, idle connections shed first) are [`server`]'s.
+//!
 //! The server only reads the database: each request opens its own read-only connection (the
 //! file is in WAL mode, so reading never blocks the relay's writer). A database that does not
 //! exist yet reads as one with no calls.
@@ -50,9 +56,10 @@
 //! timeouts), `routes` (which handler answers a path), `query` (the query strings), `respond`
 //! (headers, text, HTML and JSON responses), `api` (the JSON endpoints and `/metrics`), `pages`
 //! (the HTML pages, through the askama templates in `templates/`), `admin` (the sinks page and
-//! the admin actions), `charts` and `timeline`
-//! (the SVG figures), `format` (HTML escaping, times and durations) and [`health`] (readiness,
-//! shared with the Sentry check-ins). They import one way: server -> routes -> admin, api, pages,
+//! the admin actions), `charts` and `timeline` (the SVG figures), `window` (a page of a call's
+//! lists), `auth` (access control), `limits` (connection slots), `format` (HTML escaping, times
+//! and durations) and [`health`] (readiness, shared with the Sentry check-ins). They import one
+//! way: server -> routes -> admin, api, pages,
 //! health -> query, respond, charts -> format. The store is read through
 //! [`cdr_sinks::store`].
 
@@ -69,15 +76,18 @@ use crate::ops::metrics::Metrics;
 
 mod admin;
 mod api;
+pub mod auth;
 mod charts;
 mod format;
 pub mod health;
+mod limits;
 mod pages;
 mod query;
 mod respond;
 mod routes;
 pub mod server;
 mod timeline;
+mod window;
 
 pub use server::{WebOptions, WebTls, serve, serve_with};
 
@@ -85,7 +95,7 @@ pub use server::{WebOptions, WebTls, serve, serve_with};
 pub const PAGE_SIZE: u64 = 50;
 
 /// The largest `per_page` the API accepts (larger values are lowered to it).
-pub const MAX_PER_PAGE: u64 = 500;
+pub const MAX_PER_PAGE: u64 = 200;
 
 /// The largest `limit` of `/api/v1/dead-letters`.
 pub const MAX_DEAD_LETTERS: u64 = 1000;
@@ -103,6 +113,11 @@ pub struct WebState {
     pub receiver: Option<Arc<crate::sources::receiver::CdrReceiver>>,
     /// Serve HTTPS with this (certificate files given); plain HTTP when `None`.
     pub tls: Option<WebTls>,
+    /// Who may read and administer (see [`auth`]); the default lets everyone.
+    pub access: auth::Access,
+    /// Serve only the CMS receiver's path, `/healthz` and `/readyz` (the receiver's own
+    /// listener, `CDR_RECEIVER_LISTEN`); everything else is 404.
+    pub receiver_only: bool,
 }
 
 /// What every request handler reads: the state and the options.

@@ -15,9 +15,10 @@ use serde_json::Value;
 
 use super::charts::{deliveries_figure, hours_figure};
 use super::format::{hms, utc};
-use super::query::{CallFilter, CallQuery, encode};
+use super::query::{CallFilter, CallQuery, encode, items_page};
 use super::respond::{html, text};
 use super::timeline::{Timeline, timeline_figure};
+use super::window::{CALL_PAGE_ITEMS, window};
 use super::{Resp, Shared, with_store};
 
 pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
@@ -85,13 +86,46 @@ pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
     }
 }
 
-pub(super) async fn call_page(shared: &Arc<Shared>, id: String) -> Resp {
+pub(super) async fn call_page(shared: &Arc<Shared>, id: String, query: &str) -> Resp {
     let title = &shared.state.title;
-    match with_store(shared, move |s| s.call(&id)).await {
-        Ok(Some(stored)) => render(
-            StatusCode::OK,
-            &CallPage::new(title, &stored.body, &stored.deliveries),
-        ),
+    let (page, per_page) = match items_page(query) {
+        Ok(p) => p,
+        Err(e) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                &Message {
+                    title,
+                    heading: "Bad request",
+                    text: &e,
+                    error: true,
+                    back: true,
+                },
+            );
+        }
+    };
+    let href = encode(&id);
+    let skip = (page - 1).saturating_mul(per_page);
+    let stored = with_store(shared, move |s| {
+        Ok(s.call(&id)?.map(|stored| {
+            let cut = window(&stored.body, skip, per_page);
+            (stored, cut)
+        }))
+    })
+    .await;
+    match stored {
+        Ok(Some((stored, cut))) => {
+            let (body, items) = match cut {
+                Some(w) => {
+                    let nav = (w.is_cut(per_page) || page > 1)
+                        .then(|| ItemsNav::new(&href, page, per_page, w.longest()));
+                    (w.body, nav)
+                }
+                None => (stored.body, None),
+            };
+            let mut call = CallPage::new(title, &body, &stored.deliveries, skip);
+            call.items = items;
+            render(StatusCode::OK, &call)
+        }
         Ok(None) => message(
             StatusCode::NOT_FOUND,
             &Message {
@@ -103,6 +137,45 @@ pub(super) async fn call_page(shared: &Arc<Shared>, id: String) -> Resp {
             },
         ),
         Err(e) => db_error_html(title, &e),
+    }
+}
+
+/// The links between the pages of a call's lists (`templates/call.html`).
+struct ItemsNav {
+    first: Option<String>,
+    previous: Option<String>,
+    next: Option<String>,
+    last: Option<String>,
+    /// The first and last item shown (from 1), and the longest list's length.
+    from: usize,
+    to: usize,
+    total: usize,
+    page: usize,
+    pages: usize,
+}
+
+impl ItemsNav {
+    fn new(href: &str, page: usize, per_page: usize, total: usize) -> Self {
+        let pages = total.div_ceil(per_page).max(1);
+        let link = |p: usize| {
+            if per_page == CALL_PAGE_ITEMS {
+                format!("/calls/{href}?page={p}")
+            } else {
+                format!("/calls/{href}?page={p}&per_page={per_page}")
+            }
+        };
+        let from = (page - 1).saturating_mul(per_page);
+        Self {
+            first: (page > 2).then(|| link(1)),
+            previous: (page > 1).then(|| link((page - 1).min(pages))),
+            next: (page < pages).then(|| link(page + 1)),
+            last: (page + 1 < pages).then(|| link(pages)),
+            from: (from + 1).min(total),
+            to: from.saturating_add(per_page).min(total),
+            total,
+            page,
+            pages,
+        }
     }
 }
 
@@ -310,8 +383,10 @@ struct CallPage<'a> {
     /// The call's lists of objects (parties, records, legs, ...), as tables.
     lists: Vec<ObjectTable>,
     deliveries: Vec<DeliveryRow<'a>>,
-    /// The stored JSON, indented.
+    /// The stored JSON, indented (its lists cut to the page shown).
     json: String,
+    /// The links between the pages of the call's lists, when they have more than one.
+    items: Option<ItemsNav>,
 }
 
 /// The call's fields other than its lists, as the summary shows them.
@@ -330,6 +405,8 @@ enum Fields {
 struct ObjectTable {
     heading: String,
     count: usize,
+    /// The number of the first object before this page (0 on the first).
+    offset: usize,
     wide: bool,
     /// The columns (not `wide`).
     keys: Vec<String>,
@@ -355,7 +432,8 @@ struct DeliveryRow<'a> {
 }
 
 impl<'a> CallPage<'a> {
-    fn new(title: &'a str, body: &[u8], deliveries: &'a [Delivery]) -> Self {
+    /// The page of the call `body` (its lists cut to the items from `offset`).
+    fn new(title: &'a str, body: &[u8], deliveries: &'a [Delivery], offset: usize) -> Self {
         let call = serde_json::from_slice::<Json>(body);
         let call_id = call
             .as_ref()
@@ -379,7 +457,7 @@ impl<'a> CallPage<'a> {
                     match value {
                         Json::Array(items) if items.iter().all(Json::is_object) => {
                             if !items.is_empty() {
-                                lists.push(object_table(key, items));
+                                lists.push(object_table(key, items, offset));
                             }
                         }
                         _ => summary.push((key.clone(), value.display())),
@@ -418,12 +496,13 @@ impl<'a> CallPage<'a> {
             lists,
             deliveries,
             json: pretty_json(&String::from_utf8_lossy(body)),
+            items: None,
         }
     }
 }
 
 /// The table of the list `key` of a call.
-fn object_table(key: &str, objects: &[Json]) -> ObjectTable {
+fn object_table(key: &str, objects: &[Json], offset: usize) -> ObjectTable {
     let mut keys: Vec<&str> = Vec::new();
     for o in objects {
         if let Json::Object(fields) = o {
@@ -448,7 +527,7 @@ fn object_table(key: &str, objects: &[Json]) -> ObjectTable {
             .iter()
             .enumerate()
             .map(|(i, o)| TableRow {
-                name: (i + 1).to_string(),
+                name: (offset + i + 1).to_string(),
                 cells: keys.iter().map(|k| cell(o, k)).collect(),
             })
             .collect()
@@ -456,6 +535,7 @@ fn object_table(key: &str, objects: &[Json]) -> ObjectTable {
     ObjectTable {
         heading: heading(key),
         count: objects.len(),
+        offset,
         wide,
         keys: keys.into_iter().map(str::to_owned).collect(),
         rows,

@@ -22,6 +22,36 @@ pub(super) struct CallQuery {
     pub(super) per_page: u64,
 }
 
+/// `page` (from 1) and `per_page` (1 to [`super::window::CALL_PAGE_ITEMS`], the default) of a
+/// call's lists (`/calls/<id>`, `/api/v1/calls/<id>`); other keys are ignored.
+pub(super) fn items_page(query: &str) -> Result<(usize, usize), String> {
+    let max = super::window::CALL_PAGE_ITEMS;
+    let (mut page, mut per_page) = (1, max);
+    for (key, value) in query_pairs(query) {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "page" => {
+                page = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|p| *p >= 1)
+                    .ok_or("page must be a whole number from 1")?;
+            }
+            "per_page" => {
+                per_page = value
+                    .parse::<usize>()
+                    .map_err(|_| "per_page must be a whole number")?
+                    .clamp(1, max);
+            }
+            _ => {}
+        }
+    }
+    Ok((page, per_page))
+}
+
 impl CallQuery {
     /// Parses the list's query string; `per_page` is read only when `api` is set.
     pub(super) fn parse(query: &str, api: bool) -> Result<Self, String> {

@@ -20,9 +20,9 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp
         "/api/v1/sinks" => admin::api_sinks(shared).await,
         _ => {
             if let Some(id) = path.strip_prefix("/calls/") {
-                pages::call_page(shared, decode(id)).await
+                pages::call_page(shared, decode(id), query).await
             } else if let Some(id) = path.strip_prefix("/api/v1/calls/") {
-                api::api_call(shared, decode(id)).await
+                api::api_call(shared, decode(id), query).await
             } else if let Some(page) = path.strip_prefix("/api/v1/records/") {
                 api::api_records(shared, page).await
             } else if path.starts_with("/api/") {

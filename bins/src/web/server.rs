@@ -1,12 +1,18 @@
 //! The HTTP server: the accept loop, TLS, connection limits and timeouts, graceful shutdown,
-//! and the methods the server takes before a request is routed.
+//! access control, and the methods the server takes before a request is routed.
+//!
+//! Every connection must complete a request's headers within
+//! [`WebOptions::header_read_timeout`] of being accepted (or of its previous response being
+//! sent): a socket that sends nothing is closed then. The slots ([`WebOptions::max_connections`],
+//! [`WebOptions::max_connections_per_ip`]) are kept by `limits`: when they are full, idle
+//! connections are shed first.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -15,9 +21,11 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::auth::need;
+use super::limits::{Admit, ConnState, Limits, Slot, Tracked};
 use super::respond::text;
 use super::routes::route;
 use super::{Resp, Shared, WebState};
@@ -64,16 +72,20 @@ impl WebTls {
 /// Limits and timeouts of the server; [`serve`] uses the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebOptions {
-    /// How long a client may take to send a request's headers (HTTP/1) before the connection
-    /// is closed. Default 10 s.
+    /// How long a client may take, from the connection's accept (or its previous response),
+    /// to send a request's complete headers before the connection is closed. Default 10 s.
     pub header_read_timeout: Duration,
     /// How long one request may take to answer before it gets a 503. Default 30 s.
     pub request_timeout: Duration,
     /// How long one connection may stay open; then it is closed gracefully (keep-alive clients
     /// reconnect). Default 120 s.
     pub connection_max_age: Duration,
-    /// Connections served at once; more wait in the listen backlog. Default 256.
+    /// Connections served at once. When they are all open, a new one takes the place of the
+    /// connection idle longest; when none is idle, it waits in the listen backlog. Default 256.
     pub max_connections: usize,
+    /// Connections one client address may have open; past it, a new one takes the place of
+    /// that address's connection idle longest, or is closed when none is idle. Default 64.
+    pub max_connections_per_ip: usize,
     /// How long connections may take to finish their requests at shutdown. Default 5 s.
     pub shutdown_grace: Duration,
     /// `/readyz` fails while a sink's oldest pending delivery is older than this. Default 15 min.
@@ -87,6 +99,7 @@ impl Default for WebOptions {
             request_timeout: Duration::from_secs(30),
             connection_max_age: Duration::from_secs(120),
             max_connections: 256,
+            max_connections_per_ip: 64,
             shutdown_grace: Duration::from_secs(5),
             ready_max_pending_age: Duration::from_secs(15 * 60),
         }
@@ -116,7 +129,10 @@ pub async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared { state, options });
-    let permits = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
+    let limits = Limits::new(
+        shared.options.max_connections,
+        shared.options.max_connections_per_ip,
+    );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -130,16 +146,8 @@ pub async fn serve_with(
         .max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
     let mut connections = JoinSet::new();
-    loop {
+    'accept: loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            biased;
-            () = stopped(&mut shutdown) => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
@@ -152,13 +160,27 @@ pub async fn serve_with(
                 }
             },
         };
+        let slot = loop {
+            match limits.admit(peer.ip()) {
+                Admit::Yes(slot) => break slot,
+                Admit::Refused => {
+                    tracing::debug!(%peer, "web server: too many busy connections from this address");
+                    continue 'accept;
+                }
+                Admit::Full => tokio::select! {
+                    biased;
+                    () = stopped(&mut shutdown) => break 'accept,
+                    () = limits.freed() => {}
+                },
+            }
+        };
         connections.spawn(connection(
             stream,
             peer,
             shared.clone(),
             builder.clone(),
             shutdown.clone(),
-            permit,
+            slot,
         ));
     }
     drop(listener);
@@ -188,18 +210,22 @@ async fn connection(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     shutdown: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
     match shared.state.tls.clone() {
-        None => serve_stream(stream, peer, shared, builder, shutdown, permit).await,
+        None => serve_stream(stream, peer, shared, builder, shutdown, slot).await,
         Some(WebTls(acceptor)) => {
+            let state = slot.state().clone();
             let handshake =
                 tokio::time::timeout(shared.options.header_read_timeout, acceptor.accept(stream));
-            match handshake.await {
-                Ok(Ok(tls)) => serve_stream(tls, peer, shared, builder, shutdown, permit).await,
-                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(tls)) => serve_stream(tls, peer, shared, builder, shutdown, slot).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+                () = state.shed() => {}
             }
         }
     }
@@ -211,34 +237,54 @@ async fn serve_stream<S>(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let state: Arc<ConnState> = slot.state().clone();
     let for_service = shared.clone();
+    let for_busy = state.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = for_service.clone();
+        let busy = for_busy.start();
         async move {
-            if let Some(receiver) = &shared.state.receiver {
-                if req.method() == Method::POST && req.uri().path() == receiver.path() {
-                    return Ok::<_, Infallible>(receiver.handle(req).await);
-                }
-            }
-            Ok::<_, Infallible>(handle(&shared, &req).await)
+            let resp = respond(&shared, req).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let max_age = tokio::time::sleep(shared.options.connection_max_age);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, "web connection: {e}");
+    tokio::pin!(max_age);
+    let limit = shared.options.header_read_timeout;
+    let mut check = tokio::time::Instant::now();
+    loop {
+        let next_check = tokio::time::sleep_until(check);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "web connection: {e}");
+                }
+                return;
             }
-            return;
+            () = stopped(&mut shutdown) => break,
+            () = &mut max_age => break,
+            () = state.shed() => {
+                // Idle (that is why it was chosen): close at once, the slot is already free.
+                return;
+            }
+            () = next_check => {
+                let now = Instant::now();
+                match state.idle_deadline(limit) {
+                    Some(deadline) if deadline <= now => {
+                        tracing::debug!(%peer, "web connection: no request within {limit:?}, closing");
+                        return;
+                    }
+                    Some(deadline) => check = deadline.into(),
+                    None => check = (now + limit).into(),
+                }
+            }
         }
-        () = stopped(&mut shutdown) => {}
-        () = max_age => {}
     }
     conn.as_mut().graceful_shutdown();
     match tokio::time::timeout(shared.options.shutdown_grace, conn).await {
@@ -246,6 +292,37 @@ async fn serve_stream<S>(
         Ok(Err(e)) => tracing::debug!(%peer, "web connection: {e}"),
         Err(_) => tracing::debug!(%peer, "web connection: closed after the grace period"),
     }
+    drop(slot);
+}
+
+/// Answers one request: the CMS receiver's `POST` (its own token), else the listener's scope,
+/// access control, then the routes.
+async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    if let Some(receiver) = &shared.state.receiver {
+        if req.method() == Method::POST && req.uri().path() == receiver.path() {
+            return receiver.handle(req).await;
+        }
+    }
+    let path = req.uri().path();
+    if shared.state.receiver_only && path != "/healthz" && path != "/readyz" {
+        let is_receiver = shared
+            .state
+            .receiver
+            .as_ref()
+            .is_some_and(|r| r.path() == path);
+        if !is_receiver {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
+    }
+    if let Err(denied) = shared
+        .state
+        .access
+        .check(req.headers(), need(req.method(), path))
+        .await
+    {
+        return denied;
+    }
+    handle(shared, &req).await
 }
 
 async fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Resp {
