@@ -257,7 +257,9 @@ impl Metrics {
     /// The counter of connections the SMDR listener refused for `reason` (`not_allowed`,
     /// `busy`), to count into from the listener.
     pub fn smdr_refused(&self, reason: &'static str) -> Counter {
-        self.smdr_refused.get_or_create(&[("reason", reason)]).clone()
+        self.smdr_refused
+            .get_or_create(&[("reason", reason)])
+            .clone()
     }
 
     /// Counts an anomaly the assembler reported.

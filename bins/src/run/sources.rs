@@ -65,7 +65,9 @@ pub(super) async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
         SourceConfig::Connect(addr) => {
             tracing::info!(%addr, "connecting to the PBX");
             if !config.smdr.allow.is_empty() {
-                tracing::warn!("SMDR_ALLOW applies when listening; the relay connects to SMDR_ADDR");
+                tracing::warn!(
+                    "SMDR_ALLOW applies when listening; the relay connects to SMDR_ADDR"
+                );
             }
             tokio::spawn(tcp::connect(addr.clone(), opts, tx, shutdown.clone()));
         }

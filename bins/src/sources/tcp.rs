@@ -221,7 +221,10 @@ impl RefusalLog {
         };
         slot.1 += 1;
         let now = tokio::time::Instant::now();
-        if slot.0.is_some_and(|t| now.duration_since(t) < self.interval) {
+        if slot
+            .0
+            .is_some_and(|t| now.duration_since(t) < self.interval)
+        {
             return;
         }
         let refused = std::mem::take(&mut slot.1);
@@ -233,6 +236,10 @@ impl RefusalLog {
         }
     }
 }
+
+/// How long a newcomer waits for the live connection to end (its close already on the way)
+/// before it is refused.
+const RECONNECT_GRACE: Duration = Duration::from_millis(500);
 
 /// Accepts PBX connections on `listener`, one at a time. A peer outside `guard.allow` is
 /// disconnected at once. While a connection is live, a newcomer is refused (disconnected and
@@ -303,6 +310,12 @@ pub async fn listen<I: From<Vec<u8>>>(
                                     "silent for {} s: replaced by a new connection from {newcomer}",
                                     silent.as_secs()
                                 ));
+                            }
+                            // A PBX that reconnects closed its old connection first: its end
+                            // may be queued behind the newcomer. Read on for a moment.
+                            if let Ok(why) = tokio::time::timeout(RECONNECT_GRACE, &mut pumping).await {
+                                next = Some((stream, newcomer));
+                                break why;
                             }
                             guard.refused_busy.inc();
                             log.refused(true, newcomer, Some(&live));
