@@ -217,3 +217,30 @@ async fn a_call_of_130000_records_comes_out_in_capped_parts() {
     assert!(relay.log().contains("CallSplit"), "the split is logged");
     drop(pbx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_taken_over_after_smdr_takeover_after() {
+    let rx = Receiver::start(None, 200).await;
+    let relay = relay("hostile-takeover", &rx, &[("SMDR_TAKEOVER_AFTER", "1")]);
+    let addr = relay.smdr.unwrap();
+    // The PBX's old connection, left half-open by a network break: silent from now on.
+    let mut old = TcpStream::connect(addr).await.unwrap();
+    old.write_all(&line(1_036_001, "12:00:00", false, "Before"))
+        .await
+        .unwrap();
+    rx.wait_accepted(1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The PBX comes back on a new connection: it replaces the silent one.
+    let mut new = TcpStream::connect(addr).await.unwrap();
+    new.write_all(&line(1_036_002, "12:01:00", false, "After"))
+        .await
+        .unwrap();
+    new.flush().await.unwrap();
+    rx.wait_accepted(2, Duration::from_secs(30)).await;
+    let got = bodies(&rx.accepted());
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1]["call_id"], "1036002");
+    assert!(closed_by_relay(&mut old).await, "the silent one is closed");
+    assert!(relay.log().contains("replaced by a new connection"));
+    drop(new);
+}

@@ -142,3 +142,52 @@ impl Config {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        let mut all = vec!["smdr-relay"];
+        all.extend_from_slice(v);
+        Args::try_parse_from(all).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_listener_guard_settings_from_flags_and_the_file() {
+        let c = Config::resolve(&args(&[])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.smdr, SmdrSettings::default());
+        let c = Config::resolve(&args(&[
+            "--smdr-allow",
+            "192.0.2.10, 10.1.0.0/16,::1",
+            "--smdr-takeover-after",
+            "60",
+            "--smdr-max-records-per-call",
+            "50",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let allow: Vec<String> = c.smdr.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["192.0.2.10/32", "10.1.0.0/16", "::1/128"]);
+        assert_eq!(c.smdr.takeover_after, Duration::from_secs(60));
+        assert_eq!(c.smdr.max_records_per_call, 50);
+        let e = Config::resolve(&args(&["--smdr-allow", "pbx.example"])).unwrap_err();
+        assert!(
+            e.0.contains("SMDR_ALLOW") && e.0.contains("pbx.example"),
+            "{e}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("cdr-relay-smdr-guard-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            "smdr_allow = \"127.0.0.2\"\nsmdr_takeover_after = 30\nsmdr_max_records_per_call = 7\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = path.to_str().unwrap_or_default();
+        let c = Config::resolve(&args(&["--config", p])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.smdr.allow.len(), 1);
+        assert_eq!(c.smdr.takeover_after, Duration::from_secs(30));
+        assert_eq!(c.smdr.max_records_per_call, 7);
+    }
+}

@@ -462,3 +462,36 @@ pub async fn ami(
     }
     client.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(allow: &str) -> ListenGuard {
+        ListenGuard {
+            allow: crate::settings::smdr::parse_allow(allow).unwrap_or_default(),
+            takeover_after: Duration::from_secs(300),
+            refused_not_allowed: Default::default(),
+            refused_busy: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_allow_list_matches_addresses_networks_and_mapped_ipv4() {
+        let ip = |s: &str| {
+            s.parse::<std::net::IpAddr>()
+                .unwrap_or(std::net::IpAddr::from([0; 4]))
+        };
+        assert!(guard("").allows(ip("203.0.113.9")), "no list: anyone");
+        let g = guard("192.0.2.10,10.1.0.0/16");
+        assert!(g.allows(ip("192.0.2.10")));
+        assert!(g.allows(ip("10.1.200.3")));
+        assert!(
+            g.allows(ip("::ffff:10.1.0.1")),
+            "an IPv4 peer on an IPv6 socket"
+        );
+        assert!(!g.allows(ip("192.0.2.11")));
+        assert!(!g.allows(ip("10.2.0.1")));
+        assert!(!g.allows(ip("::1")));
+    }
+}
