@@ -244,3 +244,30 @@ async fn a_silent_connection_is_taken_over_after_smdr_takeover_after() {
     assert!(relay.log().contains("replaced by a new connection"));
     drop(new);
 }
+
+/// A replayed capture has no connection events: its genuine reboots are still restarts there.
+#[test]
+fn a_replayed_capture_keeps_its_reboots() {
+    let dir = tempdir("hostile-replay");
+    let out = dir.join("calls.jsonl");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_smdr-relay"))
+        .args(["--http", "off", "--db"])
+        .arg(dir.join("relay.db"))
+        .arg("--replay")
+        .arg(fixture("ccbc/ccbc_2017-05-26_fw-upgrade_two-reboots.txt"))
+        .arg("--sink")
+        .arg(format!("jsonl:{}", out.display()))
+        .env_remove("SMDR_WEBHOOK_URL")
+        .env_remove("SMDR_ADDR")
+        .env_remove("SMDR_LISTEN")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let calls: Vec<serde_json::Value> = read_jsonl(&out);
+    let mut epochs: Vec<u64> = calls
+        .iter()
+        .map(|c| c["boot_epoch"].as_u64().unwrap_or(0))
+        .collect();
+    epochs.dedup();
+    assert_eq!(epochs, [0, 1, 2], "two reboots, as the capture holds");
+}

@@ -10,7 +10,8 @@
 //! Phone systems report a call in pieces: IP Office writes one SMDR record per call segment,
 //! interleaved with other calls' records and in call-*end* order. An assembler collects the
 //! pieces and emits one [`Call`] when the last piece arrives, or an incomplete one when it never
-//! does (idle timeout, PBX restart, a cap on open calls, end of input).
+//! does (idle timeout, PBX restart, a cap on open calls, end of input), or in parts when it
+//! outgrows a cap on records per call.
 //!
 //! # Feeds: what an embedder runs
 //!
