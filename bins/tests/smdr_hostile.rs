@@ -260,6 +260,7 @@ fn a_replayed_capture_keeps_its_reboots() {
         .env_remove("SMDR_WEBHOOK_URL")
         .env_remove("SMDR_ADDR")
         .env_remove("SMDR_LISTEN")
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());

@@ -42,7 +42,7 @@ pub struct SmdrAssemblerConfig {
     /// the highest call) confirm one when the connection did *not* drop before them. One such
     /// record right after [`SmdrAssembler::handle_disconnect`] is enough: a genuine IP Office
     /// restart drops the connection. 0: never without a reconnect; 1: any single such line
-    /// (for a replayed capture, which has no connection events). Default 5.
+    /// (for a replayed capture, which has no connection events). Default 5; at most 64.
     pub restart_confirm_records: u32,
 }
 
@@ -86,6 +86,10 @@ pub struct SmdrStats {
 }
 
 type Key = (u64, NaiveDateTime);
+
+/// The longest run of restart-like records remembered (and so the most
+/// [`SmdrAssemblerConfig::restart_confirm_records`] can ask for): the state stays small.
+const MAX_RUN: usize = 64;
 
 #[derive(Debug)]
 struct OpenCall {
@@ -455,7 +459,10 @@ impl SmdrAssembler {
                     && (!self.open.contains_key(&key) || self.run.contains(&key)) =>
             {
                 self.run.push(key);
-                let needed = self.config.restart_confirm_records as usize;
+                if self.run.len() > MAX_RUN {
+                    self.run.remove(0);
+                }
+                let needed = (self.config.restart_confirm_records as usize).min(MAX_RUN);
                 if armed || (needed > 0 && self.run.len() >= needed) {
                     self.restart();
                 } else {

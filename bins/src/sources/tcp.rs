@@ -237,15 +237,16 @@ impl RefusalLog {
     }
 }
 
-/// How long a newcomer waits for the live connection to end (its close already on the way)
-/// before it is refused.
+/// How long a newcomer from the live connection's address waits for that connection to end
+/// (its close already on the way) before it is refused; others are refused at once.
 const RECONNECT_GRACE: Duration = Duration::from_millis(500);
 
 /// Accepts PBX connections on `listener`, one at a time. A peer outside `guard.allow` is
 /// disconnected at once. While a connection is live, a newcomer is refused (disconnected and
 /// counted) unless the live one has sent nothing for `guard.takeover_after` (a socket left
 /// half-open by a network break, or a PBX that rebooted): then the old one is closed and the
-/// newcomer takes over.
+/// newcomer takes over. A PBX that closes its connection and reconnects at once is accepted:
+/// a newcomer from the live peer's address waits a moment for the old connection's end.
 pub async fn listen<I: From<Vec<u8>>>(
     listener: TcpListener,
     opts: TcpOptions,
@@ -311,11 +312,16 @@ pub async fn listen<I: From<Vec<u8>>>(
                                     silent.as_secs()
                                 ));
                             }
-                            // A PBX that reconnects closed its old connection first: its end
-                            // may be queued behind the newcomer. Read on for a moment.
-                            if let Ok(why) = tokio::time::timeout(RECONNECT_GRACE, &mut pumping).await {
-                                next = Some((stream, newcomer));
-                                break why;
+                            // A PBX that reconnects (from its own address) closed its old
+                            // connection first: that end may be queued behind the newcomer.
+                            // Read on for a moment.
+                            if newcomer.ip() == peer.ip() {
+                                if let Ok(why) =
+                                    tokio::time::timeout(RECONNECT_GRACE, &mut pumping).await
+                                {
+                                    next = Some((stream, newcomer));
+                                    break why;
+                                }
                             }
                             guard.refused_busy.inc();
                             log.refused(true, newcomer, Some(&live));
