@@ -60,6 +60,9 @@ pub enum FlushReason {
     Evicted,
     /// The input ended (end of a replayed file, or an explicit flush).
     EndOfInput,
+    /// The call reached the record limit of one part; its further records form its next part
+    /// (SMDR: `SmdrAssemblerConfig::max_records_per_call`).
+    RecordLimit,
     /// Asterisk: after the AMI connection was lost, the call's channels were no longer in the
     /// PBX's channel list when the client reconnected (`CoreShowChannels`), so its end was not
     /// seen.

@@ -10,7 +10,8 @@
 //! Phone systems report a call in pieces: IP Office writes one SMDR record per call segment,
 //! interleaved with other calls' records and in call-*end* order. An assembler collects the
 //! pieces and emits one [`Call`] when the last piece arrives, or an incomplete one when it never
-//! does (idle timeout, PBX restart, a cap on open calls, end of input).
+//! does (idle timeout, PBX restart, a cap on open calls, end of input), or in parts when it
+//! outgrows a cap on records per call.
 //!
 //! # Feeds: what an embedder runs
 //!
@@ -194,6 +195,26 @@ pub enum Anomaly {
         /// Its call start.
         call_start: NaiveDateTime,
         /// The part it starts.
+        part: u32,
+    },
+    /// SMDR: a record looked like a PBX restart (a low Call ID that started after the highest
+    /// call) with nothing to confirm it: not right after a reconnect, and not (yet) a run of
+    /// such records. It was handled as its own call and no open call was flushed.
+    UnconfirmedRestart {
+        /// Its Call ID.
+        call_id: u64,
+        /// Its call start.
+        call_start: NaiveDateTime,
+    },
+    /// SMDR: a call reached the record limit
+    /// ([`SmdrAssemblerConfig::max_records_per_call`]): the part so far was emitted incomplete
+    /// ([`FlushReason::RecordLimit`]) and this record starts part `part`.
+    CallSplit {
+        /// Its Call ID.
+        call_id: u64,
+        /// Its call start.
+        call_start: NaiveDateTime,
+        /// The part the record starts.
         part: u32,
     },
     /// A record identical to one already held for its open call was dropped.

@@ -1,6 +1,7 @@
 //! Assembling IP Office SMDR records into calls.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -32,6 +33,17 @@ pub struct SmdrAssemblerConfig {
     /// How many calls flushed incomplete are remembered, so that their late records form a
     /// later part under its own id ([`Call::part`]) instead of reusing the flushed call's id.
     pub remember_flushed: usize,
+    /// The most records one part of a call holds. A call that reaches it is emitted incomplete
+    /// ([`FlushReason::RecordLimit`]) and [`Anomaly::CallSplit`] is reported; its further
+    /// records form its next part ([`Call::part`]), so nothing is dropped and no call grows
+    /// without bound. Default 1,000 (IP Office writes a handful of records per call).
+    pub max_records_per_call: usize,
+    /// How many consecutive records that look like a restart (a low Call ID that started after
+    /// the highest call) confirm one when the connection did *not* drop before them. One such
+    /// record right after [`SmdrAssembler::handle_disconnect`] is enough: a genuine IP Office
+    /// restart drops the connection. 0: never without a reconnect; 1: any single such line
+    /// (for a replayed capture, which has no connection events). Default 5; at most 64.
+    pub restart_confirm_records: u32,
 }
 
 impl Default for SmdrAssemblerConfig {
@@ -43,6 +55,8 @@ impl Default for SmdrAssemblerConfig {
             call_id_base: 1_000_000,
             restart_window: 10_000,
             remember_flushed: 10_000,
+            max_records_per_call: 1_000,
+            restart_confirm_records: 5,
         }
     }
 }
@@ -62,9 +76,20 @@ pub struct SmdrStats {
     pub duplicates: u64,
     /// Calls started by a record that arrived after its call was flushed incomplete.
     pub late: u64,
+    /// Records that looked like a PBX restart but were not confirmed (handled as their own
+    /// calls, nothing flushed): [`Anomaly::UnconfirmedRestart`].
+    #[serde(default)]
+    pub unconfirmed_restarts: u64,
+    /// Calls split into parts because they reached the record limit: [`Anomaly::CallSplit`].
+    #[serde(default)]
+    pub splits: u64,
 }
 
 type Key = (u64, NaiveDateTime);
+
+/// The longest run of restart-like records remembered (and so the most
+/// [`SmdrAssemblerConfig::restart_confirm_records`] can ask for): the state stays small.
+const MAX_RUN: usize = 64;
 
 #[derive(Debug)]
 struct OpenCall {
@@ -76,6 +101,23 @@ struct OpenCall {
     /// 0, or n when this call's key was flushed incomplete n times before (see [`Call::part`]).
     part: u32,
     records: Vec<SmdrRecord<'static>>,
+    /// Hashes of `records`, so a duplicate check costs one lookup instead of a scan.
+    hashes: HashSet<u64>,
+}
+
+impl OpenCall {
+    /// Whether `record` is already held: one hash lookup, and a scan only on a hit.
+    fn holds(&self, record: &SmdrRecord<'_>) -> bool {
+        self.hashes.contains(&record_hash(record)) && self.records.iter().any(|r| r == record)
+    }
+}
+
+/// A record's hash for duplicate checks (the same for equal records; collisions are settled
+/// by a comparison).
+fn record_hash(record: &SmdrRecord<'_>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    record.hash(&mut h);
+    h.finish()
 }
 
 /// The open state of an [`SmdrAssembler`], for a journal to save and restore.
@@ -93,6 +135,13 @@ pub struct SmdrAssemblerState {
     /// their next late record starts.
     #[serde(default)]
     pub flushed: Vec<((u64, NaiveDateTime), u32)>,
+    /// Whether the connection dropped since the last record (see
+    /// [`SmdrAssembler::handle_disconnect`]).
+    #[serde(default)]
+    pub armed: bool,
+    /// The current run of records that looked like a restart, (Call ID, Call Start) in order.
+    #[serde(default)]
+    pub run: Vec<(u64, NaiveDateTime)>,
 }
 
 /// One open call in an [`SmdrAssemblerState`].
@@ -113,8 +162,16 @@ pub struct OpenCallState {
 /// records of many calls arrive interleaved, in call-*end* order. A later record with the same
 /// Call ID starts a new call. Call IDs restart at 1000000 when the PBX reboots: a record whose
 /// Call ID is near that base, not above the highest id of the current epoch, yet started after
-/// that highest call, marks a restart; calls still open then are emitted incomplete
-/// ([`FlushReason::PbxRestart`]) and [`Anomaly::PbxRestart`] is reported.
+/// that highest call, *looks like* a restart. It is taken as one only on evidence a single
+/// forged line cannot give: it is the first record after the connection dropped
+/// ([`SmdrAssembler::handle_disconnect`]; a rebooting IP Office drops it), or it completes a
+/// run of [`SmdrAssemblerConfig::restart_confirm_records`] such records in a row. Then calls
+/// still open from before the run are emitted incomplete ([`FlushReason::PbxRestart`]) and
+/// [`Anomaly::PbxRestart`] is reported. Otherwise the record is reported
+/// ([`Anomaly::UnconfirmedRestart`]) and handled as its own call; nothing is flushed.
+///
+/// A call holds at most [`SmdrAssemblerConfig::max_records_per_call`] records per part; past
+/// that it is emitted in parts ([`Anomaly::CallSplit`]). Duplicate checks cost one hash lookup.
 ///
 /// # Run loop
 ///
@@ -157,6 +214,10 @@ pub struct SmdrAssembler {
     /// Keys of calls flushed incomplete, with the next part number; bounded by `flushed_order`.
     flushed: BTreeMap<Key, u32>,
     flushed_order: VecDeque<Key>,
+    /// The connection dropped since the last record: the next one may reveal a restart alone.
+    armed: bool,
+    /// Keys of the current run of records that looked like a restart.
+    run: Vec<Key>,
 }
 
 impl SmdrAssembler {
@@ -174,6 +235,8 @@ impl SmdrAssembler {
             stats: SmdrStats::default(),
             flushed: BTreeMap::new(),
             flushed_order: VecDeque::new(),
+            armed: false,
+            run: Vec::new(),
         }
     }
 
@@ -192,7 +255,7 @@ impl SmdrAssembler {
                 match SmdrRecord::parse(line) {
                     Ok(r) => {
                         let key = (r.call_id, r.call_start);
-                        asm.add_to_open(now, call.epoch, r.into_owned());
+                        asm.add_to_open(now, call.epoch, r.into_owned(), false);
                         if let Some(open) = asm.open.get_mut(&key) {
                             open.part = call.part;
                         }
@@ -208,6 +271,8 @@ impl SmdrAssembler {
         }
         asm.epoch = state.epoch;
         asm.highest = state.highest;
+        asm.armed = state.armed;
+        asm.run.clone_from(&state.run);
         (asm, bad)
     }
 
@@ -227,6 +292,8 @@ impl SmdrAssembler {
                 })
                 .collect(),
             flushed: self.flushed(),
+            armed: self.armed,
+            run: self.run.clone(),
         }
     }
 
@@ -238,8 +305,9 @@ impl SmdrAssembler {
         self.stats.records += 1;
         self.detect_restart(record);
         let key = (record.call_id, record.call_start);
+        let mut split = false;
         if let Some(open) = self.open.get(&key) {
-            if open.records.iter().any(|r| r == record) {
+            if open.holds(record) {
                 self.stats.duplicates += 1;
                 self.outputs
                     .push_back(Output::Anomaly(Anomaly::DuplicateRecord {
@@ -248,15 +316,20 @@ impl SmdrAssembler {
                     }));
                 return;
             }
-        } else if !record.continuation {
+            split = open.records.len() >= self.config.max_records_per_call.max(1);
+        }
+        if split {
+            self.split(key);
+        }
+        if !record.continuation && !self.open.contains_key(&key) {
             // The common case: a call of one record. It never enters the open map.
-            let part = self.part_of(key);
+            let part = self.part_of(key, !split);
             let call = self.build_call(self.epoch, part, vec![record.clone().into_owned()], None);
             self.emit(call);
             return;
         }
         if record.continuation {
-            self.add_to_open(now, self.epoch, record.clone().into_owned());
+            self.add_to_open(now, self.epoch, record.clone().into_owned(), !split);
         } else if let Some(mut open) = self.open.remove(&key) {
             open.records.push(record.clone().into_owned());
             let call = self.build_call(open.epoch, open.part, open.records, None);
@@ -285,6 +358,22 @@ impl SmdrAssembler {
             }
             self.drop_stale_deadlines();
         }
+    }
+
+    /// The connection to the PBX dropped (or was replaced): the next record alone may reveal a
+    /// restart. Records after it that are not a restart's end this.
+    pub fn handle_disconnect(&mut self) {
+        self.armed = true;
+    }
+
+    /// The part of the call under (`call_id`, `call_start`) that its next record joins: the
+    /// open call's, or the part a new call under that key would start. A journal files a
+    /// record under it.
+    pub fn current_part(&self, call_id: u64, call_start: NaiveDateTime) -> u32 {
+        let key = (call_id, call_start);
+        self.open
+            .get(&key)
+            .map_or_else(|| self.flushed.get(&key).copied().unwrap_or(0), |c| c.part)
     }
 
     /// Emits every open call as incomplete ([`FlushReason::EndOfInput`]), oldest first: at the
@@ -330,6 +419,12 @@ impl SmdrAssembler {
             .collect()
     }
 
+    /// The evidence of a PBX restart gathered so far: whether the connection dropped since the
+    /// last record, and the run of restart-like records (as in [`SmdrAssemblerState`]).
+    pub fn restart_evidence(&self) -> (bool, Vec<(u64, NaiveDateTime)>) {
+        (self.armed, self.run.clone())
+    }
+
     /// The current PBX boot epoch (0 until the first restart is seen).
     pub fn epoch(&self) -> u32 {
         self.epoch
@@ -350,33 +445,100 @@ impl SmdrAssembler {
     }
 
     fn detect_restart(&mut self, record: &SmdrRecord<'_>) {
-        let (id, start) = (record.call_id, record.call_start);
+        let key = (record.call_id, record.call_start);
+        let armed = std::mem::take(&mut self.armed);
+        let limit = self
+            .config
+            .call_id_base
+            .saturating_add(self.config.restart_window);
         match self.highest {
             Some((top, top_start))
-                if id <= top
-                    && start > top_start
-                    && id
-                        < self
-                            .config
-                            .call_id_base
-                            .saturating_add(self.config.restart_window) =>
+                if key.0 <= top
+                    && key.1 > top_start
+                    && key.0 < limit
+                    && (!self.open.contains_key(&key) || self.run.contains(&key)) =>
             {
-                self.flush_all(FlushReason::PbxRestart);
-                self.epoch = self.epoch.saturating_add(1);
-                self.stats.restarts += 1;
-                self.outputs.push_back(Output::Anomaly(Anomaly::PbxRestart {
-                    epoch: self.epoch,
-                    call_id: id,
-                    call_start: start,
-                }));
-                self.highest = Some((id, start));
+                self.run.push(key);
+                if self.run.len() > MAX_RUN {
+                    self.run.remove(0);
+                }
+                let needed = (self.config.restart_confirm_records as usize).min(MAX_RUN);
+                if armed || (needed > 0 && self.run.len() >= needed) {
+                    self.restart();
+                } else {
+                    self.stats.unconfirmed_restarts += 1;
+                    self.outputs
+                        .push_back(Output::Anomaly(Anomaly::UnconfirmedRestart {
+                            call_id: key.0,
+                            call_start: key.1,
+                        }));
+                }
             }
-            Some((top, _)) if id <= top => {}
-            _ => self.highest = Some((id, start)),
+            Some((top, _)) if key.0 <= top => self.run.clear(),
+            _ => {
+                self.run.clear();
+                self.highest = Some(key);
+            }
         }
     }
 
-    fn add_to_open(&mut self, now: Instant, epoch: u32, record: SmdrRecord<'static>) {
+    /// A restart is confirmed by the run of records in `self.run`: calls open from before it
+    /// are flushed; the calls its own records opened go on in the new epoch.
+    fn restart(&mut self) {
+        let run = std::mem::take(&mut self.run);
+        let mut kept: Vec<(Key, OpenCall)> = Vec::new();
+        for key in &run {
+            if let Some(c) = self.open.remove(key) {
+                kept.push((*key, c));
+            }
+        }
+        self.flush_all(FlushReason::PbxRestart);
+        self.epoch = self.epoch.saturating_add(1);
+        kept.sort_by_key(|(_, c)| c.deadline);
+        for (key, mut c) in kept {
+            c.epoch = self.epoch;
+            self.deadlines.push_back((c.deadline, key, c.generation));
+            self.open.insert(key, c);
+        }
+        self.stats.restarts += 1;
+        let first = run.first().copied().unwrap_or((0, NaiveDateTime::MIN));
+        self.outputs.push_back(Output::Anomaly(Anomaly::PbxRestart {
+            epoch: self.epoch,
+            call_id: first.0,
+            call_start: first.1,
+        }));
+        self.highest = run.iter().max().copied();
+    }
+
+    /// Emits the open call under `key` incomplete ([`FlushReason::RecordLimit`]): the next
+    /// record starts its next part.
+    fn split(&mut self, key: Key) {
+        if let Some(open) = self.open.remove(&key) {
+            let part = open.part.saturating_add(1);
+            let call = self.build_call(
+                open.epoch,
+                open.part,
+                open.records,
+                Some(FlushReason::RecordLimit),
+            );
+            self.emit(call);
+            self.stats.splits += 1;
+            self.outputs.push_back(Output::Anomaly(Anomaly::CallSplit {
+                call_id: key.0,
+                call_start: key.1,
+                part,
+            }));
+            self.drop_stale_deadlines();
+        }
+    }
+
+    fn add_to_open(
+        &mut self,
+        now: Instant,
+        epoch: u32,
+        record: SmdrRecord<'static>,
+        report_late: bool,
+    ) {
         let key = (record.call_id, record.call_start);
         let deadline = now.checked_add(self.config.idle_timeout).unwrap_or(now);
         if !self.open.contains_key(&key) && self.open.len() >= self.config.max_open_calls.max(1) {
@@ -387,7 +549,7 @@ impl SmdrAssembler {
         let part = if self.open.contains_key(&key) {
             0
         } else {
-            self.part_of(key)
+            self.part_of(key, report_late)
         };
         let open = self.open.entry(key).or_insert_with(|| OpenCall {
             first_seq: seq,
@@ -396,7 +558,9 @@ impl SmdrAssembler {
             epoch,
             part,
             records: Vec::new(),
+            hashes: HashSet::new(),
         });
+        open.hashes.insert(record_hash(&record));
         open.records.push(record);
         open.generation = seq;
         open.deadline = deadline;
@@ -477,10 +641,10 @@ impl SmdrAssembler {
     }
 
     /// The part number of a call starting now under `key`: 0, or n after n flushed parts, in
-    /// which case the late record is reported.
-    fn part_of(&mut self, key: Key) -> u32 {
+    /// which case the late record is reported (when `report`).
+    fn part_of(&mut self, key: Key, report: bool) -> u32 {
         let part = self.flushed.get(&key).copied().unwrap_or(0);
-        if part > 0 {
+        if part > 0 && report {
             self.stats.late += 1;
             self.outputs.push_back(Output::Anomaly(Anomaly::LateRecord {
                 call_id: key.0,

@@ -52,7 +52,12 @@ struct Group {
 /// Replays one file through a fresh assembler on synthetic time (one second per line), flushes at
 /// the end, and returns the calls as groups of line numbers, in emission order, plus anomalies.
 fn replay(file: &str, bytes: &[u8]) -> (Vec<Group>, Vec<Anomaly>, Vec<Call>) {
-    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
+    // A replayed capture has no connection events: as `smdr-relay --replay` does, one
+    // restart-like line is a restart (the fixtures hold reboots minutes apart).
+    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig {
+        restart_confirm_records: 1,
+        ..SmdrAssemblerConfig::default()
+    });
     let base = Instant::now();
     let mut line_of: HashMap<(u64, NaiveDateTime), VecDeque<u64>> = HashMap::new();
     let mut calls = Vec::new();
@@ -243,7 +248,11 @@ pub fn assemble_chunks(chunks: &[&[u8]]) -> Vec<Call> {
 fn snapshot_assembled_calls_of_every_fixture() {
     insta::glob!("../../fixtures/smdr", "**/*.txt", |path| {
         let bytes = std::fs::read(path).unwrap();
-        let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
+        // A replayed capture: one restart-like line is a restart (see `replay`).
+        let mut asm = SmdrAssembler::new(SmdrAssemblerConfig {
+            restart_confirm_records: 1,
+            ..SmdrAssemblerConfig::default()
+        });
         let base = Instant::now();
         let mut calls: Vec<Call> = Vec::new();
         for (i, (_, line)) in lines(&bytes).into_iter().enumerate() {

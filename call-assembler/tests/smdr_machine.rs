@@ -201,7 +201,8 @@ fn restart_flushes_open_calls_of_the_old_epoch() {
     let t0 = Instant::now();
     feed(&mut asm, t0, &line(1036690, "12:00:00", true, "E201"));
     feed(&mut asm, t0, &line(1036692, "12:44:55", false, "E202"));
-    // After the reboot, Call IDs start again at 1000000.
+    // The PBX reboots: the connection drops, and after it Call IDs start again at 1000000.
+    asm.handle_disconnect();
     let out = feed(&mut asm, t0, &line(1000000, "12:54:46", false, "E203"));
     let flushed: Vec<&Call> = out
         .iter()

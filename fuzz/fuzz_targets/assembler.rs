@@ -214,6 +214,10 @@ impl Harness {
                 RestartWindow::Wide => 10_000,
             },
             remember_flushed: 1_000_000,
+            // The model infers a restart from one line, as a replayed capture does, and holds
+            // calls whole.
+            max_records_per_call: usize::MAX,
+            restart_confirm_records: 1,
         };
         Self {
             asm: SmdrAssembler::new(config.clone()),

@@ -229,7 +229,7 @@ impl fmt::Display for Field {
 ///
 /// Durations are whole seconds. Timestamps are the PBX's local wall clock, except
 /// [`SmdrRecord::smdr_record_time`], which IP Office writes in UTC.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SmdrRecord<'a> {
     /// 1, Call Start: when the call started (PBX local time). Every record of a call carries the

@@ -14,6 +14,8 @@
 //! | `calls_out_total` | counter | `complete="true"\|"false"` |
 //! | `open_calls` | gauge | |
 //! | `source_connected` | gauge (0 or 1) | |
+//! | `smdr_refused_total` | counter | `reason="not_allowed"\|"busy"` |
+//! | `anomalies_total` | counter | `kind` (the assembler's anomaly, e.g. `unconfirmed_restart`, `call_split`) |
 //! | `deliveries_total` | counter | `sink`, `result="delivered"\|"failed"\|"dead"` |
 //! | `sink_blocked` | gauge (0 or 1) | `sink` |
 //! | `sink_paused` | gauge (0 or 1): paused by an operator | `sink` |
@@ -53,6 +55,8 @@ pub struct Metrics {
     source_connected: Gauge,
     connected: AtomicBool,
     reconcile: Family<[(&'static str, &'static str); 1], Counter>,
+    smdr_refused: Family<[(&'static str, &'static str); 1], Counter>,
+    anomalies: Family<[(&'static str, &'static str); 1], Counter>,
     dynamic: Arc<Dynamic>,
 }
 
@@ -229,6 +233,19 @@ impl Metrics {
              field), reconciled (rebuilt from the CDR), unusable, missing_from_cdr",
             reconcile.clone(),
         );
+        let smdr_refused = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "smdr_refused",
+            "Connections to the SMDR listener closed at once, by reason: not_allowed (not in \
+             SMDR_ALLOW), busy (the PBX's connection is live)",
+            smdr_refused.clone(),
+        );
+        let anomalies = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "anomalies",
+            "Surprising input the assembler reported and handled, by kind",
+            anomalies.clone(),
+        );
         let dynamic = Arc::new(Dynamic::default());
         registry.register_collector(Box::new(dynamic.clone()));
         Arc::new(Self {
@@ -240,8 +257,23 @@ impl Metrics {
             source_connected,
             connected: AtomicBool::new(false),
             reconcile,
+            smdr_refused,
+            anomalies,
             dynamic,
         })
+    }
+
+    /// The counter of connections the SMDR listener refused for `reason` (`not_allowed`,
+    /// `busy`), to count into from the listener.
+    pub fn smdr_refused(&self, reason: &'static str) -> Counter {
+        self.smdr_refused
+            .get_or_create(&[("reason", reason)])
+            .clone()
+    }
+
+    /// Counts an anomaly the assembler reported.
+    pub fn anomaly(&self, kind: &'static str) {
+        self.anomalies.get_or_create(&[("kind", kind)]).inc();
     }
 
     /// The source name given to [`Metrics::new`].

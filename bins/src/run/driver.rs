@@ -316,6 +316,22 @@ fn log_reconciled(r: &Reconciled) {
     }
 }
 
+/// The metrics label of an anomaly.
+fn anomaly_kind(a: &call_assembler::Anomaly) -> &'static str {
+    use call_assembler::Anomaly;
+    match a {
+        Anomaly::PbxRestart { .. } => "pbx_restart",
+        Anomaly::UnconfirmedRestart { .. } => "unconfirmed_restart",
+        Anomaly::CallSplit { .. } => "call_split",
+        Anomaly::LateRecord { .. } => "late_record",
+        Anomaly::DuplicateRecord { .. } => "duplicate_record",
+        Anomaly::AmiLateEvent { .. } => "ami_late_event",
+        Anomaly::AmiUnknownChannel { .. } => "ami_unknown_channel",
+        Anomaly::Cms { .. } => "cms",
+        _ => "other",
+    }
+}
+
 async fn commit<P: Feed>(
     outbox: &Arc<Mutex<Outbox>>,
     feed: &mut P,
@@ -340,9 +356,13 @@ async fn commit<P: Feed>(
                 }
             }
             Event::Anomaly(call_assembler::Anomaly::Cms { anomaly }) => {
+                metrics.anomaly("cms");
                 tracing::debug!(anomaly = ?anomaly, "CMS anomaly");
             }
-            Event::Anomaly(a) => tracing::warn!(source = P::KIND, anomaly = ?a, "anomaly"),
+            Event::Anomaly(a) => {
+                metrics.anomaly(anomaly_kind(&a));
+                tracing::warn!(source = P::KIND, anomaly = ?a, "anomaly");
+            }
             Event::Reconciled(r) => {
                 metrics.reconciled(r.label());
                 log_reconciled(&r);

@@ -73,6 +73,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let asm_config = SmdrAssemblerConfig {
                 site: config.site.clone(),
                 idle_timeout: config.idle_timeout,
+                max_records_per_call: config.smdr.max_records_per_call,
+                // A replayed capture has no connection events: as before, one restart-like
+                // line there is a restart. Live, a restart needs a reconnect before it or a run
+                // of such records (SmdrAssemblerConfig::restart_confirm_records).
+                restart_confirm_records: if matches!(config.source, SourceConfig::Replay(_)) {
+                    1
+                } else {
+                    SmdrAssemblerConfig::default().restart_confirm_records
+                },
                 ..SmdrAssemblerConfig::default()
             };
             run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {

@@ -64,6 +64,11 @@ pub(super) async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
     match &config.source {
         SourceConfig::Connect(addr) => {
             tracing::info!(%addr, "connecting to the PBX");
+            if !config.smdr.allow.is_empty() {
+                tracing::warn!(
+                    "SMDR_ALLOW applies when listening; the relay connects to SMDR_ADDR"
+                );
+            }
             tokio::spawn(tcp::connect(addr.clone(), opts, tx, shutdown.clone()));
         }
         SourceConfig::Listen(addr) => {
@@ -72,8 +77,20 @@ pub(super) async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
                 .with_context(|| format!("listening for SMDR on {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!("listening for SMDR on {local}");
+            if config.smdr.allow.is_empty() && !local.ip().is_loopback() {
+                tracing::warn!(
+                    %local,
+                    "the SMDR listener accepts connections from any address: set SMDR_ALLOW to the PBX's address"
+                );
+            }
             eprintln_ready("smdr", local);
-            tokio::spawn(tcp::listen(listener, opts, tx, shutdown.clone()));
+            let guard = tcp::ListenGuard {
+                allow: config.smdr.allow.clone(),
+                takeover_after: config.smdr.takeover_after,
+                refused_not_allowed: metrics.smdr_refused("not_allowed"),
+                refused_busy: metrics.smdr_refused("busy"),
+            };
+            tokio::spawn(tcp::listen(listener, opts, guard, tx, shutdown.clone()));
         }
         SourceConfig::Replay(path) => {
             if path.as_os_str() != "-" {

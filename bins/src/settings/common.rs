@@ -170,6 +170,7 @@ impl Config {
             site: text(&args.site).unwrap_or_default(),
             idle_timeout: Duration::from_secs(args.idle_timeout.unwrap_or(4 * 3600)),
             read_timeout: None,
+            smdr: Default::default(),
             webhook,
             retry,
             sentry_dsn: text(&args.sentry_dsn),

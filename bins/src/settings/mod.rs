@@ -166,6 +166,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Reconnect after this long without data (`None`: never).
     pub read_timeout: Option<Duration>,
+    /// `smdr-relay`: who may connect, when a silent connection may be replaced, the record cap.
+    pub smdr: smdr::SmdrSettings,
     /// The webhook, when configured.
     pub webhook: Option<WebhookConfig>,
     /// Retry policy of the webhook.

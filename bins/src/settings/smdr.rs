@@ -39,6 +39,62 @@ pub struct Args {
     /// (0 = never) [default: 0].
     #[arg(long, env = "SMDR_READ_TIMEOUT", value_name = "SECONDS")]
     pub read_timeout: Option<u64>,
+
+    /// Listen mode: only these addresses or networks may connect (comma-separated, e.g.
+    /// `192.0.2.10,10.1.0.0/16`); anyone else is disconnected at once and counted in
+    /// cdr_relay_smdr_refused_total [default: anyone, with a warning at start when listening on
+    /// a non-loopback address].
+    #[arg(long, env = "SMDR_ALLOW", value_name = "ADDR[/PREFIX],...")]
+    pub smdr_allow: Option<String>,
+
+    /// Listen mode: a new connection while the PBX's is live is refused, unless the live one has
+    /// sent nothing for this many seconds (a socket left half-open by a network break); then the
+    /// new one replaces it [default: 300].
+    #[arg(long, env = "SMDR_TAKEOVER_AFTER", value_name = "SECONDS")]
+    pub smdr_takeover_after: Option<u64>,
+
+    /// The most SMDR records one call holds; a call with more is delivered in parts of at most
+    /// this many (each later part under its own id, with an anomaly logged) [default: 1000].
+    #[arg(long, env = "SMDR_MAX_RECORDS_PER_CALL", value_name = "N")]
+    pub smdr_max_records_per_call: Option<usize>,
+}
+
+/// The SMDR source's guard settings ([`Config::smdr`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmdrSettings {
+    /// Listen mode: the peers allowed to connect (empty: anyone).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Listen mode: how long the live connection must be silent before a newcomer replaces it.
+    pub takeover_after: Duration,
+    /// The most records per call part.
+    pub max_records_per_call: usize,
+}
+
+impl Default for SmdrSettings {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            takeover_after: Duration::from_secs(300),
+            max_records_per_call: 1_000,
+        }
+    }
+}
+
+/// Parses `SMDR_ALLOW`: addresses (one host each) and networks, comma-separated.
+pub fn parse_allow(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "SMDR_ALLOW: {s:?} is neither an address nor a network (ADDR/PREFIX)"
+                    ))
+                })
+        })
+        .collect()
 }
 impl Config {
     /// Resolves `smdr-relay`'s flags and environment (already in `args`) over the legacy
@@ -69,6 +125,69 @@ impl Config {
             .read_timeout
             .filter(|s| *s > 0)
             .map(Duration::from_secs);
+        let defaults = SmdrSettings::default();
+        c.smdr = SmdrSettings {
+            allow: text(&args.smdr_allow)
+                .map(|s| parse_allow(&s))
+                .transpose()?
+                .unwrap_or_default(),
+            takeover_after: args
+                .smdr_takeover_after
+                .map_or(defaults.takeover_after, Duration::from_secs),
+            max_records_per_call: args
+                .smdr_max_records_per_call
+                .unwrap_or(defaults.max_records_per_call)
+                .max(1),
+        };
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        let mut all = vec!["smdr-relay"];
+        all.extend_from_slice(v);
+        Args::try_parse_from(all).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_listener_guard_settings_from_flags_and_the_file() {
+        let c = Config::resolve(&args(&[])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.smdr, SmdrSettings::default());
+        let c = Config::resolve(&args(&[
+            "--smdr-allow",
+            "192.0.2.10, 10.1.0.0/16,::1",
+            "--smdr-takeover-after",
+            "60",
+            "--smdr-max-records-per-call",
+            "50",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let allow: Vec<String> = c.smdr.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["192.0.2.10/32", "10.1.0.0/16", "::1/128"]);
+        assert_eq!(c.smdr.takeover_after, Duration::from_secs(60));
+        assert_eq!(c.smdr.max_records_per_call, 50);
+        let e = Config::resolve(&args(&["--smdr-allow", "pbx.example"])).unwrap_err();
+        assert!(
+            e.0.contains("SMDR_ALLOW") && e.0.contains("pbx.example"),
+            "{e}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("cdr-relay-smdr-guard-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            "smdr_allow = \"127.0.0.2\"\nsmdr_takeover_after = 30\nsmdr_max_records_per_call = 7\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = path.to_str().unwrap_or_default();
+        let c = Config::resolve(&args(&["--config", p])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.smdr.allow.len(), 1);
+        assert_eq!(c.smdr.takeover_after, Duration::from_secs(30));
+        assert_eq!(c.smdr.max_records_per_call, 7);
     }
 }

@@ -65,6 +65,34 @@ fn keepalive(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
+/// When a connection last delivered a byte, readable while it is being pumped.
+#[derive(Debug)]
+struct Activity {
+    since: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            since: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last byte (or the connection's start).
+    fn silent_for(&self) -> Duration {
+        self.since
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
 /// Reads `stream` until it ends, fails, idles past `read_timeout` or `shutdown` turns true.
 /// Returns why it stopped, or `None` on shutdown or when the receiver is gone.
 async fn pump<R: AsyncRead + Unpin, I: From<Vec<u8>>>(
@@ -72,6 +100,7 @@ async fn pump<R: AsyncRead + Unpin, I: From<Vec<u8>>>(
     read_timeout: Option<Duration>,
     tx: &mpsc::Sender<SourceEvent<I>>,
     shutdown: &mut watch::Receiver<bool>,
+    activity: &Activity,
 ) -> Option<String> {
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -95,6 +124,7 @@ async fn pump<R: AsyncRead + Unpin, I: From<Vec<u8>>>(
         match n {
             Ok(0) => return Some("closed by the peer".into()),
             Ok(n) => {
+                activity.touch();
                 let data = buf.get(..n).unwrap_or_default().to_vec();
                 if tx.send(SourceEvent::Data(data.into())).await.is_err() {
                     return None;
@@ -127,7 +157,8 @@ pub async fn connect<I: From<Vec<u8>>>(
                 if tx.send(SourceEvent::Connected(peer)).await.is_err() {
                     return;
                 }
-                match pump(stream, opts.read_timeout, &tx, &mut shutdown).await {
+                let activity = Activity::new();
+                match pump(stream, opts.read_timeout, &tx, &mut shutdown, &activity).await {
                     Some(why) => {
                         tracing::warn!(%addr, %why, "PBX connection lost");
                         if tx.send(SourceEvent::Disconnected(why)).await.is_err() {
@@ -146,14 +177,84 @@ pub async fn connect<I: From<Vec<u8>>>(
     }
 }
 
-/// Accepts PBX connections on `listener`. A new connection replaces the current one (a PBX that
-/// reconnects has given up on the old socket).
+/// Who may connect to the SMDR listener, and when a newcomer may replace the live connection.
+#[derive(Debug, Clone)]
+pub struct ListenGuard {
+    /// Addresses and networks allowed to connect; empty: anyone.
+    pub allow: Vec<ipnet::IpNet>,
+    /// A newcomer replaces the live connection only once that has been silent this long.
+    pub takeover_after: Duration,
+    /// Counts peers refused for not being in `allow`.
+    pub refused_not_allowed: prometheus_client::metrics::counter::Counter,
+    /// Counts peers refused because the live connection is not silent.
+    pub refused_busy: prometheus_client::metrics::counter::Counter,
+}
+
+impl ListenGuard {
+    /// Whether `peer` may connect (an IPv4 peer on an IPv6 socket is matched as IPv4).
+    pub fn allows(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// Logs refused connections at most once per interval per reason, with how many were refused
+/// since the last line: a flood of connections cannot flood the log.
+#[derive(Debug)]
+struct RefusalLog {
+    interval: Duration,
+    /// Per reason: when it was last logged and how many since.
+    last: [(Option<tokio::time::Instant>, u64); 2],
+}
+
+impl RefusalLog {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: [(None, 0), (None, 0)],
+        }
+    }
+
+    fn refused(&mut self, busy: bool, peer: std::net::SocketAddr, live: Option<&str>) {
+        let Some(slot) = self.last.get_mut(usize::from(busy)) else {
+            return;
+        };
+        slot.1 += 1;
+        let now = tokio::time::Instant::now();
+        if slot
+            .0
+            .is_some_and(|t| now.duration_since(t) < self.interval)
+        {
+            return;
+        }
+        let refused = std::mem::take(&mut slot.1);
+        slot.0 = Some(now);
+        if busy {
+            tracing::warn!(%peer, live = live.unwrap_or(""), refused, "SMDR connection refused: the PBX's connection is live (SMDR_TAKEOVER_AFTER)");
+        } else {
+            tracing::warn!(%peer, refused, "SMDR connection refused: not in SMDR_ALLOW");
+        }
+    }
+}
+
+/// How long a newcomer from the live connection's address waits for that connection to end
+/// (its close already on the way) before it is refused; others are refused at once.
+const RECONNECT_GRACE: Duration = Duration::from_millis(500);
+
+/// Accepts PBX connections on `listener`, one at a time. A peer outside `guard.allow` is
+/// disconnected at once. While a connection is live, a newcomer is refused (disconnected and
+/// counted) unless the live one has sent nothing for `guard.takeover_after` (a socket left
+/// half-open by a network break, or a PBX that rebooted): then the old one is closed and the
+/// newcomer takes over. A PBX that closes its connection and reconnects at once is accepted:
+/// a newcomer from the live peer's address waits a moment for the old connection's end.
 pub async fn listen<I: From<Vec<u8>>>(
     listener: TcpListener,
     opts: TcpOptions,
+    guard: ListenGuard,
     tx: mpsc::Sender<SourceEvent<I>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut log = RefusalLog::new(Duration::from_secs(10));
     let mut next: Option<(TcpStream, std::net::SocketAddr)> = None;
     loop {
         let (stream, peer) = match next.take() {
@@ -164,6 +265,12 @@ pub async fn listen<I: From<Vec<u8>>>(
                     _ = shutdown.changed() => return,
                 };
                 match accepted {
+                    Ok((stream, peer)) if !guard.allows(peer.ip()) => {
+                        guard.refused_not_allowed.inc();
+                        log.refused(false, peer, None);
+                        drop(stream);
+                        continue;
+                    }
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -182,15 +289,51 @@ pub async fn listen<I: From<Vec<u8>>>(
         {
             return;
         }
-        let why = tokio::select! {
-            why = pump(stream, opts.read_timeout, &tx, &mut shutdown) => why,
-            accepted = listener.accept() => match accepted {
-                Ok(c) => {
-                    next = Some(c);
-                    Some("replaced by a new connection".into())
+        let activity = Activity::new();
+        let live = peer.to_string();
+        let why = {
+            let pumping = pump(stream, opts.read_timeout, &tx, &mut shutdown, &activity);
+            tokio::pin!(pumping);
+            loop {
+                tokio::select! {
+                    why = &mut pumping => break why,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, newcomer)) if !guard.allows(newcomer.ip()) => {
+                            guard.refused_not_allowed.inc();
+                            log.refused(false, newcomer, Some(&live));
+                            drop(stream);
+                        }
+                        Ok((stream, newcomer)) => {
+                            let silent = activity.silent_for();
+                            if silent >= guard.takeover_after {
+                                next = Some((stream, newcomer));
+                                break Some(format!(
+                                    "silent for {} s: replaced by a new connection from {newcomer}",
+                                    silent.as_secs()
+                                ));
+                            }
+                            // A PBX that reconnects (from its own address) closed its old
+                            // connection first: that end may be queued behind the newcomer.
+                            // Read on for a moment.
+                            if newcomer.ip() == peer.ip() {
+                                if let Ok(why) =
+                                    tokio::time::timeout(RECONNECT_GRACE, &mut pumping).await
+                                {
+                                    next = Some((stream, newcomer));
+                                    break why;
+                                }
+                            }
+                            guard.refused_busy.inc();
+                            log.refused(true, newcomer, Some(&live));
+                            drop(stream);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
                 }
-                Err(e) => Some(format!("accept failed: {e}")),
-            },
+            }
         };
         match why {
             Some(why) => {
@@ -324,4 +467,37 @@ pub async fn ami(
         }
     }
     client.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(allow: &str) -> ListenGuard {
+        ListenGuard {
+            allow: crate::settings::smdr::parse_allow(allow).unwrap_or_default(),
+            takeover_after: Duration::from_secs(300),
+            refused_not_allowed: Default::default(),
+            refused_busy: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_allow_list_matches_addresses_networks_and_mapped_ipv4() {
+        let ip = |s: &str| {
+            s.parse::<std::net::IpAddr>()
+                .unwrap_or_else(|_| std::net::IpAddr::from([0; 4]))
+        };
+        assert!(guard("").allows(ip("203.0.113.9")), "no list: anyone");
+        let g = guard("192.0.2.10,10.1.0.0/16");
+        assert!(g.allows(ip("192.0.2.10")));
+        assert!(g.allows(ip("10.1.200.3")));
+        assert!(
+            g.allows(ip("::ffff:10.1.0.1")),
+            "an IPv4 peer on an IPv6 socket"
+        );
+        assert!(!g.allows(ip("192.0.2.11")));
+        assert!(!g.allows(ip("10.2.0.1")));
+        assert!(!g.allows(ip("::1")));
+    }
 }

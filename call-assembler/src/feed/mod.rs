@@ -21,7 +21,7 @@
 //!
 //! | feed | input | journal | states |
 //! |---|---|---|---|
-//! | [`SmdrFeed`] | bytes of the SMDR stream | continuation records by `call_id/start` | assembler epoch, flushed calls |
+//! | [`SmdrFeed`] | bytes of the SMDR stream | continuation records by `call_id/start` (`/part-N` for a later part) | assembler epoch and restart evidence, flushed calls |
 //! | [`AmiFeed`] | AMI bytes or messages | messages by the assembler's key | - |
 //! | [`CelFeed`] | lines of cel_custom / cdr_csv files, or database rows in their fields | rows by call key, CDR rows by `cdr:<linkedid>` | file positions, database watermarks |
 //! | [`ReconcileFeed`] | AMI input and CDR rows | AMI's, CDR rows, AMI summaries (`seen:`) | CDR position or watermark |

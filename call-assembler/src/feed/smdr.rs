@@ -1,9 +1,12 @@
 //! The SMDR feed: bytes of an IP Office SMDR stream in, [`Commit`]s out.
 //!
 //! Continuation records (a call's records before its last one) are journaled under
-//! `call_id/start`; calls of one final record never are. Each commit carries the assembler's
-//! epoch state (under the source's name) and, when a call was emitted incomplete, the calls it
-//! flushed (under [`SmdrFeed::flushed_state_name`]), so a restart goes on with the same ids.
+//! `call_id/start` (`call_id/start/part-N` for a later part of the call); calls of one final
+//! record never are. Each commit carries the assembler's epoch state (under the source's name:
+//! the epoch, the highest call, and the evidence of a PBX restart gathered so far: whether the
+//! connection dropped and the run of restart-like records) and, when a call was emitted
+//! incomplete, the calls it flushed (under [`SmdrFeed::flushed_state_name`]), so a restart goes
+//! on with the same ids and makes the same decisions.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -20,6 +23,10 @@ use crate::{Call, OpenCallState, Output, SmdrAssembler, SmdrAssemblerConfig, Smd
 struct SavedState {
     epoch: u32,
     highest: Option<(u64, NaiveDateTime)>,
+    #[serde(default)]
+    armed: bool,
+    #[serde(default)]
+    run: Vec<(u64, NaiveDateTime)>,
 }
 
 /// Frames, parses and assembles SMDR, collecting what must be committed.
@@ -31,11 +38,29 @@ pub struct SmdrFeed {
     out: Out,
     /// The assembler's incomplete-call count when its flushed calls were last saved.
     saved_incomplete: u64,
+    /// The state changed without anything else to commit (a disconnect): save it anyway.
+    state_dirty: bool,
 }
 
-/// The journal key of a call: `call_id/start`.
-fn key(call_id: u64, start: NaiveDateTime) -> String {
-    format!("{call_id}/{}", crate::iso_timestamp(&start))
+/// The journal key of a call's part: `call_id/start`, with `/part-N` for a later part.
+fn key(call_id: u64, start: NaiveDateTime, part: u32) -> String {
+    let base = format!("{call_id}/{}", crate::iso_timestamp(&start));
+    if part == 0 {
+        base
+    } else {
+        format!("{base}/part-{part}")
+    }
+}
+
+/// A journal key split into the call's key and its part, when the key names one.
+fn split_key(key: &str) -> (&str, Option<u32>) {
+    match key.rsplit_once("/part-") {
+        Some((base, part)) => match part.parse() {
+            Ok(p) => (base, Some(p)),
+            Err(_) => (key, None),
+        },
+        None => (key, None),
+    }
 }
 
 impl SmdrFeed {
@@ -69,7 +94,7 @@ impl SmdrFeed {
             .unwrap_or_default();
         let part_of: HashMap<String, u32> = flushed
             .iter()
-            .map(|((id, start), part)| (key(*id, *start), *part))
+            .map(|((id, start), part)| (key(*id, *start, 0), *part))
             .collect();
         // Group the journal by call, keeping the order of first appearance. Every open call is
         // of the current epoch: a restart flushes all calls open before it.
@@ -91,16 +116,22 @@ impl SmdrFeed {
         let asm_state = SmdrAssemblerState {
             epoch: state.epoch,
             highest: state.highest,
-            // An open call whose key was flushed before is that key's later part.
+            // An open call's part is in its key; one journaled without (before parts were in
+            // keys) whose key was flushed before is that key's later part.
             open: open
                 .into_iter()
-                .map(|(key, lines)| OpenCallState {
-                    epoch: state.epoch,
-                    part: part_of.get(&key).copied().unwrap_or(0),
-                    lines,
+                .map(|(key, lines)| {
+                    let (base, part) = split_key(&key);
+                    OpenCallState {
+                        epoch: state.epoch,
+                        part: part.unwrap_or_else(|| part_of.get(base).copied().unwrap_or(0)),
+                        lines,
+                    }
                 })
                 .collect(),
             flushed,
+            armed: state.armed,
+            run: state.run,
         };
         let (asm, bad) = SmdrAssembler::restore(config, now, &asm_state);
         let mut feed = Self {
@@ -109,6 +140,7 @@ impl SmdrFeed {
             framer: SmdrFramer::default(),
             asm,
             out: Out::default(),
+            state_dirty: false,
         };
         for line in bad {
             feed.out.commit.rejects.push(super::Reject {
@@ -128,14 +160,17 @@ impl SmdrFeed {
                 Frame::Line { line, number, .. } => match SmdrRecord::parse(line) {
                     Ok(record) => {
                         self.out.counts.records += 1;
+                        self.asm.handle_record(now, &record);
+                        // Filed under the part it joined (a call past the record limit goes
+                        // on in its next part).
                         if record.continuation {
+                            let part = self.asm.current_part(record.call_id, record.call_start);
                             self.out.commit.journal_add.push(JournalEntry {
                                 source: self.source.clone(),
-                                call_key: key(record.call_id, record.call_start),
+                                call_key: key(record.call_id, record.call_start, part),
                                 line: line.to_vec(),
                             });
                         }
-                        self.asm.handle_record(now, &record);
                     }
                     Err(error) => self.out.reject(
                         &self.source,
@@ -180,13 +215,18 @@ impl SmdrFeed {
     fn add_call(&mut self, call: Call) {
         // Calls of one final record were never journaled.
         if call.records.len() > 1 || !call.complete {
+            let call_id = call.records.first().map_or(0, |r| r.call_id);
             self.out.commit.journal_remove.push((
                 self.source.clone(),
-                key(
-                    call.records.first().map_or(0, |r| r.call_id),
-                    call.start_time,
-                ),
+                key(call_id, call.start_time, call.part),
             ));
+            if call.part > 0 {
+                // A later part journaled before parts were in keys.
+                self.out
+                    .commit
+                    .journal_remove
+                    .push((self.source.clone(), key(call_id, call.start_time, 0)));
+            }
         }
         self.out.call(call);
     }
@@ -205,9 +245,13 @@ impl Feed for SmdrFeed {
         self.handle_bytes(now, &input);
     }
 
-    /// A partial line is discarded (the PBX sends it again whole).
+    /// A partial line is discarded (the PBX sends it again whole), and the first record of the
+    /// next connection may reveal a PBX restart on its own (a rebooting IP Office drops the
+    /// connection; a forged line mid-stream does not).
     fn handle_disconnect(&mut self) {
         self.framer = SmdrFramer::default();
+        self.asm.handle_disconnect();
+        self.state_dirty = true;
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -240,10 +284,13 @@ impl Feed for SmdrFeed {
     /// Everything to commit, with the assembler's state.
     fn take_commit(&mut self) -> Commit {
         let mut commit = std::mem::take(&mut self.out.commit);
-        if !commit.is_empty() {
+        if !commit.is_empty() || std::mem::take(&mut self.state_dirty) {
+            let restart = self.asm.restart_evidence();
             let saved = SavedState {
                 epoch: self.asm.epoch(),
                 highest: self.asm.highest(),
+                armed: restart.0,
+                run: restart.1,
             };
             if let Ok(s) = serde_json::to_vec(&saved) {
                 commit.states.push((self.source.clone(), s));

@@ -116,3 +116,111 @@ fn an_idle_call_is_flushed_incomplete_at_its_deadline_and_stays_flushed_after_a_
         Event::Anomaly(crate::Anomaly::LateRecord { part: 1, .. })
     )));
 }
+
+/// A 34-field line of call `id` started at `start` (HH:MM:SS) with `talk` seconds.
+fn hostile_line(id: u64, start: &str, cont: bool, talk: u32) -> Vec<u8> {
+    format!(
+        "2017/05/26 {start},00:{:02}:{:02},3,6049471660,I,203,6049471660,,0,{id},{},E201,Name,T9001,Line 1.0,0,0,,,,,,,,,,,,,,192.168.1.21,2,0.0.0.0,0\r\n",
+        talk / 60 % 60,
+        talk % 60,
+        u8::from(cont)
+    )
+    .into_bytes()
+}
+
+/// A call of 23 records (past a limit of 5), a forged restart line while it and another are
+/// open, then a run of three restart-like records: one input per line.
+fn hostile_inputs() -> Vec<Vec<u8>> {
+    let mut out = vec![hostile_line(1_036_600, "12:00:00", true, 0)];
+    for i in 0..22 {
+        out.push(hostile_line(1_036_690, "12:00:00", true, i));
+    }
+    out.push(hostile_line(1_000_000, "12:54:46", false, 1));
+    out.push(hostile_line(1_036_690, "12:00:00", false, 99));
+    out.push(hostile_line(1_036_601, "12:56:00", false, 1));
+    out.push(hostile_line(1_000_001, "12:57:00", true, 1));
+    out.push(hostile_line(1_000_002, "12:57:30", false, 1));
+    out.push(hostile_line(1_000_003, "12:58:00", false, 1));
+    out.push(hostile_line(1_000_001, "12:57:00", false, 2));
+    out
+}
+
+fn hostile_build(now: Instant, _now_ms: i64, saved: &Restored) -> SmdrFeed {
+    let config = SmdrAssemblerConfig {
+        idle_timeout: Duration::from_secs(3600),
+        max_records_per_call: 5,
+        restart_confirm_records: 3,
+        ..SmdrAssemblerConfig::default()
+    };
+    SmdrFeed::restore("smdr", config, now, saved)
+}
+
+#[test]
+fn parts_and_restart_runs_survive_a_crash_anywhere() {
+    let straight = drive(
+        hostile_inputs(),
+        Duration::from_secs(1),
+        None,
+        hostile_build,
+    );
+    let calls = straight.by_id();
+    let long: Vec<&&Call> = calls.values().filter(|c| c.call_id == "1036690").collect();
+    let mut parts: Vec<(u32, usize, bool)> = long
+        .iter()
+        .map(|c| (c.part, c.records.len(), c.complete))
+        .collect();
+    parts.sort_unstable();
+    assert_eq!(
+        parts,
+        [
+            (0, 5, false),
+            (1, 5, false),
+            (2, 5, false),
+            (3, 5, false),
+            (4, 3, true)
+        ]
+    );
+    // The forged line flushed nothing; the run of three did: 1036600 was still open.
+    let first = calls.values().find(|c| c.call_id == "1036600").unwrap();
+    assert_eq!(first.flush_reason, Some(crate::FlushReason::PbxRestart));
+    let opened_by_run = calls.values().find(|c| c.call_id == "1000001").unwrap();
+    assert!(opened_by_run.complete);
+    assert_eq!(opened_by_run.boot_epoch, 1);
+    assert!(straight.saved.journal.is_empty());
+    for crash in 0..hostile_inputs().len() {
+        let crashed = drive(
+            hostile_inputs(),
+            Duration::from_secs(1),
+            Some(crash),
+            hostile_build,
+        );
+        assert_same_calls(&straight, &crashed);
+        assert!(crashed.saved.journal.is_empty(), "crash after {crash}");
+    }
+}
+
+#[test]
+fn a_restart_line_after_a_disconnect_flushes_and_a_forged_one_does_not() {
+    let now = t0();
+    let mut store = Store::default();
+    let mut feed = hostile_build(now, T0_MS, &store.saved);
+    feed.handle_input(now, hostile_line(1_036_600, "12:00:00", true, 0));
+    feed.handle_input(now, hostile_line(1_000_000, "12:54:46", false, 1));
+    store.commit(&mut feed, T0_MS);
+    assert_eq!(feed.open_calls(), 1, "a forged line flushes nothing");
+    assert!(
+        store
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Anomaly(crate::Anomaly::UnconfirmedRestart { .. })))
+    );
+    feed.handle_disconnect();
+    store.commit(&mut feed, T0_MS);
+    // The relay crashes between the disconnect and the next record: the disconnect was saved.
+    let mut feed = hostile_build(now, T0_MS, &store.saved);
+    feed.handle_input(now, hostile_line(1_000_000, "12:59:00", false, 1));
+    store.commit(&mut feed, T0_MS);
+    assert_eq!(feed.open_calls(), 0);
+    assert_eq!(feed.assembler().epoch(), 1);
+    assert!(store.saved.journal.is_empty());
+}
