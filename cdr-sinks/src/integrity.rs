@@ -131,7 +131,8 @@ mod tests {
         {
             let c = Connection::open(&db).unwrap();
             c.execute_batch(
-                "PRAGMA page_size=1024; CREATE TABLE t(x TEXT); CREATE INDEX t_x ON t(x);",
+                "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; CREATE TABLE t(x TEXT); \
+                 CREATE INDEX t_x ON t(x);",
             )
             .unwrap();
             c.execute_batch("BEGIN").unwrap();

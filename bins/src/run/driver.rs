@@ -536,3 +536,59 @@ async fn supervise(
         delay = (delay * 2).min(WORKER_RESTART_MAX);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdr_sinks::BoxSink;
+    use cdr_sinks::backoff::RetryPolicy;
+    use cdr_sinks::engine::SinkStats;
+    use cdr_sinks::jsonl::JsonlSink;
+
+    async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_worker_is_counted_down_and_restarted() {
+        let dir = std::env::temp_dir().join(format!("cdr-relay-supervise-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The worker cannot open its database (no such folder yet): it fails at once.
+        let db = dir.join("missing").join("relay.db");
+        let worker = RemoteWorker {
+            worker: SinkWorker {
+                name: "jsonl".into(),
+                sink: BoxSink::new(JsonlSink::new(std::io::sink())),
+                policy: RetryPolicy::default(),
+                stats: Arc::new(SinkStats::default()),
+            },
+            wake: Arc::new(Notify::new()),
+        };
+        let faults = Arc::new(Faults::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(supervise(db.clone(), worker, stop, faults.clone()));
+        wait_for("the worker to be down", || faults.workers_down() == 1).await;
+        // Restarted with backoff, and down again as long as the cause stays.
+        wait_for("a restart", || faults.worker_restarts() >= 1).await;
+        wait_for("the worker to be down again", || faults.workers_down() == 1).await;
+        // The cause goes away: the next restart stays up.
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let restarts = faults.worker_restarts();
+        wait_for("the restart that works", || {
+            faults.worker_restarts() > restarts
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(faults.workers_down(), 0);
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the supervisor stops")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
