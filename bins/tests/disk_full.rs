@@ -23,7 +23,7 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Result<Self, String> {
-        std::fs::create_dir_all(at).unwrap();
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
@@ -101,7 +101,7 @@ async fn send_paced(stream: &mut TcpStream, lines: &[Vec<u8>]) {
 async fn a_full_disk_holds_the_source_and_loses_nothing() {
     let dir = tempdir("disk-full");
     let mnt = dir.join("mnt");
-    // SAFETY of the skip: only root may mount; elsewhere the test says why it did nothing.
+    // Only root may mount; elsewhere the test says why it did nothing.
     let is_root = Command::new("id")
         .arg("-u")
         .output()

@@ -1,5 +1,6 @@
 //! Operating a relay: its Prometheus [`metrics`] (with the [`faults`] of the disk and the
-//! workers), structured [`logging`], the shutdown [`signals`], and Sentry ([`sentry`] check-ins, [`sentry_events`] error events).
+//! workers), structured [`logging`], the shutdown [`signals`], and Sentry ([`sentry`]
+//! check-ins, [`sentry_events`] error events and panics).
 
 pub mod faults;
 pub mod logging;

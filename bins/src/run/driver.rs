@@ -438,18 +438,15 @@ async fn store(
     let mut give_up_at: Option<Instant> = None;
     loop {
         let b = batch.clone();
-        let e = match with_outbox(outbox, move |o| Ok(o.commit(&b, now_ms())?)).await {
-            Ok(_) => {
-                if failures > 0 {
-                    tracing::warn!(
-                        failures,
-                        "commits to the database work again: reading the source again"
-                    );
-                }
-                faults.commit_ok();
-                return Ok(());
+        let Err(e) = with_outbox(outbox, move |o| Ok(o.commit(&b, now_ms())?)).await else {
+            if failures > 0 {
+                tracing::warn!(
+                    failures,
+                    "commits to the database work again: reading the source again"
+                );
             }
-            Err(e) => e,
+            faults.commit_ok();
+            return Ok(());
         };
         failures += 1;
         faults.commit_failed();
