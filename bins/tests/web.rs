@@ -928,7 +928,7 @@ async fn metrics_report_the_counters_and_the_outbox() {
 }
 
 #[tokio::test]
-async fn readyz_needs_a_connected_source_and_a_moving_outbox() {
+async fn readyz_means_able_to_work_not_pbx_connected() {
     let dir = tempdir("ready");
     let db = dir.join("relay.db");
     let server = Server::start(&db, "relay").await;
@@ -937,11 +937,28 @@ async fn readyz_needs_a_connected_source_and_a_moving_outbox() {
         (StatusCode::OK, "ok".to_owned())
     );
 
+    // A relay waiting for its PBX is ready: it must be reachable for the PBX to connect.
+    assert!(!server.metrics.is_source_connected());
+    assert_eq!(
+        server.get("/readyz").await,
+        (StatusCode::OK, "ready\n".to_owned())
+    );
+
+    // Commits failing (a full disk): not ready until one works again.
+    let faults = server.metrics.faults().clone();
+    faults.commit_failed();
     let (status, why) = server.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(why.contains("source not connected"), "{why}");
+    assert!(why.contains("intake stalled"), "{why}");
+    faults.commit_ok();
+    assert_eq!(server.get("/readyz").await.0, StatusCode::OK);
 
-    server.metrics.set_source_connected(true);
+    // A delivery worker down: not ready until it is restarted.
+    faults.worker_down();
+    let (status, why) = server.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(why.contains("1 delivery worker(s) down"), "{why}");
+    faults.worker_restarted();
     assert_eq!(server.get("/readyz").await.0, StatusCode::OK);
 
     // A delivery pending for 20 minutes: the outbox is stuck.
@@ -966,14 +983,9 @@ async fn readyz_needs_a_connected_source_and_a_moving_outbox() {
         (StatusCode::OK, "ready\n".to_owned())
     );
 
-    // A recent pending delivery is fine; losing the source is not.
+    // A recent pending delivery is fine.
     drop(commit(&db, &calls[2..3], now_ms()));
     assert_eq!(server.get("/readyz").await.0, StatusCode::OK);
-    server.metrics.set_source_connected(false);
-    assert_eq!(
-        server.get("/readyz").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
     server.stop().await;
 }
 

@@ -203,8 +203,51 @@ pub async fn run_worker<S: Sink + 'static>(
                 worker.stats.blocked.store(false, Ordering::Relaxed);
             }
         }
-        let sink_name = name.clone();
-        blocking(&outbox, move |o| o.record(&sink_name, &outcomes, now_ms())).await?;
+        record(&outbox, &name, Arc::new(outcomes), &shutdown).await?;
+    }
+}
+
+/// Records a round's `outcomes`. While the disk is full or failing the write is retried (0.2 s
+/// doubling to 5 s) rather than given up: the deliveries were made, and failing here would send
+/// them again. Any other error, or a shutdown while it lasts, is returned.
+async fn record(
+    outbox: &Arc<Mutex<Outbox>>,
+    sink: &str,
+    outcomes: Arc<Vec<(String, Outcome)>>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), OutboxError> {
+    let mut delay = Duration::from_millis(200);
+    let mut failures = 0u32;
+    loop {
+        let (name, o) = (sink.to_owned(), outcomes.clone());
+        let Err(e) = blocking(outbox, move |ob| ob.record(&name, &o, now_ms())).await else {
+            return Ok(());
+        };
+        let transient = matches!(
+            &e,
+            OutboxError::Sqlite(s) if matches!(
+                s.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                )
+            )
+        );
+        if !transient || *shutdown.borrow() {
+            return Err(e);
+        }
+        if failures == 0 {
+            tracing::warn!(%sink, error = %e, "recording delivery outcomes failed; retrying");
+        }
+        failures = failures.saturating_add(1);
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -11,6 +11,7 @@
 //! * [`outbox`]: the durable SQLite outbox (WAL, fsync at every commit): the journal of open
 //!   calls' records, every completed call (which is also the call store behind the web page),
 //!   one delivery row per call and sink, attempts, next try, dead letters, and rejected input;
+//! * [`integrity`]: a read-only `quick_check` of an outbox file before it is opened;
 //! * [`store`]: reading the call store (a page of calls with filters, one call with its
 //!   deliveries, dead letters, calls per hour, delivery counts) for the web page and its API;
 //! * [`engine`]: a delivery worker per sink with bounded concurrency or in-order batches, a
@@ -99,6 +100,7 @@ pub mod backoff;
 pub mod engine;
 pub mod http_cdr;
 pub mod http_cdr_sink;
+pub mod integrity;
 pub mod jsonl;
 pub mod outbox;
 pub mod redis_list;

@@ -6,12 +6,16 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber. With a Sentry DSN, error events are also sent to Sentry.
+/// Installs the global subscriber. With a Sentry DSN, error events and panics are also sent to
+/// Sentry.
 pub fn init(json: bool, sentry_dsn: Option<&str>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let sentry = sentry_dsn
         .map(crate::ops::sentry_events::SentryLayer::new)
         .transpose()?;
+    if let Some(dsn) = sentry_dsn {
+        crate::ops::sentry_events::install_panic_hook(&crate::ops::sentry_events::Dsn::parse(dsn)?);
+    }
     let registry = tracing_subscriber::registry().with(filter).with(sentry);
     if json {
         registry

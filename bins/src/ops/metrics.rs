@@ -22,6 +22,7 @@
 //! | `outbox_pending` | gauge | `sink` |
 //! | `outbox_oldest_pending_age_seconds` | gauge | `sink` |
 //! | `outbox_dead` | gauge | `sink` |
+//! | `commit_failures_total`, `intake_stalled`, `worker_restarts_total`, `workers_down` | | see [`Faults`] |
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +30,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use cdr_sinks::engine::SinkStats;
 use cdr_sinks::outbox::SinkCounts;
+
+use super::faults::Faults;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, text};
 use prometheus_client::metrics::MetricType;
@@ -58,6 +61,7 @@ pub struct Metrics {
     smdr_refused: Family<[(&'static str, &'static str); 1], Counter>,
     anomalies: Family<[(&'static str, &'static str); 1], Counter>,
     dynamic: Arc<Dynamic>,
+    faults: Arc<Faults>,
 }
 
 /// The families whose label sets are known only at run time, kept in a stable order.
@@ -248,6 +252,8 @@ impl Metrics {
         );
         let dynamic = Arc::new(Dynamic::default());
         registry.register_collector(Box::new(dynamic.clone()));
+        let faults = Arc::new(Faults::default());
+        registry.register_collector(Box::new(faults.clone()));
         Arc::new(Self {
             registry,
             source: source.to_owned(),
@@ -260,6 +266,7 @@ impl Metrics {
             smdr_refused,
             anomalies,
             dynamic,
+            faults,
         })
     }
 
@@ -274,6 +281,11 @@ impl Metrics {
     /// Counts an anomaly the assembler reported.
     pub fn anomaly(&self, kind: &'static str) {
         self.anomalies.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// The fault state (failed commits, failed workers) that `/readyz` reads.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// The source name given to [`Metrics::new`].
@@ -311,7 +323,7 @@ impl Metrics {
         self.open_calls.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Sets whether the source is connected; `/readyz` fails while it is not.
+    /// Sets whether the source is connected (a metric and the Sentry check-in; not readiness).
     pub fn set_source_connected(&self, up: bool) {
         self.connected.store(up, Ordering::Relaxed);
         self.source_connected.set(i64::from(up));

@@ -1,6 +1,8 @@
-//! Operating a relay: its Prometheus [`metrics`], structured [`logging`], the shutdown
-//! [`signals`], and Sentry ([`sentry`] check-ins, [`sentry_events`] error events).
+//! Operating a relay: its Prometheus [`metrics`] (with the [`faults`] of the disk and the
+//! workers), structured [`logging`], the shutdown [`signals`], and Sentry ([`sentry`]
+//! check-ins, [`sentry_events`] error events and panics).
 
+pub mod faults;
 pub mod logging;
 pub mod metrics;
 pub mod sentry;

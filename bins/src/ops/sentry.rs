@@ -13,21 +13,30 @@ use http_body_util::Full;
 use hyper::{Method, Request, Uri};
 use tokio::sync::watch;
 
-use crate::web::health::{NotReady, readiness};
+use super::faults::Faults;
+use crate::web::health::{Intake, NotReady, readiness};
 
 /// A pending delivery older than this means the outbox is stuck.
 pub const STUCK_AFTER: Duration = Duration::from_secs(15 * 60);
 
-/// Whether the relay is healthy: the source is connected and no sink's oldest pending delivery
-/// is older than [`STUCK_AFTER`] (the readiness of `/readyz`, [`readiness`], with this limit).
-/// The reason when not.
-pub fn health(connected: bool, counts: &[SinkCounts], now_ms: i64) -> Result<(), String> {
-    readiness(connected, counts, now_ms, STUCK_AFTER).map_err(|why| match why {
-        NotReady::SourceNotConnected => "the PBX is not connected".to_owned(),
+/// Whether the relay is healthy: the source is connected, and it is ready (the readiness of
+/// `/readyz`, [`readiness`]: commits work, every delivery worker runs, no sink's oldest pending
+/// delivery is older than [`STUCK_AFTER`]). The reason when not.
+pub fn health(
+    connected: bool,
+    intake: Intake,
+    counts: &[SinkCounts],
+    now_ms: i64,
+) -> Result<(), String> {
+    if !connected {
+        return Err("the PBX is not connected".to_owned());
+    }
+    readiness(intake, counts, now_ms, STUCK_AFTER).map_err(|why| match why {
         NotReady::Stuck { sink, limit, .. } => format!(
             "sink {sink} has deliveries pending for more than {} minutes",
             limit.as_secs() / 60
         ),
+        other => other.to_string(),
     })
 }
 
@@ -56,12 +65,13 @@ async fn get(client: &HttpClient, url: &str) -> Result<u16, String> {
     Ok(resp.status().as_u16())
 }
 
-/// Checks in every `interval` until `stop`: `status=ok` when [`health`] holds, `status=error`
-/// otherwise.
+/// Checks in every `interval` until `stop`: `status=ok` when [`health`] holds (the PBX
+/// `connected`, no `faults`, the outbox moving), `status=error` otherwise.
 pub async fn cron_loop(
     url: String,
     interval: Duration,
     connected: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     outbox: Arc<Mutex<Outbox>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -79,12 +89,25 @@ pub async fn cron_loop(
                 outbox
                     .lock()
                     .map_err(|_| "outbox lock poisoned".to_owned())
-                    .and_then(|o| o.counts().map_err(|e| e.to_string()))
+                    .and_then(|o| {
+                        // A paused sink keeps its calls pending on purpose.
+                        let paused = o.paused_sinks().map_err(|e| e.to_string())?;
+                        let mut counts = o.counts().map_err(|e| e.to_string())?;
+                        counts.retain(|c| !paused.contains(&c.sink));
+                        Ok(counts)
+                    })
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
         };
-        let status = counts.and_then(|c| health(connected.load(Ordering::Relaxed), &c, now_ms()));
+        let status = counts.and_then(|c| {
+            health(
+                connected.load(Ordering::Relaxed),
+                Intake::of(&faults),
+                &c,
+                now_ms(),
+            )
+        });
         if let Err(why) = &status {
             tracing::warn!(%why, "reporting error to the Sentry cron monitor");
         }
@@ -119,20 +142,27 @@ mod tests {
     #[test]
     fn health_needs_a_connection_and_a_moving_outbox() {
         let now = 10_000_000;
-        assert!(health(false, &[], now).is_err());
-        assert!(health(true, &[], now).is_ok());
+        let fine = Intake::default();
+        assert!(health(false, fine, &[], now).is_err());
+        assert!(health(true, fine, &[], now).is_ok());
+        let stalled = Intake {
+            stalled: true,
+            workers_down: 0,
+        };
+        let e = health(true, stalled, &[], now).unwrap_err();
+        assert!(e.contains("intake stalled"), "{e}");
         let fresh = SinkCounts {
             sink: "webhook".into(),
             pending: 3,
             oldest_pending_ms: Some(now - 60_000),
             ..SinkCounts::default()
         };
-        assert!(health(true, std::slice::from_ref(&fresh), now).is_ok());
+        assert!(health(true, fine, std::slice::from_ref(&fresh), now).is_ok());
         let stuck = SinkCounts {
             oldest_pending_ms: Some(now - 16 * 60_000),
             ..fresh
         };
-        let e = health(true, &[stuck], now).unwrap_err();
+        let e = health(true, fine, &[stuck], now).unwrap_err();
         assert!(e.contains("webhook"), "{e}");
     }
 }

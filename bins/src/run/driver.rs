@@ -5,21 +5,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use cdr_sinks::engine::{now_ms, run_worker};
+use cdr_sinks::engine::{SinkWorker, now_ms, run_worker};
 use cdr_sinks::outbox::{Batch, Outbox};
 use tokio::sync::{Notify, mpsc, watch};
 
 use call_assembler::feed::{Event, Feed, Reconciled, Restored, SmdrFeed};
 
 use super::progress::Progress;
+use crate::ops::faults::Faults;
 use crate::ops::metrics::Metrics;
 use crate::settings::{Config, SourceConfig};
 use crate::sources::receiver::CdrReceiver;
 use crate::sources::recordings::{RecordingIndex, RecordingsConfig};
 use crate::sources::tcp::SourceEvent;
 
-use super::sinks::{http_cdr_session, remote_sink_names, remote_sinks};
+use super::open::Opened;
+use super::sinks::{RemoteWorker, remote_sink_names, remote_sinks};
 use super::sources::ReadProgress;
 use super::{SHUTDOWN_GRACE, Summary, source_name, with_outbox};
 
@@ -31,10 +32,16 @@ const MAX_GROUP: usize = 16;
 /// Fired once the input it came with is committed.
 type Ack = tokio::sync::oneshot::Sender<()>;
 
-/// Runs one relay: restores the feed `build` makes from what the outbox kept, starts the
-/// delivery workers and the web server, and drives the loop until shutdown or the end of input.
+/// Runs one relay: restores the feed `build` makes from what the outbox (`opened`, already
+/// checked and open) kept, starts the delivery workers and the web server, and drives the loop
+/// until shutdown or the end of input.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per relay kind in run(); each argument is a different part of the relay"
+)]
 pub(super) async fn run_with<P: Feed + Send + 'static>(
     config: Config,
+    opened: Opened,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<SourceEvent<P::Input>>,
@@ -45,19 +52,10 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
     let source_name = source_name(P::KIND, &config.site);
     let sink_names = remote_sink_names(&config);
     let db = config.db.clone();
-    let outbox = {
-        let db = db.clone();
-        let names = sink_names.clone();
-        tokio::task::spawn_blocking(move || Outbox::open(&db, &names))
-            .await?
-            .with_context(|| format!("opening the database {}", config.db.display()))?
-    };
-    let outbox = Arc::new(Mutex::new(outbox));
-    let session = if config.http_cdr.is_some() {
-        Some(with_outbox(&outbox, http_cdr_session).await?)
-    } else {
-        None
-    };
+    let Opened {
+        outbox,
+        http_cdr_session: session,
+    } = opened;
     let workers = remote_sinks(&config, session)?;
     let saved = {
         let source = source_name.clone();
@@ -83,14 +81,12 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
     let wakes: Vec<Arc<Notify>> = workers.iter().map(|w| w.wake.clone()).collect();
     for w in workers {
         metrics.register_sink(&w.worker.name, w.worker.stats.clone());
-        let db = db.clone();
-        let stop = workers_stop.clone();
-        worker_tasks.spawn(async move {
-            let name = w.worker.name.clone();
-            if let Err(e) = run_worker(db, w.worker, w.wake, stop).await {
-                tracing::error!(sink = %name, error = %e, "delivery worker failed");
-            }
-        });
+        worker_tasks.spawn(supervise(
+            db.clone(),
+            w,
+            workers_stop.clone(),
+            metrics.faults().clone(),
+        ));
     }
 
     super::web::start_web(&config, &db, &metrics, P::KIND, receiver, &workers_stop).await?;
@@ -108,6 +104,7 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
             url,
             config.sentry_cron_interval,
             connected,
+            metrics.faults().clone(),
             outbox,
             stop,
         ));
@@ -196,6 +193,7 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
             &wakes,
             &mut reported,
             recordings.as_ref(),
+            &shutdown,
         )
         .await?;
         for ack in acks.drain(..) {
@@ -220,6 +218,7 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
         &wakes,
         &mut reported,
         recordings.as_ref(),
+        &shutdown,
     )
     .await?;
     for ack in acks.drain(..) {
@@ -332,6 +331,8 @@ fn anomaly_kind(a: &call_assembler::Anomaly) -> &'static str {
     }
 }
 
+/// Commits what the feed has for the outbox. A failed commit is never fatal: the batch is kept
+/// and retried ([`store`]) and, meanwhile, nothing more is taken from the source.
 async fn commit<P: Feed>(
     outbox: &Arc<Mutex<Outbox>>,
     feed: &mut P,
@@ -339,6 +340,7 @@ async fn commit<P: Feed>(
     wakes: &[Arc<Notify>],
     reported: &mut u64,
     recordings: Option<&Arc<Mutex<RecordingIndex>>>,
+    shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     while let Some(ev) = feed.poll_event() {
         match ev {
@@ -388,9 +390,7 @@ async fn commit<P: Feed>(
         .await?;
     }
     let calls: Vec<bool> = batch.calls.iter().map(|c| c.complete).collect();
-    with_outbox(outbox, move |o| Ok(o.commit(&batch, now_ms())?))
-        .await
-        .context("committing to the outbox")?;
+    store(outbox, Arc::new(batch), metrics.faults(), shutdown).await?;
     for complete in calls {
         metrics.call_out(complete);
     }
@@ -402,4 +402,181 @@ async fn commit<P: Feed>(
         w.notify_one();
     }
     Ok(())
+}
+
+/// The first wait after a failed commit; it doubles up to [`COMMIT_RETRY_MAX`].
+const COMMIT_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// The longest wait between two attempts at a failed commit (so the relay resumes within it
+/// once space returns).
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
+/// At most one log line per this interval while commits keep failing.
+const STALL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Commits `batch`, retrying with backoff until it succeeds: the source stays unread meanwhile
+/// (the run loop is here, not at its channel), so TCP sources stop reading and the PBX holds its
+/// records, the Redis list keeps its items and the CMS receiver answers `503`. Gives up only
+/// after a shutdown plus [`SHUTDOWN_GRACE`].
+async fn store(
+    outbox: &Arc<Mutex<Outbox>>,
+    batch: Arc<Batch>,
+    faults: &Faults,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut shutdown = shutdown.clone();
+    let mut delay = COMMIT_RETRY_FIRST;
+    let mut failures = 0u64;
+    let mut last_log: Option<Instant> = None;
+    let mut give_up_at: Option<Instant> = None;
+    loop {
+        let b = batch.clone();
+        let Err(e) = with_outbox(outbox, move |o| Ok(o.commit(&b, now_ms())?)).await else {
+            if failures > 0 {
+                tracing::warn!(
+                    failures,
+                    "commits to the database work again: reading the source again"
+                );
+            }
+            faults.commit_ok();
+            return Ok(());
+        };
+        failures += 1;
+        faults.commit_failed();
+        if last_log.is_none_or(|t| t.elapsed() >= STALL_LOG_EVERY) {
+            last_log = Some(Instant::now());
+            tracing::error!(
+                error = %format!("{e:#}"),
+                failures,
+                calls = batch.calls.len(),
+                "committing to the database failed (disk full?): the batch is kept, the source is \
+                 not read until a commit works again; retrying"
+            );
+        }
+        if *shutdown.borrow() {
+            let at = *give_up_at.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+            if Instant::now() >= at {
+                return Err(e.context(format!(
+                    "committing to the outbox at shutdown ({} calls not saved)",
+                    batch.calls.len()
+                )));
+            }
+            tokio::time::sleep(delay).await;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        delay = (delay * 2).min(COMMIT_RETRY_MAX);
+    }
+}
+
+/// The first wait before a failed delivery worker is started again; it doubles up to
+/// [`WORKER_RESTART_MAX`], and starts over once a worker ran for [`WORKER_HEALTHY_AFTER`].
+const WORKER_RESTART_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait before a failed delivery worker is started again.
+const WORKER_RESTART_MAX: Duration = Duration::from_secs(30);
+/// A worker that ran this long before failing starts over from the first wait.
+const WORKER_HEALTHY_AFTER: Duration = Duration::from_secs(120);
+
+/// Runs one sink's delivery worker until `stop`, starting it again with backoff whenever it fails
+/// (an outcome it could not record on a full disk, a database error): counted and shown in
+/// `/readyz` while it is down.
+async fn supervise(
+    db: std::path::PathBuf,
+    w: RemoteWorker,
+    mut stop: watch::Receiver<bool>,
+    faults: Arc<Faults>,
+) {
+    let RemoteWorker { worker, wake } = w;
+    let worker = SinkWorker {
+        name: worker.name,
+        sink: Arc::new(worker.sink),
+        policy: worker.policy,
+        stats: worker.stats,
+    };
+    let mut delay = WORKER_RESTART_FIRST;
+    loop {
+        let started = Instant::now();
+        let result = run_worker(db.clone(), worker.clone(), wake.clone(), stop.clone()).await;
+        let e = match result {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if *stop.borrow() {
+            tracing::warn!(sink = %worker.name, error = %e, "delivery worker failed while stopping");
+            return;
+        }
+        if started.elapsed() >= WORKER_HEALTHY_AFTER {
+            delay = WORKER_RESTART_FIRST;
+        }
+        faults.worker_down();
+        tracing::error!(
+            sink = %worker.name,
+            error = %e,
+            "delivery worker failed; restarting it in {} ms",
+            delay.as_millis()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        faults.worker_restarted();
+        delay = (delay * 2).min(WORKER_RESTART_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdr_sinks::BoxSink;
+    use cdr_sinks::backoff::RetryPolicy;
+    use cdr_sinks::engine::SinkStats;
+    use cdr_sinks::jsonl::JsonlSink;
+
+    async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_worker_is_counted_down_and_restarted() {
+        let dir = std::env::temp_dir().join(format!("cdr-relay-supervise-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The worker cannot open its database (no such folder yet): it fails at once.
+        let db = dir.join("missing").join("relay.db");
+        let worker = RemoteWorker {
+            worker: SinkWorker {
+                name: "jsonl".into(),
+                sink: BoxSink::new(JsonlSink::new(std::io::sink())),
+                policy: RetryPolicy::default(),
+                stats: Arc::new(SinkStats::default()),
+            },
+            wake: Arc::new(Notify::new()),
+        };
+        let faults = Arc::new(Faults::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(supervise(db.clone(), worker, stop, faults.clone()));
+        wait_for("the worker to be down", || faults.workers_down() == 1).await;
+        // Restarted with backoff, and down again as long as the cause stays.
+        wait_for("a restart", || faults.worker_restarts() >= 1).await;
+        wait_for("the worker to be down again", || faults.workers_down() == 1).await;
+        // The cause goes away: the next restart stays up.
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let restarts = faults.worker_restarts();
+        wait_for("the restart that works", || {
+            faults.worker_restarts() > restarts
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(faults.workers_down(), 0);
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the supervisor stops")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

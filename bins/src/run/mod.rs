@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod driver;
+mod open;
 pub mod progress;
 mod sinks;
 mod sources;
@@ -63,7 +64,14 @@ pub fn source_name(kind: &str, site: &str) -> String {
 
 /// Runs the relay `config` describes (`smdr-relay` or `ami-relay`) until `shutdown` turns
 /// true or, for a replay, until every call has been delivered to every sink or dead-lettered.
+///
+/// The database is checked and opened first; the source starts only once it is open (a full
+/// disk is waited for, a damaged file refused), so nothing is read that cannot be kept.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Summary> {
+    let Some(opened) = open::open_outbox(&config, &shutdown).await? else {
+        tracing::info!("stopped before the database could be opened");
+        return Ok(Summary::default());
+    };
     match config.kind {
         RelayKind::Smdr => {
             let source = source_name(SmdrFeed::KIND, &config.site);
@@ -84,9 +92,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 },
                 ..SmdrAssemblerConfig::default()
             };
-            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                SmdrFeed::restore(&source, asm_config, now, saved)
-            })
+            run_with(
+                config,
+                opened,
+                shutdown,
+                metrics,
+                rx,
+                feed,
+                None,
+                |saved, now| SmdrFeed::restore(&source, asm_config, now, saved),
+            )
             .await
         }
         RelayKind::Receiver => {
@@ -111,6 +126,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             };
             run_with(
                 config,
+                opened,
                 shutdown,
                 metrics,
                 rx,
@@ -138,9 +154,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             };
             let (site, max_item) = (config.site.clone(), config.dialler_max_item);
             // Nothing to restore: no dialler call is ever open.
-            run_with(config, shutdown, metrics, rx, feed, None, |_, now| {
-                DiallerFeed::new(&source, &site, max_item, (now, now_ms()))
-            })
+            run_with(
+                config,
+                opened,
+                shutdown,
+                metrics,
+                rx,
+                feed,
+                None,
+                |_, now| DiallerFeed::new(&source, &site, max_item, (now, now_ms())),
+            )
             .await
         }
         RelayKind::Ami if matches!(config.source, SourceConfig::CelCsv(_)) => {
@@ -166,16 +189,25 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             ));
             let feed = ReadProgress::live();
             let asm_config = config.ami.clone();
-            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                let mut positions = crate::sources::cel_csv::StartPositions::new();
-                for file in [CsvFile::Cel, CsvFile::Cdr] {
-                    if let Some(pos) = CelFeed::saved_pos(&source, file, saved) {
-                        positions.insert(file, pos);
+            run_with(
+                config,
+                opened,
+                shutdown,
+                metrics,
+                rx,
+                feed,
+                None,
+                |saved, now| {
+                    let mut positions = crate::sources::cel_csv::StartPositions::new();
+                    for file in [CsvFile::Cel, CsvFile::Cdr] {
+                        if let Some(pos) = CelFeed::saved_pos(&source, file, saved) {
+                            positions.insert(file, pos);
+                        }
                     }
-                }
-                let _ = start_tx.send(positions);
-                CelFeed::restore(&source, asm_config, columns, now, now_ms(), saved)
-            })
+                    let _ = start_tx.send(positions);
+                    CelFeed::restore(&source, asm_config, columns, now, now_ms(), saved)
+                },
+            )
             .await
         }
         RelayKind::Ami if config.reconcile.is_some() => {
@@ -216,22 +248,32 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             };
             tokio::spawn(merge_cdr(ami_rx, cdr_rx, tx));
             let asm_config = config.ami.clone();
-            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                if let Some(start_tx) = csv_start {
-                    let mut positions = crate::sources::cel_csv::StartPositions::new();
-                    if let Some(pos) = CelFeed::saved_pos(&source, CsvFile::Cdr, saved) {
-                        positions.insert(CsvFile::Cdr, pos);
+            run_with(
+                config,
+                opened,
+                shutdown,
+                metrics,
+                rx,
+                feed,
+                None,
+                |saved, now| {
+                    if let Some(start_tx) = csv_start {
+                        let mut positions = crate::sources::cel_csv::StartPositions::new();
+                        if let Some(pos) = CelFeed::saved_pos(&source, CsvFile::Cdr, saved) {
+                            positions.insert(CsvFile::Cdr, pos);
+                        }
+                        let _ = start_tx.send(positions);
                     }
-                    let _ = start_tx.send(positions);
-                }
-                if let Some(start_tx) = db_start {
-                    let cdr = saved
-                        .state(&CelFeed::db_state_name(&source, CsvFile::Cdr))
-                        .map(<[u8]>::to_vec);
-                    let _ = start_tx.send(crate::sources::cel_db::SavedMarks { cel: None, cdr });
-                }
-                ReconcileFeed::restore(&source, asm_config, rec.config, now, now_ms(), saved)
-            })
+                    if let Some(start_tx) = db_start {
+                        let cdr = saved
+                            .state(&CelFeed::db_state_name(&source, CsvFile::Cdr))
+                            .map(<[u8]>::to_vec);
+                        let _ =
+                            start_tx.send(crate::sources::cel_db::SavedMarks { cel: None, cdr });
+                    }
+                    ReconcileFeed::restore(&source, asm_config, rec.config, now, now_ms(), saved)
+                },
+            )
             .await
         }
         RelayKind::Ami if matches!(config.source, SourceConfig::CelDb(_)) => {
@@ -260,25 +302,34 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             ));
             let feed = ReadProgress::live();
             let asm_config = config.ami.clone();
-            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                let mark = |file| {
-                    saved
-                        .state(&CelFeed::db_state_name(&source, file))
-                        .map(<[u8]>::to_vec)
-                };
-                let _ = start_tx.send(crate::sources::cel_db::SavedMarks {
-                    cel: mark(CsvFile::Cel),
-                    cdr: mark(CsvFile::Cdr),
-                });
-                CelFeed::restore(
-                    &source,
-                    asm_config,
-                    call_assembler::CelColumns::sample(),
-                    now,
-                    now_ms(),
-                    saved,
-                )
-            })
+            run_with(
+                config,
+                opened,
+                shutdown,
+                metrics,
+                rx,
+                feed,
+                None,
+                |saved, now| {
+                    let mark = |file| {
+                        saved
+                            .state(&CelFeed::db_state_name(&source, file))
+                            .map(<[u8]>::to_vec)
+                    };
+                    let _ = start_tx.send(crate::sources::cel_db::SavedMarks {
+                        cel: mark(CsvFile::Cel),
+                        cdr: mark(CsvFile::Cdr),
+                    });
+                    CelFeed::restore(
+                        &source,
+                        asm_config,
+                        call_assembler::CelColumns::sample(),
+                        now,
+                        now_ms(),
+                        saved,
+                    )
+                },
+            )
             .await
         }
         RelayKind::Ami => {
@@ -287,9 +338,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let (tx, rx) = mpsc::channel(64);
             let feed = start_ami_source(&config, &metrics, tx, &shutdown).await?;
             let asm_config = config.ami.clone();
-            run_with(config, shutdown, metrics, rx, feed, None, |saved, now| {
-                AmiFeed::restore(&source, asm_config, now, now_ms(), saved)
-            })
+            run_with(
+                config,
+                opened,
+                shutdown,
+                metrics,
+                rx,
+                feed,
+                None,
+                |saved, now| AmiFeed::restore(&source, asm_config, now, now_ms(), saved),
+            )
             .await
         }
     }

@@ -50,7 +50,8 @@ pub struct ReceiverArgs {
     #[arg(long, env = "CDR_RECEIVER_MAX_BODY", value_name = "BYTES")]
     pub cdr_max_body: Option<usize>,
 
-    /// Seconds a body may take to arrive (slower ones get 408) [default: 30].
+    /// Seconds a body may take to arrive (slower ones get 408), and its commit to the database
+    /// (not committed by then: 503 with Retry-After) [default: 30].
     #[arg(long, env = "CDR_RECEIVER_BODY_TIMEOUT", value_name = "SECONDS")]
     pub cdr_body_timeout: Option<u64>,
 }

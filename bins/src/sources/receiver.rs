@@ -4,7 +4,8 @@
 //! assembled and kept, duplicates dropped), `400` with the parse error's position for a body
 //! that is not a CDR batch (kept whole in the reject table), `413` past the size limit, `408`
 //! when the body does not arrive in time, `401` without the configured credentials, `503` when
-//! the relay is stopping. CMS resends a batch until it gets a `200`, so nothing that got one
+//! the relay is stopping, and `503` with `Retry-After` when the body is not committed within the
+//! body timeout (the database cannot be written, a full disk). CMS resends a batch until it gets a `200`, so nothing that got one
 //! is ever lost, and nothing is acknowledged before it is durable.
 
 use std::time::Duration;
@@ -48,7 +49,7 @@ pub struct ReceiverConfig {
     pub auth: Option<ReceiverAuth>,
     /// The largest body accepted, in bytes.
     pub max_body: usize,
-    /// How long a body may take to arrive.
+    /// How long a body may take to arrive, and how long its commit is waited for.
     pub body_timeout: Duration,
 }
 
@@ -62,6 +63,9 @@ impl Default for ReceiverConfig {
         }
     }
 }
+
+/// The `Retry-After` (seconds) of a post not committed within its wait.
+const COMMIT_RETRY_AFTER: &str = "10";
 
 /// The handler: checks, parses, hands the batch to the run loop and answers after the commit.
 #[derive(Debug)]
@@ -168,12 +172,29 @@ impl CdrReceiver {
             }
         };
         let (ack, committed) = oneshot::channel();
-        if self.tx.send(SourceEvent::Acked(input, ack)).await.is_err() {
-            return answer(StatusCode::SERVICE_UNAVAILABLE, "stopping\n");
-        }
-        match committed.await {
-            Ok(()) => answer(status, &text),
-            Err(_) => answer(StatusCode::SERVICE_UNAVAILABLE, "not committed\n"),
+        // Bounded: while commits fail (a full disk) the run loop holds its source, and CMS is
+        // told to come back rather than kept waiting.
+        let handed = tokio::time::timeout(self.config.body_timeout, async {
+            if self.tx.send(SourceEvent::Acked(input, ack)).await.is_err() {
+                return Err("stopping\n");
+            }
+            committed.await.map_err(|_| "not committed\n")
+        })
+        .await;
+        match handed {
+            Ok(Ok(())) => answer(status, &text),
+            Ok(Err(why)) => answer(StatusCode::SERVICE_UNAVAILABLE, why),
+            Err(_) => {
+                let mut r = answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not committed in time (the relay cannot write to its database); retry later\n",
+                );
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(COMMIT_RETRY_AFTER),
+                );
+                r
+            }
         }
     }
 }

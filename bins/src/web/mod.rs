@@ -15,7 +15,7 @@
 //! | `POST /api/v1/admin/sinks/<sink>/requeue`, `/pause`, `/resume` | re-queue dead letters, pause or resume a sink (`admin`) |
 //! | `GET /metrics` | [`Metrics::render`] with the outbox counts, OpenMetrics text |
 //! | `GET /healthz` | 200 `ok` while the process runs |
-//! | `GET /readyz` | 200 when the source is connected and no sink's oldest pending delivery is older than [`WebOptions::ready_max_pending_age`]; 503 with the reason otherwise |
+//! | `GET /readyz` | 200 when the relay can do its job (commits work, every delivery worker runs, no sink's oldest pending delivery older than [`WebOptions::ready_max_pending_age`]; the PBX need not be connected); 503 with the reason otherwise |
 //!
 //! The call list and `/api/v1/calls` take the same filters: `from` and `to` (compared with the
 //! call's start, PBX local time, as a prefix of `YYYY-MM-DDTHH:MM:SS`, so `to=2018-01-05`
