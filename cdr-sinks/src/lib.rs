@@ -98,6 +98,7 @@ pub mod http_cdr;
 pub mod http_cdr_sink;
 pub mod jsonl;
 pub mod outbox;
+pub mod redact;
 pub mod redis_list;
 pub mod sink;
 pub mod store;
