@@ -1,8 +1,10 @@
 //! Operating a relay: its Prometheus [`metrics`], structured [`logging`], the shutdown
-//! [`signals`], and Sentry ([`sentry`] check-ins, [`sentry_events`] error events).
+//! [`signals`], Sentry ([`sentry`] check-ins, [`sentry_events`] error events), and constant-time
+//! compares of secrets ([`secret`]).
 
 pub mod logging;
 pub mod metrics;
+pub mod secret;
 pub mod sentry;
 pub mod sentry_events;
 pub mod signals;
