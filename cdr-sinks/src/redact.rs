@@ -167,12 +167,28 @@ pub fn redact_urls_in(text: &str) -> String {
         {
             start -= 1;
         }
-        let end = text
+        let mut end = text
             .get(sep..)
             .and_then(|t| {
-                t.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+                t.find(|c: char| {
+                    c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\')
+                })
             })
             .map_or(text.len(), |off| sep.saturating_add(off));
+        // Another URL right after this one (`a://x,b://y`): this one ends where its scheme
+        // starts.
+        let after = sep.saturating_add(3);
+        if let Some(next) = text.get(after..end).and_then(|t| t.find("://")) {
+            let mut next_start = after.saturating_add(next);
+            while next_start > after
+                && bytes
+                    .get(next_start.saturating_sub(1))
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            {
+                next_start -= 1;
+            }
+            end = next_start;
+        }
         if start == sep {
             search = sep.saturating_add(3);
             continue;
@@ -235,6 +251,17 @@ mod tests {
             r#"{"url":"http://h/?key=***","n":1}"#
         );
         assert_eq!(redact_urls_in(":// alone"), ":// alone");
+        assert_eq!(
+            redact_urls_in(r#"{"msg":"to \"http://u:p@h/x\" failed"}"#),
+            r#"{"msg":"to \"http://u:***@h/x\" failed"}"#,
+            "JSON escapes kept"
+        );
+        let two = redact_urls_in("urls=http://u:p1@a/x,https://v:p2@b/y?key=k done");
+        assert!(
+            !two.contains("p1") && !two.contains("p2") && !two.contains("=k"),
+            "{two}"
+        );
+        assert!(two.ends_with("https://v:***@b/y?key=*** done"), "{two}");
         assert_eq!(redact_urls_in("é http://u:p@h é"), "é http://u:***@h/ é");
     }
 
