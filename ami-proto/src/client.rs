@@ -33,7 +33,7 @@
 //!
 //! # async fn run() -> Result<(), ami_proto::client::ClientError> {
 //! let mut config = ClientConfig::new("127.0.0.1", 5038, "relay", "secret");
-//! config.auth = Auth::Md5;
+//! config.auth = Auth::Md5; // the default: the secret never crosses the wire
 //! let mut client = Client::spawn(config)?;
 //! while let Some(event) = client.next_event().await {
 //!     match event {
@@ -74,9 +74,10 @@ use crate::{Action, ActionId, ActionIdGen, AmiFramer, AmiMessage, EventMask, Fra
 #[non_exhaustive]
 pub enum Auth {
     /// `Login` with the secret in plain text (use TLS off the local host).
-    #[default]
     Plain,
-    /// `Challenge` with `AuthType: MD5`, then `Login` with `Key: md5(challenge + secret)`.
+    /// `Challenge` with `AuthType: MD5`, then `Login` with `Key: md5(challenge + secret)`: the
+    /// secret never crosses the wire. The default.
+    #[default]
     Md5,
 }
 
@@ -104,7 +105,7 @@ pub struct ClientConfig {
     pub username: String,
     /// Its secret.
     pub secret: String,
-    /// Plain or MD5 challenge login.
+    /// MD5 challenge login (the default) or plain.
     pub auth: Auth,
     /// `Some`: connect with TLS.
     pub tls: Option<TlsOptions>,
@@ -146,7 +147,7 @@ impl ClientConfig {
             port,
             username: username.into(),
             secret: secret.into(),
-            auth: Auth::Plain,
+            auth: Auth::Md5,
             tls: None,
             events: EventMask::CALL_TRACKING,
             connect_timeout: Duration::from_secs(10),

@@ -502,3 +502,82 @@ fn a_cel_custom_file_with_its_own_column_mapping_gives_the_same_calls() {
         "the mapping must matter"
     );
 }
+
+/// `copies` copies of a capture's CEL lines, copy `k` moved `100 * k` seconds later (its ids and
+/// times all start with `17953556`, the hundreds of seconds), so each is a call of its own.
+fn many_calls(cap: &Path, copies: usize) -> Vec<u8> {
+    let text = std::fs::read_to_string(cap.join("cel.csv")).unwrap();
+    assert!(text.contains("\"17953556"));
+    let mut out = String::with_capacity(text.len() * copies);
+    for k in 0..copies {
+        out.push_str(&text.replace("\"17953556", &format!("\"{}", 17_953_556 + k)));
+    }
+    out.into_bytes()
+}
+
+#[test]
+fn an_unterminated_quote_at_the_top_of_a_big_cel_file_costs_one_reject_not_every_call() {
+    let dir = common::tempdir("ami-csv-quote");
+    let cap = cel_capture("01_answered_caller_hangup");
+    let stray = b"\"CHAN_START\",\"1795355600.000001\",\"cut short by a crash\n";
+    let mut file = stray.to_vec();
+    file.extend(many_calls(&cap, 3000));
+    assert!(file.len() > 13_000_000, "{}", file.len());
+    let cel = dir.join("Master.csv");
+    std::fs::write(&cel, &file).unwrap();
+    let db = dir.join("once.db");
+    let calls = run_to_end(
+        &["--once"],
+        &[
+            ("CEL_MODE", "csv"),
+            ("CEL_CSV_PATH", cel.to_str().unwrap()),
+            ("CDR_CSV_PATH", dir.join("none.csv").to_str().unwrap()),
+        ],
+        &dir.join("once.jsonl"),
+        &db,
+    );
+    let got = ids(&calls);
+    assert_eq!(got.len(), 3000, "every call once");
+    assert!(got.values().all(|n| *n == 1));
+    assert!(calls.iter().all(|c| c.complete));
+    let rejects: Vec<(String, Vec<u8>)> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT reason, raw FROM rejects")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert!(rejects[0].0.contains("at byte 0"), "{}", rejects[0].0);
+    assert_eq!(rejects[0].1, stray, "the cut line kept");
+}
+
+#[test]
+fn a_followed_file_with_a_stray_quote_goes_on_after_it() {
+    let dir = common::tempdir("ami-csv-quote-follow");
+    let cap = cel_capture("01_answered_caller_hangup");
+    let cel = dir.join("Master.csv");
+    let first = many_calls(&cap, 2);
+    append(&cel, &first);
+    let out = dir.join("calls.jsonl");
+    let relay = follow(&dir, &cel, &dir.join("none.csv"), &out);
+    wait_calls(&out, 2, &relay);
+    // A line cut short mid-field, then 40 more calls written after it.
+    let stray = b"\"CHAN_END\",\"1795355600.000001\",\"cut";
+    append(&cel, stray);
+    let rest = many_calls(&cap, 42);
+    append(&cel, &rest[first.len()..]);
+    let calls = wait_calls(&out, 42, &relay);
+    let got = ids(&calls);
+    // The cut line glued to the next call's first line is what is rejected; that call is still
+    // built from its other lines.
+    assert_eq!(got.len(), 42, "{}", relay.log());
+    assert!(got.values().all(|n| *n == 1));
+    let log = relay.log();
+    assert!(
+        log.contains("quote left open") && log.contains(&format!("offset={}", first.len())),
+        "{log}"
+    );
+    assert!(relay.terminate().success());
+}

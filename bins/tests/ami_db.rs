@@ -1381,3 +1381,36 @@ fn ami_reconciled_with_the_cdr_table_on_postgresql_and_mariadb() {
     reconciled_with_the_cdr_table(&SHARED_PG, "recpg");
     reconciled_with_the_cdr_table(&SHARED_MY, "recmy");
 }
+
+#[test]
+fn prefer_against_a_server_without_tls_says_the_connection_is_plain_text() {
+    // A PostgreSQL of the test's own offers no TLS (initdb's default): DB_TLS=prefer (the
+    // default) connects in plain text and says so; DB_TLS=disable (plain text asked for) does
+    // not warn, nor does prefer against the shared server, which has TLS on.
+    let dir = common::tempdir("ami-db-prefer");
+    let own = OwnPostgres::start("prefer");
+    let cap = cel_capture("11_sip_answered_caller_hangup");
+    for (server, tls, warns) in [
+        (own.server(), "prefer", true),
+        (own.server(), "disable", false),
+        (SHARED_PG, "prefer", false),
+    ] {
+        let db = TestDb::create(&server, "prefer");
+        db.load(&[&cap]);
+        let sub = dir.join(format!("{tls}-{}", server.port));
+        std::fs::create_dir_all(&sub).unwrap();
+        let out = sub.join("calls.jsonl");
+        let relay = follow(&db, &sub, &out, &[("DB_TLS", tls)]);
+        wait_calls(&out, 1, &relay);
+        let log = relay.log();
+        let warned = log
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("DB_TLS=prefer") && l.contains("plain text"));
+        assert_eq!(
+            warned, warns,
+            "DB_TLS={tls} on port {}:\n{log}",
+            server.port
+        );
+        assert!(relay.terminate().success());
+    }
+}

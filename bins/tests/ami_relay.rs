@@ -191,7 +191,12 @@ async fn a_connection_dropped_mid_call_resyncs_and_loses_nothing() {
     let want = expected(&dir);
     let got = tokio::task::block_in_place(|| wait_jsonl(&out, want.len(), &relay));
     server.wait_accepted(2, Duration::from_secs(5)).await;
-    assert_eq!(*server.logins.lock().unwrap(), ["plain", "plain"]);
+    assert_eq!(
+        *server.logins.lock().unwrap(),
+        ["md5", "md5"],
+        "the MD5 challenge by default"
+    );
+    assert!(!relay.log().contains("AMI_AUTH=plain"), "{}", relay.log());
     let got: Vec<_> = got.iter().map(summary).collect();
     let want: Vec<_> = want.iter().map(summary).collect();
     assert_eq!(got, want, "relay log:\n{}", relay.log());
@@ -213,10 +218,19 @@ async fn calls_whose_channels_vanished_during_a_gap_are_closed_by_the_resync() {
     let port = server.port.to_string();
     let sink = format!("jsonl:{}", out.display());
     let mut args = relay_args(&port, db.to_str().unwrap(), &sink);
-    args.extend(["--ami-auth", "md5"]);
+    args.extend(["--ami-auth", "plain"]);
     let relay = Relay::start_bin(BIN, &args, &[("AMI_PASSWORD", SECRET)], false, false);
     let got = tokio::task::block_in_place(|| wait_jsonl(&out, 1, &relay));
-    assert_eq!(*server.logins.lock().unwrap(), ["md5", "md5"]);
+    assert_eq!(
+        *server.logins.lock().unwrap(),
+        ["plain", "plain"],
+        "only when asked"
+    );
+    assert!(
+        relay.log().contains("WARN") && relay.log().contains("AMI_AUTH=plain"),
+        "{}",
+        relay.log()
+    );
     let want = expected(&dir);
     assert_eq!(got.len(), 1, "{got:?}");
     let call = &got[0];

@@ -382,3 +382,46 @@ fn two_relays_chain_through_the_http_cdr_sink() {
     assert_eq!(first["source"], "cms");
     receiver.terminate();
 }
+
+#[test]
+fn a_forged_record_index_hides_no_later_genuine_post() {
+    let tmp = common::tempdir("cms-forged-index");
+    let relay = start(&tmp.join("relay.db"), &[], &[]);
+    let addr = relay.http.unwrap();
+    let posts = meeting_posts();
+    let forged = br#"<?xml version="1.0"?><records session="5552fc55-8d82-4963-8f99-d5a0be6e2f92"><record type="callStart" time="2017-04-24T12:00:00Z" recordIndex="99999999" correlatorIndex="0"><call id="forged"><name>x</name></call></record></records>"#;
+    assert_eq!(post(addr, &posts[0]), 200);
+    assert_eq!(post(addr, forged), 200);
+    for (i, body) in posts.iter().enumerate().skip(1) {
+        assert_eq!(post(addr, body), 200, "post {:02}", i + 1);
+    }
+    let page = get_json(addr, "/api/v1/records/1");
+    let mut indexes: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["@recordIndex"].as_str().unwrap())
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(
+        indexes,
+        [
+            "3141", "3142", "3143", "3155", "3156", "3162", "3551", "3552", "3553", "3554",
+            "99999999"
+        ],
+        "every genuine record kept once, after the forged one: {page}"
+    );
+    let calls = calls(addr);
+    let meeting = calls
+        .iter()
+        .find(|c| c["call_id"] == "f54bfbc3-c11e-47a6-a918-6a308018ac1d")
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    let full = get_json(
+        addr,
+        &format!("/api/v1/calls/{}", meeting["id"].as_str().unwrap()),
+    );
+    assert_eq!(full["complete"], true, "{full}");
+    assert_eq!(full["legs"].as_array().unwrap().len(), 3, "{full}");
+    let status = relay.terminate();
+    assert!(status.success(), "{status}");
+}

@@ -6,7 +6,8 @@
 //! * A record ends at a `\n` (optionally after `\r`) that is not inside quotes.
 //!
 //! [`record_end`] (or [`RecordScanner`] for a buffer that grows) finds where a record ends in
-//! bytes read so far, [`split_record`] splits one record into fields, and [`write_field`],
+//! bytes read so far ([`BoundedScanner`] also rejects a record past a size bound or with a quote
+//! left open, and resumes at the next line: what the file readers use), [`split_record`] splits one record into fields, and [`write_field`],
 //! [`quote_field`] and [`write_record`] write fields the way Asterisk's `CSV_QUOTE` does
 //! (always quoted), so database rows can be turned into the same lines.
 //!
@@ -35,6 +36,12 @@
 //! ```
 
 use memchr::{memchr, memchr2};
+
+mod bounded;
+mod reader;
+
+pub use bounded::{BoundedScanner, MAX_RECORD_BYTES, MAX_RECORD_LINES, Scan};
+pub use reader::{Item, REJECTED_HEAD, RecordReader, RejectedRecord};
 
 /// cdr_csv's columns with every optional one on (`loguniqueid`, `loguserfield`,
 /// `newcdrcolumns`): 21 fields, the layout of the lab captures and of the cdr table's rows

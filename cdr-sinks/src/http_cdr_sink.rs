@@ -664,15 +664,10 @@ fn rfc3339(secs: i64) -> String {
     )
 }
 
-/// The URL without a user and password, for messages.
+/// A URL as it is shown in errors and logs: its password and token-like query values masked
+/// ([`crate::redact::redact_url`]).
 fn shown(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}{path}")
+    crate::redact::redact_url(url)
 }
 
 /// One POST to one receiver.
@@ -824,8 +819,8 @@ mod tests {
         assert!(!is_guid("f54bfbc3-c11e-47a6-a918-6a308018ac1"));
         assert!(!is_guid("f54bfbc3xc11e-47a6-a918-6a308018ac1d"));
         assert_eq!(
-            shown("https://u:p@host:8443/cdr?x=1"),
-            "https://host:8443/cdr?x=1"
+            shown("https://u:p@host:8443/cdr?x=1&token=t"),
+            "https://u:***@host:8443/cdr?x=1&token=***"
         );
         assert_eq!(shown("http://host"), "http://host");
     }

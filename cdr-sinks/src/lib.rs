@@ -103,6 +103,7 @@ pub mod http_cdr_sink;
 pub mod integrity;
 pub mod jsonl;
 pub mod outbox;
+pub mod redact;
 pub mod redis_list;
 pub mod sink;
 pub mod store;

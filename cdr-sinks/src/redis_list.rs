@@ -459,20 +459,10 @@ fn with_context(where_: &str, e: SinkError) -> SinkError {
     }
 }
 
-/// The URL with its password replaced by `***`, for messages.
+/// The URL with its password (and token-like query values) replaced by `***`, for messages
+/// ([`crate::redact::redact_url`]).
 fn redact(url: &str) -> String {
-    match redis::parse_redis_url(url) {
-        Some(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Some(u) => u.to_string(),
-        // Not parseable: show only what comes before a possible `user:password@`.
-        None => match url.split_once('@') {
-            Some((_, rest)) => format!("***@{rest}"),
-            None => url.to_owned(),
-        },
-    }
+    crate::redact::redact_url(url)
 }
 
 #[cfg(test)]

@@ -159,16 +159,18 @@ pub(crate) fn root_store(
 impl WebhookSink {
     /// A sink for `config` (checks the URL, the secret and the CA file now).
     pub fn new(config: &WebhookConfig) -> Result<Self, SinkError> {
-        let uri: Uri = config
-            .url
-            .parse()
-            .map_err(|e| SinkError::Config(format!("webhook URL {:?}: {e}", config.url)))?;
+        let uri: Uri = config.url.parse().map_err(|e| {
+            SinkError::Config(format!(
+                "webhook URL {:?}: {e}",
+                crate::redact::redact_url(&config.url)
+            ))
+        })?;
         match uri.scheme_str() {
             Some("http" | "https") => {}
             _ => {
                 return Err(SinkError::Config(format!(
                     "webhook URL {:?} must start with http:// or https://",
-                    config.url
+                    crate::redact::redact_url(&config.url)
                 )));
             }
         }

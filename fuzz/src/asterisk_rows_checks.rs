@@ -24,6 +24,10 @@
 //! * record boundaries: [`record_end`] applied repeatedly, and a [`RecordScanner`] fed the
 //!   payload in the chunks, both give exactly the ends of a byte-by-byte model (a `\n` ends a
 //!   record when an even number of `"` precede it in the record);
+//! * a [`RecordReader`] fed the payload in the chunks, then ended: its records and rejected
+//!   records cover the payload once, in order, with their offsets; with the default bounds and
+//!   nothing rejected its records end where the model's do; with small bounds (64 bytes, 2
+//!   quoted newlines) no record is longer and the chunks change nothing;
 //! * every record (read as lossy UTF-8): [`split_record`] gives what a char-by-char model of
 //!   the documented reading gives (`None` exactly for an odd number of `"`), and never `None`
 //!   for a record `record_end` found; its fields written with [`write_record`] are one record
@@ -53,7 +57,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use call_assembler::csv::{RecordScanner, record_end, split_record, write_record};
+use call_assembler::csv::{
+    Item, RecordReader, RecordScanner, record_end, split_record, write_record,
+};
 use call_assembler::{
     AmiAssembler, AmiAssemblerConfig, Call, CelColumns, CelColumnsError, CelRow, Output, RuleField,
     TenantRule,
@@ -257,7 +263,81 @@ fn check_boundaries(payload: &[u8], chunks: &[usize]) -> Vec<usize> {
     }
     assert_eq!(got, want, "RecordScanner fed in chunks {chunks:?}");
     assert_eq!(sc.next_end(&payload[start..]), None, "the tail again");
+
+    let (items, before_end) = read_items(RecordReader::new(), payload, chunks);
+    if items.iter().all(|i| matches!(i, (_, _, false))) {
+        let ends: Vec<usize> = items[..before_end].iter().map(|i| i.0 + i.1).collect();
+        assert_eq!(ends, want, "RecordReader with nothing rejected");
+    }
+    let small = || RecordReader::with_limits(64, 2);
+    let (items, _) = read_items(small(), payload, chunks);
+    let (whole, _) = read_items(small(), payload, &[0]);
+    assert_eq!(
+        items, whole,
+        "RecordReader with small bounds, chunks {chunks:?}"
+    );
+    for (_, len, rejected) in &items {
+        assert!(*rejected || *len <= 64, "a record of {len} bytes");
+    }
     want
+}
+
+/// A [`RecordReader`] fed `payload` in `chunks` (all at once when they are all 0), then ended:
+/// its items as (offset, length, rejected), checked to cover the payload once in order; and how
+/// many came before the end.
+fn read_items(
+    mut r: RecordReader,
+    payload: &[u8],
+    chunks: &[usize],
+) -> (Vec<(usize, usize, bool)>, usize) {
+    let mut items = Vec::new();
+    let mut fed = 0usize;
+    let all_at_once = chunks.iter().all(|&c| c == 0);
+    let mut turn = 0usize;
+    let mut before_end = 0;
+    let mut at_end = false;
+    loop {
+        if !at_end {
+            let step = if all_at_once {
+                payload.len()
+            } else {
+                chunks[turn % chunks.len()]
+            };
+            turn += 1;
+            let next = fed.saturating_add(step).min(payload.len());
+            r.push(&payload[fed..next]);
+            fed = next;
+        }
+        while let Some(item) = r.next(at_end) {
+            let at = items
+                .last()
+                .map_or(0, |(o, l, _): &(usize, usize, bool)| o + l);
+            match item {
+                Item::Record(range) => {
+                    assert_eq!(r.get(range.clone()), &payload[at..at + range.len()]);
+                    items.push((at, range.len(), false));
+                }
+                Item::Rejected(bad) => {
+                    assert_eq!(bad.offset as usize, at, "rejected at {at}");
+                    let len = bad.len as usize;
+                    assert!(bad.head.len() <= len && payload[at..].starts_with(&bad.head));
+                    items.push((at, len, true));
+                }
+            }
+            assert_eq!(r.position() as usize, at + items.last().map_or(0, |i| i.1));
+        }
+        if at_end {
+            break;
+        }
+        if fed == payload.len() {
+            before_end = items.len();
+            at_end = true;
+        }
+    }
+    let covered = items.last().map_or(0, |(o, l, _)| o + l);
+    assert_eq!(covered, payload.len(), "everything read once");
+    assert_eq!(r.held(), 0);
+    (items, before_end)
 }
 
 /// The documented reading of one record, char by char.

@@ -77,6 +77,7 @@ impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let mut s = String::new();
         let _ = write!(s, "{value:?}");
+        let s = cdr_sinks::redact::redact_urls_in(&s);
         if field.name() == "message" {
             self.message = s;
         } else {
@@ -85,8 +86,9 @@ impl Visit for Fields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
+        let value = cdr_sinks::redact::redact_urls_in(value);
         if field.name() == "message" {
-            self.message = value.to_owned();
+            self.message = value;
         } else {
             self.extra.insert(field.name().to_owned(), value.into());
         }
@@ -347,5 +349,37 @@ mod tests {
             body.contains("sentry_events.rs"),
             "the place is given: {body}"
         );
+    }
+
+    /// Keeps the envelopes a [`SentryLayer`] would send.
+    struct Capture(SentryLayer, std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S: Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            let envelope = String::from_utf8_lossy(&self.0.envelope(event)).into_owned();
+            if let Ok(mut v) = self.1.lock() {
+                v.push(envelope);
+            }
+        }
+    }
+
+    #[test]
+    fn events_show_no_url_secret() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let layer = SentryLayer::new("http://k@127.0.0.1:9/1").unwrap();
+        let subscriber = tracing_subscriber::registry().with(Capture(layer, seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let url = "https://relay:hunter2@cdr.example/in?token=abc123";
+            tracing::error!(%url, "delivery to {url} failed");
+        });
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(
+            !seen[0].contains("hunter2") && !seen[0].contains("abc123"),
+            "{}",
+            seen[0]
+        );
+        assert!(seen[0].contains("relay:***@cdr.example"), "{}", seen[0]);
     }
 }

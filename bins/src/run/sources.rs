@@ -41,6 +41,17 @@ pub(super) async fn start_ami_source(
     match &config.source {
         SourceConfig::Ami(client) => {
             tracing::info!(host = %client.host, port = client.port, "connecting to the Asterisk Manager Interface");
+            if client.auth == ami_proto::client::Auth::Plain {
+                tracing::warn!(
+                    tls = client.tls.is_some(),
+                    "AMI_AUTH=plain: the AMI secret is sent as it is at login{}; the default md5 challenge never sends it",
+                    if client.tls.is_some() {
+                        " (inside TLS)"
+                    } else {
+                        ", readable by anyone on the network path"
+                    }
+                );
+            }
             tokio::spawn(tcp::ami((**client).clone(), tx, shutdown.clone()));
             Ok(ReadProgress::live())
         }

@@ -59,8 +59,8 @@ pub struct AmiArgs {
     #[arg(long, env = "AMI_TLS_CA_FILE", value_name = "FILE")]
     pub ami_tls_ca_file: Option<PathBuf>,
 
-    /// Login: `plain` or `md5` (challenge-response, the secret never crosses the wire)
-    /// [default: plain].
+    /// Login: `md5` (challenge-response, the secret never crosses the wire) or `plain` (the
+    /// secret sent as it is; logged as a warning) [default: md5].
     #[arg(long, env = "AMI_AUTH", value_parser = ChoiceParser::<AmiAuth>::new())]
     pub ami_auth: Option<AmiAuth>,
 
@@ -267,7 +267,7 @@ impl Config {
                 text(&args.ami_password).ok_or_else(|| ConfigError("set AMI_PASSWORD".into()))?;
             let port = args.ami_port.unwrap_or(if tls { 5039 } else { 5038 });
             let mut client = ami_proto::client::ClientConfig::new(host, port, user, secret);
-            client.auth = match args.ami_auth.unwrap_or(AmiAuth::Plain) {
+            client.auth = match args.ami_auth.unwrap_or(AmiAuth::Md5) {
                 AmiAuth::Plain => ami_proto::client::Auth::Plain,
                 AmiAuth::Md5 => ami_proto::client::Auth::Md5,
             };

@@ -1,7 +1,10 @@
-//! `--check-config`'s summary of a resolved [`Config`], secrets hidden.
+//! `--check-config`'s summary of a resolved [`Config`], secrets hidden: every URL is shown
+//! through [`redact_url`] (password and token-like query values masked), and keys, secrets and
+//! DSNs only as set or not.
 
 use super::{Config, DbStart, ReconcileCdr, RelayKind, SourceConfig};
 use crate::settings::SinkSpec;
+use cdr_sinks::redact::redact_url;
 
 impl Config {
     /// A human-readable summary (for `--check-config`), secrets hidden.
@@ -48,7 +51,7 @@ impl Config {
             SourceConfig::RedisList(r) => format!(
                 "drain the Redis list {} at {} through {}, {} items at a time",
                 r.key,
-                redacted(&r.url),
+                redact_url(&r.url),
                 r.processing,
                 r.batch
             ),
@@ -78,7 +81,7 @@ impl Config {
         if let Some(w) = &self.webhook {
             out.push_str(&format!(
                 "webhook: {} (key {}, signing {}), {} attempts, first retry after {} s\n",
-                w.url,
+                redact_url(&w.url),
                 if w.authorization.is_some() {
                     "set"
                 } else {
@@ -141,14 +144,15 @@ impl Config {
             }
         }
         if let Some(h) = &self.http_cdr {
-            out.push_str(&format!("http-cdr sink: {}\n", h.urls.join(", ")));
+            let urls: Vec<String> = h.urls.iter().map(|u| redact_url(u)).collect();
+            out.push_str(&format!("http-cdr sink: {}\n", urls.join(", ")));
         }
         if let Some(r) = &self.redis {
             out.push_str(&format!(
                 "redis sink: {:?} {} at {}\n",
                 r.side,
                 r.key,
-                redacted(&r.url)
+                redact_url(&r.url)
             ));
         }
         if self.sentry_dsn.is_some() {
@@ -161,17 +165,5 @@ impl Config {
             ));
         }
         out
-    }
-}
-
-/// A URL without its password (`redis://user:***@host`).
-fn redacted(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(_)) => {
-            let (auth, host) = rest.rsplit_once('@').unwrap_or(("", rest));
-            let user = auth.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_owned(),
     }
 }

@@ -27,7 +27,7 @@ pub struct SinkArgs {
     pub sinks: Vec<SinkSpec>,
 
     /// Webhook URL: each completed call is POSTed there as JSON.
-    #[arg(long, env = "WEBHOOK_URL", value_name = "URL")]
+    #[arg(long, env = "WEBHOOK_URL", value_name = "URL", hide_env_values = true)]
     pub webhook_url: Option<String>,
 
     /// Value of the Authorization header sent to the webhook, as-is.
@@ -75,7 +75,12 @@ pub struct SinkArgs {
 
     /// HTTP-CDR sink: receiver URLs (up to 4, comma separated) that get each call's records as
     /// Cisco Meeting Server CDR posts (another relay's cdr-receiver, or a CMS CDR receiver).
-    #[arg(long, env = "HTTP_CDR_URLS", value_name = "URLS")]
+    #[arg(
+        long,
+        env = "HTTP_CDR_URLS",
+        value_name = "URLS",
+        hide_env_values = true
+    )]
     pub http_cdr_urls: Option<List>,
 
     /// HTTP-CDR sink: the `Authorization` header sent, as-is (`Bearer ...`, `Basic ...`).

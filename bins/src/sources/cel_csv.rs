@@ -12,7 +12,12 @@
 //!   first; then the new file is read from 0. Nothing saved: the files are read from 0.
 //! * **Lines.** Only complete records are handed over (up to a `\n` outside double quotes: a
 //!   quoted field may hold newlines); a last line still being written is kept until its
-//!   newline arrives, so the saved offset is always at a record's start.
+//!   newline arrives, so the saved offset is always at a record's start. Records are found with
+//!   [`call_assembler::csv::RecordReader`], which goes on where it stopped (nothing is scanned
+//!   again after each read) and bounds a record: one longer than 1 MiB, or whose quote is still
+//!   open after 100 newlines (a cut line, a stray `"`), is handed over as
+//!   [`CelData::Rejected`] (its byte offset and first bytes, kept as a reject and logged) and
+//!   reading resumes at the line after its first one. At most one unfinished record is held.
 //! * **Rotation.** When the path names another inode, the old file (still open) is read to its
 //!   end (a last line without a newline is then handed over as it is), and the new file is read
 //!   from 0.
@@ -31,6 +36,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use call_assembler::csv::{Item, RecordReader};
 use call_assembler::feed::{CelData, CelInput, CsvFile, FilePos};
 
 use super::tcp::SourceEvent;
@@ -66,8 +72,8 @@ struct Follower {
     path: PathBuf,
     handle: Option<File>,
     pos: FilePos,
-    /// Read after `pos.offset`, not yet a complete line.
-    partial: Vec<u8>,
+    /// Bytes read after `pos.offset`, not yet a complete record, and the bounded scan of them.
+    reader: RecordReader,
     missing_logged: bool,
 }
 
@@ -78,7 +84,7 @@ impl Follower {
             path,
             handle: None,
             pos: FilePos::default(),
-            partial: Vec::new(),
+            reader: RecordReader::new(),
             missing_logged: false,
         }
     }
@@ -101,6 +107,7 @@ impl Follower {
                         inode: saved.inode,
                         offset,
                     };
+                    self.reader = RecordReader::at(offset);
                     self.handle = Some(f);
                 }
             }
@@ -113,6 +120,7 @@ impl Follower {
                 {
                     tracing::info!(path = %old.display(), offset = saved.offset, "finishing the file rotated while the relay was down");
                     self.pos = saved;
+                    self.reader = RecordReader::at(saved.offset);
                     self.handle = Some(f);
                 }
             }
@@ -130,7 +138,7 @@ impl Follower {
                 let inode = f.metadata().map(|m| m.ino()).unwrap_or(0);
                 tracing::info!(path = %self.path.display(), "following");
                 self.pos = FilePos { inode, offset: 0 };
-                self.partial.clear();
+                self.reader = RecordReader::new();
                 self.handle = Some(f);
                 self.missing_logged = false;
                 true
@@ -152,20 +160,59 @@ impl Follower {
         }
     }
 
-    /// Reads what is there: chunks of complete lines with the position after each, and whether
-    /// there is more to read right away.
-    fn poll(&mut self) -> (Vec<(Vec<u8>, FilePos)>, bool) {
+    /// Hands out what the reader has (`at_end`: the file is finished, see
+    /// [`RecordReader::next`]): complete records in chunks, rejected records on their own,
+    /// each with the position after it.
+    fn take_records(&mut self, at_end: bool, out: &mut Vec<(CelData, FilePos)>) {
+        let mut chunk = Vec::new();
+        while let Some(item) = self.reader.next(at_end) {
+            match item {
+                Item::Record(range) => {
+                    chunk.extend_from_slice(self.reader.get(range));
+                    if at_end && chunk.last() != Some(&b'\n') {
+                        // A last line without its newline is handed over as it is.
+                        chunk.push(b'\n');
+                    }
+                }
+                Item::Rejected(r) => {
+                    if !chunk.is_empty() {
+                        let at = FilePos {
+                            offset: r.offset,
+                            ..self.pos
+                        };
+                        out.push((CelData::Bytes(std::mem::take(&mut chunk)), at));
+                    }
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        offset = r.offset,
+                        bytes = r.len,
+                        "a record longer than 1 MiB or with a quote left open: rejected, reading on from the next line"
+                    );
+                    self.pos.offset = self.reader.position();
+                    out.push((CelData::Rejected(r), self.pos));
+                }
+            }
+        }
+        self.pos.offset = self.reader.position();
+        if !chunk.is_empty() {
+            out.push((CelData::Bytes(chunk), self.pos));
+        }
+    }
+
+    /// Reads what is there: chunks of complete lines (or rejected records) with the position
+    /// after each, and whether there is more to read right away.
+    fn poll(&mut self) -> (Vec<(CelData, FilePos)>, bool) {
         let mut out = Vec::new();
         let mut budget = MAX_PER_POLL;
         loop {
             if self.handle.is_none() && !self.open_path() {
                 return (out, false);
             }
-            let Some(handle) = self.handle.as_mut() else {
-                return (out, false);
-            };
             let mut buf = vec![0u8; CHUNK];
             loop {
+                let Some(handle) = self.handle.as_mut() else {
+                    return (out, false);
+                };
                 let n = match handle.read(&mut buf) {
                     Ok(n) => n,
                     Err(e) => {
@@ -176,35 +223,24 @@ impl Follower {
                 if n == 0 {
                     break;
                 }
-                self.partial
-                    .extend_from_slice(buf.get(..n).unwrap_or_default());
-                if let Some(end) = last_record_end(&self.partial) {
-                    let rest = self.partial.split_off(end);
-                    let lines = std::mem::replace(&mut self.partial, rest);
-                    self.pos.offset += lines.len() as u64;
-                    out.push((lines, self.pos));
-                }
+                self.reader.push(buf.get(..n).unwrap_or_default());
+                self.take_records(false, &mut out);
                 budget = budget.saturating_sub(n);
                 if budget == 0 {
                     return (out, true);
                 }
             }
             // At the end of the open file: has the path moved on?
-            let read = self.pos.offset + self.partial.len() as u64;
+            let read = self.reader.read_to();
             match std::fs::metadata(&self.path) {
                 Ok(m) if m.ino() != self.pos.inode => {
-                    if !self.partial.is_empty() {
-                        let mut last = std::mem::take(&mut self.partial);
-                        self.pos.offset += last.len() as u64;
-                        last.push(b'\n');
-                        out.push((last, self.pos));
-                    }
+                    self.take_records(true, &mut out);
                     tracing::info!(path = %self.path.display(), "rotated: finished the old file, reading the new one");
                     self.handle = None;
                 }
                 Ok(m) if m.len() < read => {
                     tracing::info!(path = %self.path.display(), "truncated: reading it from the start");
-                    self.partial.clear();
+                    self.reader = RecordReader::new();
                     self.pos.offset = 0;
                     if let Some(h) = self.handle.as_mut()
                         && h.seek(SeekFrom::Start(0)).is_err()
@@ -216,18 +252,6 @@ impl Follower {
             }
         }
     }
-}
-
-/// Just past the last complete record in `buf` (which starts at a record): a newline outside
-/// quotes, so a quoted field with newlines in it is never cut.
-fn last_record_end(buf: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    let mut last = None;
-    while let Some(n) = call_assembler::csv::record_end(buf.get(at..).unwrap_or_default()) {
-        at += n;
-        last = Some(at);
-    }
-    last
 }
 
 /// A file in `path`'s directory with inode `inode` (a rotated `Master.csv.1`, say).
@@ -300,10 +324,10 @@ pub async fn follow_files(
                     return;
                 }
             }
-            for (bytes, pos) in chunks {
+            for (data, pos) in chunks {
                 let input = CelInput {
                     file: slot.file,
-                    data: CelData::Bytes(bytes),
+                    data,
                     pos: Some(pos),
                     state: None,
                 };
@@ -317,8 +341,8 @@ pub async fn follow_files(
         }
         if once {
             for f in &followers {
-                if !f.partial.is_empty() {
-                    tracing::warn!(path = %f.path.display(), bytes = f.partial.len(), "the last line has no end yet: left for the next run");
+                if f.reader.held() > 0 {
+                    tracing::warn!(path = %f.path.display(), bytes = f.reader.held(), "the last line has no end yet: left for the next run");
                 }
             }
             let _ = tx.send(SourceEvent::End).await;
@@ -350,7 +374,7 @@ mod tests {
         // Only the first record: the second's newline is inside its quotes and it is not
         // finished yet.
         assert_eq!(chunks.len(), 1);
-        assert_eq!(chunks[0].0, first.as_bytes());
+        assert_eq!(chunks[0].0, CelData::Bytes(first.as_bytes().to_vec()));
         assert_eq!(chunks[0].1.offset, first.len() as u64);
         let mut w = std::fs::OpenOptions::new()
             .append(true)
@@ -359,7 +383,10 @@ mod tests {
         w.write_all(b"\",\"x\"\n").unwrap();
         let (chunks, _) = f.poll();
         assert_eq!(chunks.len(), 1);
-        assert_eq!(chunks[0].0, b"\"HANGUP\",\"two\nlines\",\"x\"\n");
+        assert_eq!(
+            chunks[0].0,
+            CelData::Bytes(b"\"HANGUP\",\"two\nlines\",\"x\"\n".to_vec())
+        );
         assert_eq!(
             chunks[0].1.offset,
             std::fs::metadata(&path).unwrap().len(),

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use call_assembler::feed::CmsInput;
 
 use super::tcp::SourceEvent;
+use crate::ops::secret::secret_eq;
 
 /// Who may post.
 #[derive(Clone, PartialEq, Eq)]
@@ -110,13 +111,14 @@ impl CdrReceiver {
         let (scheme, value) = given.split_once(' ').unwrap_or((given, ""));
         match auth {
             ReceiverAuth::Bearer(token) => {
-                scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(value.trim(), token)
+                scheme.eq_ignore_ascii_case("bearer")
+                    && secret_eq(value.trim().as_bytes(), token.as_bytes())
             }
             ReceiverAuth::Basic(pair) => {
                 scheme.eq_ignore_ascii_case("basic")
                     && base64::engine::general_purpose::STANDARD
                         .decode(value.trim())
-                        .is_ok_and(|d| constant_time_eq(&String::from_utf8_lossy(&d), pair))
+                        .is_ok_and(|d| secret_eq(&d, pair.as_bytes()))
             }
         }
     }
@@ -197,10 +199,4 @@ impl CdrReceiver {
             }
         }
     }
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

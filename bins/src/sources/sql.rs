@@ -251,7 +251,51 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
+    /// Connects to `c`. Under `DB_TLS=prefer` a connection the server took without TLS is
+    /// logged as a warning (the driver falls back to plain text silently).
     pub(crate) async fn connect(c: &SqlServer) -> Result<Self, sqlx::Error> {
+        let mut conn = Self::open(c).await?;
+        if c.tls == DbTls::Prefer {
+            match conn.uses_tls().await {
+                Some(false) => tracing::warn!(
+                    database = %c.describe(),
+                    "DB_TLS=prefer: the server offers no TLS, so this connection is in plain text \
+                     (the password and the rows readable on the network); set DB_TLS=require or \
+                     verify to refuse that, or DB_TLS=disable to say plain text is meant"
+                ),
+                Some(true) => tracing::debug!(database = %c.describe(), "connected with TLS"),
+                None => tracing::debug!(
+                    database = %c.describe(),
+                    "DB_TLS=prefer: could not tell whether the connection uses TLS"
+                ),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Whether the connection is encrypted, as the server sees it (`None` when it cannot be
+    /// asked).
+    async fn uses_tls(&mut self) -> Option<bool> {
+        let (sql, mysql) = match self {
+            Self::Pg(_) => (
+                "SELECT CASE WHEN ssl THEN 'on' ELSE 'off' END FROM pg_stat_ssl \
+                 WHERE pid = pg_backend_pid()",
+                false,
+            ),
+            Self::My(_) => ("SHOW SESSION STATUS LIKE 'Ssl_cipher'", true),
+        };
+        let rows = self.rows(sql, &[]).await.ok()?;
+        let row = rows.first()?;
+        let value = if mysql { row.get(1) } else { row.first() };
+        let value = value?.as_deref().unwrap_or_default();
+        Some(if mysql {
+            !value.is_empty()
+        } else {
+            value == "on"
+        })
+    }
+
+    async fn open(c: &SqlServer) -> Result<Self, sqlx::Error> {
         match c.kind {
             DbKind::Postgres => {
                 use sqlx::postgres::{PgConnectOptions, PgSslMode};

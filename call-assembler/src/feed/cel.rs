@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Commit, Event, Feed, FeedCounts, JournalEntry, Out, Restored};
+use crate::csv::{Item, RecordReader, RejectedRecord};
 use crate::{AmiAssembler, AmiAssemblerConfig, Call, CelColumns, CelRow};
 
 /// How long CDR rows wait for their call before they are dropped.
@@ -71,6 +72,9 @@ pub enum CelData {
     /// row in the feed's [`CelColumns`], a CDR row in one of cdr_csv's layouts
     /// ([`crate::csv::cdr_columns`]).
     Rows(Vec<Vec<String>>),
+    /// A record the file reader rejected (too long, or a quote left open: see
+    /// [`crate::csv::BoundedScanner`]): kept as a reject (its first bytes) and counted.
+    Rejected(RejectedRecord),
 }
 
 /// What the CEL/CDR source hands over.
@@ -132,6 +136,19 @@ pub(crate) fn row_line<S: AsRef<str>>(fields: &[S]) -> String {
     line
 }
 
+/// Why a record the reader rejected is kept as a reject (with its byte offset).
+pub(crate) fn rejected_reason(file: CsvFile, r: &RejectedRecord) -> String {
+    format!(
+        "{} record at byte {} ({} bytes skipped): longer than {} bytes or a quote left open \
+         (more than {} newlines inside quotes, or at the end); read on from the next line",
+        file.tag(),
+        r.offset,
+        r.len,
+        crate::csv::MAX_RECORD_BYTES,
+        crate::csv::MAX_RECORD_LINES,
+    )
+}
+
 #[derive(Debug)]
 struct PendingCdr {
     rows: Vec<CdrRow>,
@@ -144,8 +161,9 @@ pub struct CelFeed {
     source: String,
     asm: AmiAssembler,
     out: Out,
-    /// Bytes after the last newline, per file (only a replay leaves any).
-    partial: HashMap<CsvFile, Vec<u8>>,
+    /// Bytes after the last complete record, per file (only a replay leaves any), with the
+    /// bounded scan of them.
+    readers: HashMap<CsvFile, RecordReader>,
     lines: HashMap<CsvFile, u64>,
     cdr: HashMap<String, PendingCdr>,
     /// The cel_custom file's columns.
@@ -160,7 +178,7 @@ impl CelFeed {
             source: source.to_owned(),
             asm: AmiAssembler::new(config),
             out: Out::default(),
-            partial: HashMap::new(),
+            readers: HashMap::new(),
             lines: HashMap::new(),
             cdr: HashMap::new(),
             columns,
@@ -305,39 +323,53 @@ impl CelFeed {
         );
     }
 
-    /// Feeds bytes of `file`: every complete line is used, the rest kept for the next input.
+    /// Feeds bytes of `file`: every complete record is used, the rest kept for the next input
+    /// (`at_end`: there is no more, see [`RecordReader::next`]). A record past the bounds of
+    /// [`crate::csv::BoundedScanner`] is rejected and reading goes on at the next line.
     pub fn handle_bytes(&mut self, now: Instant, file: CsvFile, bytes: &[u8]) {
-        let mut buf = self.partial.remove(&file).unwrap_or_default();
-        buf.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(n) = crate::csv::record_end(buf.get(start..).unwrap_or_default()) {
-            let end = start + n;
-            let line =
-                String::from_utf8_lossy(buf.get(start..end - 1).unwrap_or_default()).into_owned();
-            start = end;
-            let number = {
-                let n = self.lines.entry(file).or_insert(0);
-                *n += 1;
-                *n
-            };
-            self.apply(now, file, &line, number, true);
-            self.drain();
+        self.read_bytes(now, file, bytes, false);
+    }
+
+    fn read_bytes(&mut self, now: Instant, file: CsvFile, bytes: &[u8], at_end: bool) {
+        let mut reader = self.readers.remove(&file).unwrap_or_default();
+        reader.push(bytes);
+        while let Some(item) = reader.next(at_end) {
+            match item {
+                Item::Record(range) => {
+                    let record = reader.get(range);
+                    let record = record.strip_suffix(b"\n").unwrap_or(record);
+                    let line = String::from_utf8_lossy(record).into_owned();
+                    let number = self.next_number(file);
+                    self.apply(now, file, &line, number, true);
+                    self.drain();
+                }
+                Item::Rejected(r) => self.rejected(file, r),
+            }
         }
-        buf.drain(..start);
-        if !buf.is_empty() {
-            self.partial.insert(file, buf);
+        if reader.held() > 0 {
+            self.readers.insert(file, reader);
         }
+    }
+
+    fn next_number(&mut self, file: CsvFile) -> u64 {
+        let n = self.lines.entry(file).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Keeps a record the reader rejected (its first bytes) and reports it.
+    fn rejected(&mut self, file: CsvFile, r: RejectedRecord) {
+        let number = self.next_number(file);
+        let why = rejected_reason(file, &r);
+        self.out
+            .reject(&self.source, number, why.clone(), why, r.head);
     }
 
     /// Feeds rows of `file` already in fields (see [`CelData::Rows`]): each is used as its line
     /// would be by [`CelFeed::handle_bytes`], and numbered as a line.
     pub fn handle_rows(&mut self, now: Instant, file: CsvFile, rows: Vec<Vec<String>>) {
         for fields in rows {
-            let number = {
-                let n = self.lines.entry(file).or_insert(0);
-                *n += 1;
-                *n
-            };
+            let number = self.next_number(file);
             // A row without fields is the blank line a file would have: skipped.
             if !fields.is_empty() {
                 self.apply_fields(now, file, fields, None, number, true);
@@ -415,6 +447,7 @@ impl Feed for CelFeed {
         match input.data {
             CelData::Bytes(bytes) => self.handle_bytes(now, input.file, &bytes),
             CelData::Rows(rows) => self.handle_rows(now, input.file, rows),
+            CelData::Rejected(r) => self.rejected(input.file, r),
         }
         if let Some(pos) = input.pos {
             let name = Self::state_name(&self.source, input.file);
@@ -427,7 +460,7 @@ impl Feed for CelFeed {
     }
 
     fn handle_disconnect(&mut self) {
-        self.partial.clear();
+        self.readers.clear();
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -437,11 +470,11 @@ impl Feed for CelFeed {
     }
 
     fn handle_end(&mut self, now: Instant) {
-        // A last line without its newline (a replayed file) is used as it is.
+        // A last line without its newline (a replayed file) is used as it is; one with a quote
+        // still open is rejected and the lines after its first one read.
         for file in [CsvFile::Cdr, CsvFile::Cel] {
-            if let Some(mut rest) = self.partial.remove(&file) {
-                rest.push(b'\n');
-                self.handle_bytes(now, file, &rest);
+            if self.readers.contains_key(&file) {
+                self.read_bytes(now, file, &[], true);
             }
         }
         self.asm.flush(now);

@@ -4,15 +4,15 @@
 //!   session and `recordIndex`), every posted body is kept raw (`inputs`), a body that does not
 //!   parse is a reject.
 //! * Duplicates: CMS numbers the records of a session (`recordIndex`) and resends a batch until
-//!   it gets a 200, so a record whose index is not above the highest one committed for its
-//!   session is a duplicate: dropped (and answered 200). The highest index per session is saved
-//!   with each batch.
+//!   it gets a 200, so a record whose exact (session, index) was committed before is a
+//!   duplicate: dropped (and answered 200). The committed indexes are kept per session as runs,
+//!   bounded ([`seen`]: a forged index far ahead hides no other), and saved with each batch.
 //! * Records of open calls are journaled (as a one-record CMS batch) under their call id and
 //!   replayed after a restart; the journal of a call goes when the call is emitted.
 //! * The assembler's surprises ([`CmsAnomaly`](crate::CmsAnomaly)) come out as
 //!   [`Event::Anomaly`] with [`Anomaly::Cms`](crate::Anomaly::Cms).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{Commit, Event, Feed, FeedCounts, JournalEntry, Out, RawInput, Restored, SourceRecord};
@@ -21,9 +21,9 @@ use crate::{
     parse_cms_xml, write_cms_records,
 };
 
-/// How many sessions' highest record index are remembered (a Call Bridge starts a new session
-/// when it restarts; older ones are dropped first).
-const MAX_SESSIONS: usize = 1024;
+mod seen;
+
+use seen::Sessions;
 
 /// What the receiver hands over.
 #[derive(Debug)]
@@ -52,14 +52,6 @@ impl From<Vec<u8>> for CmsInput {
     }
 }
 
-/// Highest committed `recordIndex` per session, and when each session was last seen.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-struct Sessions {
-    highest: BTreeMap<String, (u64, u64)>,
-    #[serde(default)]
-    tick: u64,
-}
-
 /// Checks, deduplicates, journals and assembles CMS records.
 #[derive(Debug)]
 pub struct CmsFeed {
@@ -85,7 +77,7 @@ fn key_of(owner: &HashMap<String, String>, r: &CmsRecord<'_>) -> Option<String> 
 }
 
 impl CmsFeed {
-    /// The name of the state holding the highest record index per session.
+    /// The name of the state holding the committed record indexes per session.
     pub fn sessions_state_name(source: &str) -> String {
         format!("{source}/sessions")
     }
@@ -97,7 +89,7 @@ impl CmsFeed {
     }
 
     /// A feed whose open calls are rebuilt from the journal in `saved`, and which goes on
-    /// dropping the records of each session up to the highest index committed.
+    /// dropping the records of each session whose index was committed.
     pub fn restore(
         source: &str,
         config: CmsAssemblerConfig,
@@ -106,7 +98,7 @@ impl CmsFeed {
     ) -> Self {
         let sessions = saved
             .state(&Self::sessions_state_name(source))
-            .and_then(|s| serde_json::from_slice(s).ok())
+            .and_then(Sessions::from_saved)
             .unwrap_or_default();
         let mut p = Self {
             source: source.to_owned(),
@@ -163,15 +155,12 @@ impl CmsFeed {
                 self.missing_records(n, &session);
             }
             if let Some(index) = r.record_index.filter(|_| !session.is_empty()) {
-                self.sessions.tick += 1;
-                let tick = self.sessions.tick;
-                let seen = self.sessions.highest.entry(session.clone()).or_default();
-                if index <= seen.0 && seen.1 != 0 {
+                // A duplicate still marks its run used: the state changes either way.
+                self.sessions_changed = true;
+                if self.sessions.check_and_insert(&session, index) {
                     self.duplicates += 1;
                     continue;
                 }
-                *seen = (index, tick);
-                self.sessions_changed = true;
                 self.out.commit.records.push(SourceRecord {
                     source: self.source.clone(),
                     session: session.clone(),
@@ -199,22 +188,6 @@ impl CmsFeed {
             source: self.source.clone(),
             body: raw,
         });
-        if self.sessions.highest.len() > MAX_SESSIONS {
-            // Forget the least recently seen sessions.
-            let mut by_age: Vec<(u64, String)> = self
-                .sessions
-                .highest
-                .iter()
-                .map(|(s, (_, tick))| (*tick, s.clone()))
-                .collect();
-            by_age.sort();
-            for (_, s) in by_age
-                .iter()
-                .take(self.sessions.highest.len() - MAX_SESSIONS)
-            {
-                self.sessions.highest.remove(s);
-            }
-        }
     }
 
     fn missing_records(&mut self, n: u64, session: &str) {
@@ -300,7 +273,7 @@ impl Feed for CmsFeed {
         self.out.events.pop_front()
     }
 
-    /// Everything to commit, with the sessions' highest indexes when they changed.
+    /// Everything to commit, with the sessions' committed indexes when they changed.
     fn take_commit(&mut self) -> Commit {
         let mut commit = std::mem::take(&mut self.out.commit);
         if self.sessions_changed {

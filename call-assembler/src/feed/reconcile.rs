@@ -33,8 +33,11 @@ use std::time::{Duration, Instant};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::cel::{CdrRow, CelData, CelFeed, CelInput, CsvFile, cdr_row, parse_cdr, row_line};
+use super::cel::{
+    CdrRow, CelData, CelFeed, CelInput, CsvFile, cdr_row, parse_cdr, rejected_reason, row_line,
+};
 use super::{AmiFeed, AmiInput, Commit, Event, Feed, FeedCounts, JournalEntry, Restored};
+use crate::csv::{Item, RecordReader, RejectedRecord};
 use crate::{AmiAssemblerConfig, Call, UpdateEvent};
 
 /// How long the two sides wait for each other.
@@ -155,7 +158,7 @@ pub struct ReconcileFeed {
     source: String,
     config: ReconcileConfig,
     /// CDR bytes after the last newline (a replayed file only).
-    partial: Vec<u8>,
+    partial: RecordReader,
     lines: u64,
     seen: HashMap<String, Seen>,
     awaiting: HashMap<String, Awaiting>,
@@ -179,7 +182,7 @@ impl ReconcileFeed {
             ami,
             source: source.to_owned(),
             config,
-            partial: Vec::new(),
+            partial: RecordReader::new(),
             lines: 0,
             seen: HashMap::new(),
             awaiting: HashMap::new(),
@@ -251,15 +254,21 @@ impl ReconcileFeed {
         p
     }
 
-    fn push_cdr(&mut self, now: Instant, bytes: &[u8]) {
-        let mut buf = std::mem::take(&mut self.partial);
-        buf.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(end) = crate::csv::record_end(buf.get(start..).unwrap_or_default()) {
-            let line = String::from_utf8_lossy(buf.get(start..start + end).unwrap_or_default())
+    /// Feeds bytes of the cdr_csv file (`at_end`: there is no more); a record past the bounds
+    /// of [`crate::csv::BoundedScanner`] is rejected and reading goes on at the next line.
+    fn push_cdr(&mut self, now: Instant, bytes: &[u8], at_end: bool) {
+        self.partial.push(bytes);
+        while let Some(item) = self.partial.next(at_end) {
+            let range = match item {
+                Item::Record(range) => range,
+                Item::Rejected(r) => {
+                    self.rejected_cdr(&r);
+                    continue;
+                }
+            };
+            let line = String::from_utf8_lossy(self.partial.get(range))
                 .trim_end_matches(['\r', '\n'])
                 .to_owned();
-            start += end;
             self.lines += 1;
             if line.trim().is_empty() {
                 continue;
@@ -269,8 +278,14 @@ impl ReconcileFeed {
                 None => self.bad_cdr(line),
             }
         }
-        buf.drain(..start);
-        self.partial = buf;
+    }
+
+    fn rejected_cdr(&mut self, r: &RejectedRecord) {
+        self.lines += 1;
+        let why = rejected_reason(CsvFile::Cdr, r);
+        self.ami
+            .out
+            .reject(&self.source, self.lines, why.clone(), why, r.head.clone());
     }
 
     /// [`ReconcileFeed::push_cdr`] for rows already in fields ([`CelData::Rows`]): each is
@@ -567,8 +582,9 @@ impl Feed for ReconcileFeed {
             AsteriskInput::Ami(a) => self.ami.handle_input(now, a),
             AsteriskInput::Cdr(c) => {
                 match c.data {
-                    CelData::Bytes(bytes) => self.push_cdr(now, &bytes),
+                    CelData::Bytes(bytes) => self.push_cdr(now, &bytes, false),
                     CelData::Rows(rows) => self.push_cdr_rows(now, rows),
+                    CelData::Rejected(r) => self.rejected_cdr(&r),
                 }
                 if let Some(pos) = c.pos {
                     let value = serde_json::to_vec(&pos).unwrap_or_default();
@@ -594,8 +610,8 @@ impl Feed for ReconcileFeed {
     }
 
     fn handle_end(&mut self, now: Instant) {
-        if !self.partial.is_empty() {
-            self.push_cdr(now, b"\n");
+        if self.partial.held() > 0 {
+            self.push_cdr(now, &[], true);
         }
         self.ami.handle_end(now);
         self.note(now);

@@ -122,3 +122,57 @@ fn surprises_come_out_as_anomalies_and_bad_bodies_as_rejects() {
     assert_eq!(feed.open_calls(), 1);
     assert!(feed.poll_timeout().is_some());
 }
+
+/// A record of the meeting's session with index `index` starting a call of its own.
+fn forged(index: u64) -> CmsInput {
+    post(format!(
+        r#"<?xml version="1.0"?><records session="5552fc55-8d82-4963-8f99-d5a0be6e2f92"><record type="callStart" time="2017-04-24T12:00:00Z" recordIndex="{index}" correlatorIndex="0"><call id="forged-{index}"><name>x</name></call></record></records>"#
+    ).into_bytes())
+}
+
+#[test]
+fn a_forged_index_hides_no_genuine_record_even_across_a_restart() {
+    let start = t0();
+    let mut now = start;
+    let mut feed = CmsFeed::new("cms", CmsAssemblerConfig::default(), start);
+    let mut store = Store::default();
+    let mut all = posts().into_iter();
+    // The first post, then a forged one far ahead, then the rest with a restart in between.
+    for p in [all.next().unwrap(), forged(99_999_999)] {
+        now += Duration::from_secs(1);
+        feed.handle_input(now, p);
+        store.commit(&mut feed, wall(start, now));
+    }
+    for p in all.by_ref().take(3) {
+        now += Duration::from_secs(1);
+        feed.handle_input(now, p);
+        store.commit(&mut feed, wall(start, now));
+    }
+    drop(feed);
+    let mut feed = CmsFeed::restore("cms", CmsAssemblerConfig::default(), now, &store.saved);
+    for p in [forged(99_999_999)].into_iter().chain(all) {
+        now += Duration::from_secs(1);
+        feed.handle_input(now, p);
+        store.commit(&mut feed, wall(start, now));
+    }
+    feed.handle_end(now);
+    store.commit(&mut feed, wall(start, now));
+    assert_eq!(
+        store.records.len(),
+        11,
+        "the 10 genuine records and the forged one, each once"
+    );
+    assert_eq!(
+        feed.dropped().0,
+        2,
+        "the resent forged record and post 10's resent index"
+    );
+    let meeting: Vec<_> = store
+        .calls
+        .iter()
+        .filter(|c| c.call_id.as_str() == "f54bfbc3-c11e-47a6-a918-6a308018ac1d")
+        .collect();
+    assert_eq!(meeting.len(), 1);
+    assert!(meeting[0].complete);
+    assert_eq!(meeting[0].legs.len(), 3);
+}
