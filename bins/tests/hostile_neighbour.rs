@@ -1,8 +1,9 @@
 //! The hostile neighbour soak (issue 13): one `smdr-relay` with access configured takes a paced
 //! PBX stream while 300 idle connections sit on its web port, random bytes go to every port it
-//! has, a second client tries the SMDR port, and unauthenticated readers knock. Every call of the
-//! stream must come out once, `/healthz` must answer within a second throughout, and the relay's
-//! memory must stay bounded.
+//! has, a second client tries the SMDR port, and unauthenticated readers knock; beside it a
+//! `cdr-receiver` gets a meeting's genuine CMS posts between forged `recordIndex` values and
+//! noise. Every call of the stream must come out once, the meeting whole, `/healthz` must answer
+//! within a second throughout, and the relay's memory must stay bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -41,6 +42,42 @@ fn get(addr: SocketAddr, path: &str, auth: bool, timeout: Duration) -> std::io::
         .ok()
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status"))
+}
+
+/// `POST /cdr` with `body`; the status.
+fn post(addr: SocketAddr, body: &[u8]) -> u16 {
+    let mut s = StdStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /cdr HTTP/1.1\r\nHost: soak\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `GET path` with the token; the JSON body.
+fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let mut s = StdStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(out.starts_with(b"HTTP/1.1 200"), "{path}");
+    let body = &out[end + 4..];
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The relay's resident memory in KiB (Linux), if it can be read.
@@ -189,6 +226,38 @@ async fn a_hostile_neighbour_costs_no_call_and_no_health() {
         })
     };
 
+    // The CMS receiver beside it: a meeting's ten genuine posts, each after a forged record with
+    // a huge recordIndex in the same session and a post of noise.
+    let cms = Relay::start_bin(
+        env!("CARGO_BIN_EXE_cdr-receiver"),
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+            dir.join("cms.db").to_str().unwrap(),
+        ],
+        &[("CDR_RELAY_READ_TOKENS", TOKEN)],
+        false,
+        true,
+    );
+    let cms_web = cms.http.unwrap();
+    let poster = std::thread::spawn(move || {
+        let mut statuses = Vec::new();
+        for i in 1..=10 {
+            let forged = format!(
+                r#"<?xml version="1.0"?><records session="5552fc55-8d82-4963-8f99-d5a0be6e2f92"><record type="callStart" time="2017-04-24T12:00:00Z" recordIndex="{}" correlatorIndex="0"><call id="forged-{i}"><name>x</name></call></record></records>"#,
+                99_999_990 + i
+            );
+            post(cms_web, forged.as_bytes());
+            post(cms_web, &noise(i, 4096));
+            let genuine =
+                std::fs::read(fixture(&format!("../cms/meeting_3legs/posts/{i:02}.xml"))).unwrap();
+            statuses.push(post(cms_web, &genuine));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        statuses
+    });
+
     // The PBX, paced, on its one connection.
     let mut pbx = TcpStream::connect(smdr).await.unwrap();
     for line in &lines {
@@ -201,6 +270,7 @@ async fn a_hostile_neighbour_costs_no_call_and_no_health() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let tries = neighbours.await.unwrap();
+    let statuses = poster.join().unwrap();
     prober.join().unwrap();
     drop(idle);
 
@@ -279,6 +349,24 @@ async fn a_hostile_neighbour_costs_no_call_and_no_health() {
         "refusals by the allow-list counted"
     );
     assert!(refused("busy") > 0.0, "refused second clients counted");
+
+    // The meeting is whole: every genuine post answered 200 and kept, the forged ones hid none.
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let calls = get_json(cms_web, "/api/v1/calls");
+    let meeting = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["call_id"] == "f54bfbc3-c11e-47a6-a918-6a308018ac1d")
+        .unwrap_or_else(|| panic!("the meeting is stored: {calls}"))
+        .clone();
+    let full = get_json(
+        cms_web,
+        &format!("/api/v1/calls/{}", meeting["id"].as_str().unwrap()),
+    );
+    assert_eq!(full["complete"], true, "{full}");
+    assert_eq!(full["legs"].as_array().unwrap().len(), 3, "{full}");
     drop(pbx);
     drop(relay);
+    drop(cms);
 }
