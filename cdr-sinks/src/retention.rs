@@ -48,6 +48,24 @@ impl RetentionPolicy {
     }
 }
 
+impl std::fmt::Display for RetentionPolicy {
+    /// `30 days, 500 MB`; `forever, no size limit` when nothing is pruned.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.max_age {
+            Some(age) if age.as_secs() % 86_400 == 0 => {
+                write!(f, "{} days", age.as_secs() / 86_400)?
+            }
+            Some(age) => write!(f, "{} s", age.as_secs())?,
+            None => f.write_str("forever")?,
+        }
+        match self.max_bytes {
+            Some(b) if b % (1 << 20) == 0 => write!(f, ", {} MB", b >> 20),
+            Some(b) => write!(f, ", {b} bytes"),
+            None => f.write_str(", no size limit"),
+        }
+    }
+}
+
 /// The size of a database, from SQLite's own counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DbSize {
@@ -113,7 +131,8 @@ impl Pruned {
         ]
     }
 
-    fn add(&mut self, other: Self) {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Self) {
         self.calls += other.calls;
         self.updates += other.updates;
         self.deliveries += other.deliveries;
@@ -184,7 +203,7 @@ impl Delivered {
         let (table, key) = self.table();
         format!(
             "SELECT t.seq, t.{key}, t.created_ms FROM {table} t
-             WHERE t.created_ms < ?1 AND NOT EXISTS (
+             WHERE t.seq < ?4 AND t.created_ms < ?1 AND NOT EXISTS (
                  SELECT 1 FROM deliveries d WHERE d.call_id = t.{key}
                  AND (d.state = 'pending'
                       OR (d.state = 'dead' AND COALESCE(d.done_ms, d.created_ms) >= ?2)))
@@ -222,6 +241,25 @@ impl Outbox {
         db_size(self.connection())
     }
 
+    /// Copies what it can of the WAL file into the database without waiting for anyone (a
+    /// passive checkpoint): once all of it is copied, the next commit starts the WAL over and
+    /// cuts the file back (`journal_size_limit`).
+    pub fn checkpoint(&self) -> Result<(), OutboxError> {
+        self.connection()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Whether any delivery of `sinks` is pending (read off the due index, cheap).
+    pub fn any_pending(&self, sinks: &[String]) -> Result<bool, OutboxError> {
+        for sink in sinks {
+            if self.next_due(sink)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// When the oldest stored call was stored (ms since the epoch), if any is.
     pub fn oldest_call_ms(&self) -> Result<Option<i64>, OutboxError> {
         Ok(self
@@ -249,14 +287,14 @@ impl Outbox {
                 before_ms: dead_before_ms,
                 dead_before_ms,
             };
-            pruned.add(self.prune_by_age(cutoff)?);
+            pruned.add(&self.prune_by_age(cutoff)?);
         }
         if let Some(max) = policy.max_bytes {
             let cutoff = Cutoff {
                 before_ms: i64::MAX,
                 dead_before_ms,
             };
-            pruned.add(self.prune_to_size(max, cutoff)?);
+            pruned.add(&self.prune_to_size(max, cutoff)?);
             self.give_back(max)?;
         }
         Ok(pruned)
@@ -268,7 +306,7 @@ impl Outbox {
         for table in Plain::ALL {
             loop {
                 let n = delete_plain(self.connection(), table, cutoff.before_ms, None)?;
-                pruned.add(table.count(n));
+                pruned.add(&table.count(n));
                 if n < to_u64(PRUNE_BATCH) {
                     break;
                 }
@@ -280,7 +318,7 @@ impl Outbox {
                 if rows.is_empty() {
                     break;
                 }
-                pruned.add(delete_delivered(self.connection(), table, &rows, cutoff)?);
+                pruned.add(&delete_delivered(self.connection(), table, &rows, cutoff)?);
                 if rows.len() < PRUNE_BATCH {
                     break;
                 }
@@ -331,7 +369,7 @@ impl Outbox {
             if step.total() == 0 {
                 break;
             }
-            pruned.add(step);
+            pruned.add(&step);
         }
         Ok(pruned)
     }
@@ -350,13 +388,25 @@ impl Outbox {
                 return Ok(());
             }
             let pages = size.free_pages.min(VACUUM_PAGES);
-            // incremental_vacuum returns no rows; each step is its own transaction.
-            conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+            let tx = write(conn)?;
+            {
+                // The pragma frees one page per step: run it to its end.
+                let mut stmt = tx.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+            }
+            tx.commit()?;
             if db_size(conn)?.free_pages >= size.free_pages {
                 return Ok(());
             }
         }
     }
+}
+
+/// A transaction that takes the write lock at once (waiting for it up to the busy timeout): one
+/// that read first and then wrote would fail at once if a commit came in between.
+fn write(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
 }
 
 /// The size of the database `conn` is open on.
@@ -372,6 +422,43 @@ pub(crate) fn db_size(conn: &Connection) -> Result<DbSize, OutboxError> {
     })
 }
 
+/// The first `seq` of `table` from which on rows were stored at or after `before_ms` (by its
+/// column `time`), found by bisection over the row numbers (rows are stored in time order), so
+/// that an age pass reads a few rows of a table where nothing is old instead of all of them.
+/// Rows before it are the candidates; `i64::MAX` for no limit.
+fn seq_boundary(
+    conn: &Connection,
+    table: &str,
+    time: &str,
+    before_ms: i64,
+) -> Result<i64, OutboxError> {
+    if before_ms == i64::MAX {
+        return Ok(i64::MAX);
+    }
+    let (first, last): (Option<i64>, Option<i64>) = conn.query_row(
+        &format!("SELECT MIN(seq), MAX(seq) FROM {table}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(mut lo), Some(last)) = (first, last) else {
+        return Ok(0);
+    };
+    let mut hi = last.saturating_add(1);
+    let mut at = conn.prepare_cached(&format!(
+        "SELECT {time} FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT 1"
+    ))?;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let t: Option<i64> = at.query_row([mid], |r| r.get(0)).optional()?;
+        if t.is_none_or(|t| t >= before_ms) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
+}
+
 /// Deletes up to [`PRUNE_BATCH`] of the oldest rows of `table` received before `before_ms` (and
 /// at or before `upto_ms` when given) in one transaction; the rows deleted.
 fn delete_plain(
@@ -380,15 +467,19 @@ fn delete_plain(
     before_ms: i64,
     upto_ms: Option<i64>,
 ) -> Result<u64, OutboxError> {
-    let n = conn.execute(
+    let before_ms = before_ms.min(upto_ms.map_or(i64::MAX, |t| t.saturating_add(1)));
+    let end = seq_boundary(conn, table.table(), "received_ms", before_ms)?;
+    let tx = write(conn)?;
+    let n = tx.execute(
         &format!(
             "DELETE FROM {t} WHERE seq IN (
-                 SELECT seq FROM {t} WHERE received_ms < ?1 AND received_ms <= ?2
+                 SELECT seq FROM {t} WHERE seq < ?1 AND received_ms < ?2
                  ORDER BY seq LIMIT ?3)",
             t = table.table()
         ),
-        params![before_ms, upto_ms.unwrap_or(i64::MAX), to_i64(PRUNE_BATCH)],
+        params![end, before_ms, to_i64(PRUNE_BATCH)],
     )?;
+    tx.commit()?;
     Ok(to_u64(n))
 }
 
@@ -399,9 +490,10 @@ fn prunable(
     cutoff: Cutoff,
     limit: usize,
 ) -> Result<Vec<(i64, String, i64)>, OutboxError> {
+    let end = seq_boundary(conn, table.table().0, "created_ms", cutoff.before_ms)?;
     let mut stmt = conn.prepare_cached(&table.select())?;
     let rows = stmt.query_map(
-        params![cutoff.before_ms, cutoff.dead_before_ms, to_i64(limit)],
+        params![cutoff.before_ms, cutoff.dead_before_ms, to_i64(limit), end],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -417,7 +509,7 @@ fn delete_delivered(
 ) -> Result<Pruned, OutboxError> {
     let (name, _) = table.table();
     let mut pruned = Pruned::default();
-    let tx = conn.unchecked_transaction()?;
+    let tx = write(conn)?;
     {
         let mut still = tx.prepare_cached(
             "SELECT 1 FROM deliveries d WHERE d.call_id = ?1

@@ -3,6 +3,7 @@
 
 mod driver;
 pub mod progress;
+mod retention;
 mod sinks;
 mod sources;
 

@@ -16,6 +16,7 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp
         "/metrics" => api::metrics_page(shared).await,
         "/api/v1/calls" => api::api_calls(shared, query).await,
         "/api/v1/dead-letters" => api::api_dead_letters(shared, query).await,
+        "/api/v1/status" => api::api_status(shared),
         _ => {
             if let Some(id) = path.strip_prefix("/calls/") {
                 pages::call_page(shared, decode(id)).await
