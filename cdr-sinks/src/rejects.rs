@@ -4,7 +4,7 @@
 //! operator can still tell what came in and match it against a capture.
 //!
 //! The `rejects` table of the outbox has `raw` (the prefix), `raw_len` and `raw_sha256`
-//! (lowercase hex) for this; [`migrate`] brings a database written before them up to date
+//! (lowercase hex) for this; the outbox migrates a database written before them when it opens it
 //! (once, recorded in `PRAGMA user_version`), truncating the rejects it already holds.
 
 use rusqlite::{Connection, params};
