@@ -31,6 +31,10 @@ const SIZE_EVERY: Duration = Duration::from_secs(5);
 /// pass runs as soon as one has finished.
 const WAITING_POLL: Duration = Duration::from_millis(20);
 
+/// While nothing could be pruned and calls wait for a sink, a size pass runs anyway this often
+/// (for the inputs and rejects committed since): it reads the waiting calls each time.
+const BLOCKED_RETRY: Duration = Duration::from_secs(60);
+
 /// A WAL file larger than this is checkpointed and cut back after a pass.
 const WAL_LIMIT: u64 = 4 << 20;
 
@@ -133,15 +137,23 @@ impl Task {
         }
         let mut last_age: Option<Instant> = None;
         let mut last_pass: Option<Instant> = None;
-        // Deliveries finished when a size pass last found nothing to prune while over the
-        // limit: the next size pass waits until that changes (what is left is waiting).
-        let mut blocked_at: Option<u64> = None;
+        // When a size pass last found nothing to prune while over the limit: the deliveries
+        // finished then, whether calls were waiting for a sink, and when.
+        let mut blocked_at: Option<(u64, bool, Instant)> = None;
+        let mut committed = false;
         let mut warned = false;
         loop {
             let now = Instant::now();
             let progress = self.metrics.deliveries_done();
             let age_due = last_age.is_none_or(|t| now.duration_since(t) >= AGE_EVERY);
-            let size_due = blocked_at != Some(progress);
+            // Blocked, a size pass waits for a delivery (calls waiting: each pass reads them),
+            // or for a commit (nothing waiting), or BLOCKED_RETRY.
+            let size_due = blocked_at.is_none_or(|(done, pending, at)| {
+                progress != done
+                    || (committed && !pending)
+                    || now.duration_since(at) >= BLOCKED_RETRY
+            });
+            committed = false;
             let measure_due = last_pass.is_none_or(|t| now.duration_since(t) >= SIZE_EVERY);
             let ask = self.asks.load(Ordering::Relaxed);
             let asked = ask > self.room.borrow().0;
@@ -188,7 +200,8 @@ impl Task {
                         let over = policy.max_bytes.is_some_and(|max| size.used_bytes() > max);
                         self.room.send_replace((ask, !(over && pending)));
                         if size_due {
-                            blocked_at = (over && pruned.total() == 0).then_some(progress);
+                            blocked_at =
+                                (over && pruned.total() == 0).then_some((progress, pending, now));
                         }
                         if over && blocked_at.is_some() && !pending && !warned {
                             tracing::warn!(
@@ -210,7 +223,7 @@ impl Task {
                 WAITING_POLL
             };
             tokio::select! {
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => committed = true,
                 () = tokio::time::sleep(poll) => {}
                 _ = stop.changed() => return,
             }
