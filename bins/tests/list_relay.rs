@@ -169,7 +169,11 @@ fn cdrs_are_drained_once_each_in_order_and_bad_items_are_kept() {
         .collect();
     assert_eq!(rejects.len(), 4, "{rejects:?}");
     assert!(rejects[0].0.contains("over the limit"), "{}", rejects[0].0);
-    assert_eq!(rejects[0].1.len(), huge_len, "kept whole");
+    assert_eq!(
+        rejects[0].1.len(),
+        cdr_sinks::rejects::REJECT_PREFIX,
+        "kept as a prefix, with its length ({huge_len}) and hash"
+    );
     assert!(
         rejects[1].0.contains("no call reference"),
         "{}",

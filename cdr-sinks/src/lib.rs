@@ -12,6 +12,9 @@
 //!   calls' records, every completed call (which is also the call store behind the web page),
 //!   one delivery row per call and sink, attempts, next try, dead letters, and rejected input;
 //! * [`integrity`]: a read-only `quick_check` of an outbox file before it is opened;
+//! * [`retention`]: pruning what is delivered and old, or past a size limit, in small
+//!   transactions (never a pending delivery nor the journal); [`rejects`]: rejected input kept
+//!   as a prefix, its length and hash;
 //! * [`store`]: reading the call store (a page of calls with filters, one call with its
 //!   deliveries, dead letters, calls per hour, delivery counts) for the web page and its API;
 //! * [`engine`]: a delivery worker per sink with bounded concurrency or in-order batches, a
@@ -105,6 +108,8 @@ pub mod jsonl;
 pub mod outbox;
 pub mod redact;
 pub mod redis_list;
+pub mod rejects;
+pub mod retention;
 pub mod sink;
 pub mod store;
 pub mod webhook;

@@ -171,7 +171,10 @@ CREATE TABLE IF NOT EXISTS rejects (
     source TEXT NOT NULL,
     received_ms INTEGER NOT NULL,
     reason TEXT NOT NULL,
-    raw BLOB NOT NULL
+    -- The first bytes of the input (crate::rejects::REJECT_PREFIX), its whole length and hash.
+    raw BLOB NOT NULL,
+    raw_len INTEGER,
+    raw_sha256 TEXT
 );
 ";
 
@@ -189,7 +192,12 @@ impl Outbox {
     pub fn open(path: &Path, sinks: &[String]) -> Result<Self, OutboxError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        // A new file can give pages back to the file system after a prune (crate::retention);
+        // on an existing one this does nothing until a VACUUM.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The WAL file is cut back to this after a checkpoint instead of keeping its largest size.
+        conn.pragma_update(None, "journal_size_limit", 4 << 20)?;
         // FULL: every commit point is fsynced, so an acknowledged batch survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
@@ -297,10 +305,20 @@ impl Outbox {
                 }
             }
             let mut reject = tx.prepare_cached(
-                "INSERT INTO rejects (source, received_ms, reason, raw) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO rejects (source, received_ms, reason, raw, raw_len, raw_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for r in &batch.rejects {
-                reject.execute(params![r.source, now_ms, r.reason, r.raw])?;
+                let kept = crate::rejects::keep(&r.raw);
+                let len = i64::try_from(kept.len).unwrap_or(i64::MAX);
+                reject.execute(params![
+                    r.source,
+                    now_ms,
+                    r.reason,
+                    kept.prefix,
+                    len,
+                    kept.sha256
+                ])?;
             }
             let mut input = tx.prepare_cached(
                 "INSERT INTO inputs (source, received_ms, body) VALUES (?1, ?2, ?3)",
@@ -572,6 +590,8 @@ fn migrate(conn: &Connection) -> Result<(), OutboxError> {
              COMMIT;",
         )?;
     }
+    // Version 2: rejects kept truncated, with their length and hash.
+    crate::rejects::migrate(conn)?;
     Ok(())
 }
 

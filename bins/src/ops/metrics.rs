@@ -23,6 +23,9 @@
 //! | `outbox_oldest_pending_age_seconds` | gauge | `sink` |
 //! | `outbox_dead` | gauge | `sink` |
 //! | `commit_failures_total`, `intake_stalled`, `worker_restarts_total`, `workers_down` | | see [`Faults`] |
+//! | `pruned_rows_total` | counter | `table` (calls, updates, deliveries, inputs, source_records, rejects) |
+//! | `db_size_bytes` | gauge | the database file (without its WAL) |
+//! | `db_used_bytes` | gauge | its pages in use (what `CDR_RELAY_MAX_DB_MB` limits) |
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +35,7 @@ use cdr_sinks::engine::SinkStats;
 use cdr_sinks::outbox::SinkCounts;
 
 use super::faults::Faults;
+use cdr_sinks::retention::{DbSize, Pruned, RetentionPolicy};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, text};
 use prometheus_client::metrics::MetricType;
@@ -60,8 +64,28 @@ pub struct Metrics {
     reconcile: Family<[(&'static str, &'static str); 1], Counter>,
     smdr_refused: Family<[(&'static str, &'static str); 1], Counter>,
     anomalies: Family<[(&'static str, &'static str); 1], Counter>,
+    pruned: Family<[(&'static str, &'static str); 1], Counter>,
+    db_size: Gauge,
+    db_used: Gauge,
+    retention: Mutex<RetentionStatus>,
     dynamic: Arc<Dynamic>,
     faults: Arc<Faults>,
+}
+
+/// What retention keeps and how the database stands, as the last pruning pass saw it (for the
+/// web page and the JSON status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionStatus {
+    /// The policy.
+    pub policy: RetentionPolicy,
+    /// The database's size at the last pass.
+    pub size: Option<DbSize>,
+    /// When the oldest kept call was stored (ms since the epoch).
+    pub oldest_call_ms: Option<i64>,
+    /// When the last pass ran (ms since the epoch).
+    pub checked_ms: Option<i64>,
+    /// Rows pruned since the start, per table.
+    pub pruned: Pruned,
 }
 
 /// The families whose label sets are known only at run time, kept in a stable order.
@@ -250,6 +274,26 @@ impl Metrics {
             "Surprising input the assembler reported and handled, by kind",
             anomalies.clone(),
         );
+        let pruned = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "pruned_rows",
+            "Rows removed by retention (CDR_RELAY_RETENTION_DAYS, CDR_RELAY_MAX_DB_MB), per table",
+            pruned.clone(),
+        );
+        let db_size = Gauge::default();
+        registry.register_with_unit(
+            "db_size",
+            "Size of the database file (without its WAL file)",
+            Unit::Bytes,
+            db_size.clone(),
+        );
+        let db_used = Gauge::default();
+        registry.register_with_unit(
+            "db_used",
+            "Bytes of the database's pages in use (free pages excluded)",
+            Unit::Bytes,
+            db_used.clone(),
+        );
         let dynamic = Arc::new(Dynamic::default());
         registry.register_collector(Box::new(dynamic.clone()));
         let faults = Arc::new(Faults::default());
@@ -265,6 +309,10 @@ impl Metrics {
             reconcile,
             smdr_refused,
             anomalies,
+            pruned,
+            db_size,
+            db_used,
+            retention: Mutex::new(RetentionStatus::default()),
             dynamic,
             faults,
         })
@@ -318,6 +366,43 @@ impl Metrics {
         self.reconcile.get_or_create(&[("outcome", outcome)]).inc();
     }
 
+    /// Sets the retention policy shown with [`Metrics::retention`].
+    pub fn set_retention_policy(&self, policy: RetentionPolicy) {
+        self.retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .policy = policy;
+    }
+
+    /// Records a pruning pass at `now_ms`: the rows it removed, the database's size and the
+    /// oldest call kept after it.
+    pub fn pruned(&self, pruned: &Pruned, size: DbSize, oldest_call_ms: Option<i64>, now_ms: i64) {
+        for (table, n) in pruned.by_table() {
+            if n > 0 {
+                self.pruned.get_or_create(&[("table", table)]).inc_by(n);
+            }
+        }
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.db_size.set(bytes(size.file_bytes()));
+        self.db_used.set(bytes(size.used_bytes()));
+        let mut status = self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.size = Some(size);
+        status.oldest_call_ms = oldest_call_ms;
+        status.checked_ms = Some(now_ms);
+        status.pruned.add(pruned);
+    }
+
+    /// What retention keeps and the database's size at the last pass.
+    pub fn retention(&self) -> RetentionStatus {
+        *self
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Sets the number of calls the assembler holds open.
     pub fn set_open_calls(&self, n: u64) {
         self.open_calls.set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -350,6 +435,18 @@ impl Metrics {
             }
             Err(i) => sinks.insert(i, (name.to_owned(), stats)),
         }
+    }
+
+    /// Deliveries finished so far (delivered or dead-lettered) over every registered sink: it
+    /// changes when a delivery has made a call prunable.
+    pub fn deliveries_done(&self) -> u64 {
+        self.dynamic
+            .sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, s)| s.delivered.load(Ordering::Relaxed) + s.dead.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The names of the registered sinks, sorted.
@@ -482,6 +579,42 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn pruned_rows_and_db_size_are_counted() {
+        let m = Metrics::new("smdr");
+        let size = DbSize {
+            page_size: 4096,
+            pages: 10,
+            free_pages: 4,
+        };
+        let pruned = Pruned {
+            calls: 3,
+            deliveries: 3,
+            rejects: 2,
+            ..Pruned::default()
+        };
+        m.pruned(&pruned, size, Some(5), 100);
+        m.pruned(&pruned, size, Some(6), 200);
+        let text = m.render(&[], 0);
+        for line in [
+            r#"cdr_relay_pruned_rows_total{source="smdr",table="calls"} 6"#,
+            r#"cdr_relay_pruned_rows_total{source="smdr",table="rejects"} 4"#,
+            r#"cdr_relay_db_size_bytes{source="smdr"} 40960"#,
+            r#"cdr_relay_db_used_bytes{source="smdr"} 24576"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let status = m.retention();
+        assert_eq!(
+            (status.oldest_call_ms, status.checked_ms),
+            (Some(6), Some(200))
+        );
+        assert_eq!(status.pruned.calls, 6);
     }
 
     #[test]

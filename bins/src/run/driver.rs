@@ -14,6 +14,7 @@ use call_assembler::feed::{Event, Feed, Reconciled, Restored, SmdrFeed};
 use super::progress::Progress;
 use crate::ops::faults::Faults;
 use crate::ops::metrics::Metrics;
+use crate::ops::ratelimit::LogLimiter;
 use crate::settings::{Config, SourceConfig};
 use crate::sources::receiver::CdrReceiver;
 use crate::sources::recordings::{RecordingIndex, RecordingsConfig};
@@ -28,6 +29,10 @@ use super::{SHUTDOWN_GRACE, Summary, source_name, with_outbox};
 /// queue never empties, and an unbounded group would hold the whole burst in memory and make it
 /// durable only at its end (see BENCHMARKS.md, "End to end").
 const MAX_GROUP: usize = 16;
+
+/// Bad input lines logged one by one: the first 20 a minute, then a count (a flood of garbage
+/// must not flood the log; every one is counted in `bad_lines_total` and kept as a reject).
+static BAD_INPUT_LOG: LogLimiter = LogLimiter::new(20, Duration::from_secs(60));
 
 /// Fired once the input it came with is committed.
 type Ack = tokio::sync::oneshot::Sender<()>;
@@ -78,7 +83,16 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
     // Delivery workers stop on their own signal, after the source has committed its last batch.
     let (workers_stop_tx, workers_stop) = watch::channel(false);
     let mut worker_tasks = tokio::task::JoinSet::new();
-    let wakes: Vec<Arc<Notify>> = workers.iter().map(|w| w.wake.clone()).collect();
+    let mut wakes: Vec<Arc<Notify>> = workers.iter().map(|w| w.wake.clone()).collect();
+    // Retention: a pass now, then after commits (woken with the workers) and on its own timers.
+    let retention = super::retention::spawn(
+        db.clone(),
+        config.retention,
+        sink_names.clone(),
+        metrics.clone(),
+        workers_stop.clone(),
+    );
+    wakes.push(retention.wake.clone());
     for w in workers {
         metrics.register_sink(&w.worker.name, w.worker.stats.clone());
         worker_tasks.spawn(supervise(
@@ -150,6 +164,13 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
     let mut reported = 0u64;
     let mut acks: Vec<Ack> = Vec::new();
     loop {
+        if replaying {
+            // A backfill waits while the database is over its size limit with calls to deliver.
+            retention.room(&mut shutdown).await;
+            if *shutdown.borrow() {
+                break;
+            }
+        }
         let deadline = feed_state.poll_timeout();
         let sleep = async {
             match deadline {
@@ -223,6 +244,9 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
     .await?;
     for ack in acks.drain(..) {
         let _ = ack.send(());
+    }
+    if let Some(summary) = BAD_INPUT_LOG.take(Instant::now()) {
+        summary.log("bad inputs");
     }
     if ended && !sink_names.is_empty() {
         while !*shutdown.borrow() {
@@ -346,7 +370,13 @@ async fn commit<P: Feed>(
         match ev {
             Event::BadInput { number, error } => {
                 metrics.bad_line();
-                if P::KIND == SmdrFeed::KIND {
+                let log = BAD_INPUT_LOG.check(Instant::now());
+                if let Some(summary) = log.summary {
+                    summary.log("bad inputs");
+                }
+                if !log.log {
+                    // Counted, and summed up in one line when the interval is over.
+                } else if P::KIND == SmdrFeed::KIND {
                     tracing::warn!(line = number, %error, "bad SMDR line kept in the reject table");
                 } else {
                     tracing::warn!(
@@ -374,6 +404,9 @@ async fn commit<P: Feed>(
             }
             _ => {}
         }
+    }
+    if let Some(summary) = BAD_INPUT_LOG.flush(Instant::now()) {
+        summary.log("bad inputs");
     }
     let mut batch: Batch = feed.take_commit();
     if batch.is_empty() {

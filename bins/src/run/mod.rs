@@ -5,6 +5,7 @@ pub mod admin;
 mod driver;
 mod open;
 pub mod progress;
+mod retention;
 mod sinks;
 mod sources;
 mod web;

@@ -14,6 +14,12 @@ use super::values::{ChoiceParser, LogFormat};
 use super::web::WebArgs;
 use super::{AdminCommand, Config, ConfigError, DEFAULT_DB, RelayKind, SourceConfig};
 
+/// Days kept by default ([`CommonArgs::retention_days`]).
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// Megabytes the database is kept under by default ([`CommonArgs::max_db_mb`]).
+pub const DEFAULT_MAX_DB_MB: u64 = 500;
+
 /// The settings every relay shares: sinks, store, web server, logging, Sentry, replay.
 ///
 /// Environment variables: the names shown; `smdr-relay` also reads the SMDR webhook logger's
@@ -84,6 +90,18 @@ pub struct CommonArgs {
     /// The SQLite file holding the outbox and the call store [default: ./cdr-relay.db].
     #[arg(long, env = "CDR_RELAY_DB", value_name = "FILE")]
     pub db: Option<PathBuf>,
+
+    /// Days delivered calls, kept inputs, numbered source records and rejects stay in the
+    /// database (counted from when they were stored; a dead letter from when it was given up
+    /// on); 0 keeps them forever. A call waiting for a sink is never pruned [default: 30].
+    #[arg(long, env = "CDR_RELAY_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u64>,
+
+    /// Megabytes of data the database is kept under by pruning the oldest delivered calls,
+    /// inputs, records and rejects first (calls waiting for a sink, dead letters and open calls
+    /// are kept beyond it); 0 for no limit [default: 500].
+    #[arg(long, env = "CDR_RELAY_MAX_DB_MB", value_name = "MB")]
+    pub max_db_mb: Option<u64>,
 
     /// The web server's settings.
     #[command(flatten)]
@@ -179,6 +197,16 @@ impl Config {
                 args.sentry_cron_interval.unwrap_or(180).max(1),
             ),
             db: args.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+            retention: cdr_sinks::retention::RetentionPolicy {
+                max_age: match args.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS) {
+                    0 => None,
+                    days => Some(Duration::from_secs(days.saturating_mul(24 * 3600))),
+                },
+                max_bytes: match args.max_db_mb.unwrap_or(DEFAULT_MAX_DB_MB) {
+                    0 => None,
+                    mb => Some(mb.saturating_mul(1 << 20)),
+                },
+            },
             http,
             access,
             receiver_listen: None,

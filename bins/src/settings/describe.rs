@@ -78,6 +78,10 @@ impl Config {
             self.site,
             self.idle_timeout.as_secs(),
         );
+        out.push_str(&format!(
+            "retention: keep {} (calls waiting for a sink are always kept)\n",
+            self.retention
+        ));
         if let Some(w) = &self.webhook {
             out.push_str(&format!(
                 "webhook: {} (key {}, signing {}), {} attempts, first retry after {} s\n",

@@ -180,6 +180,8 @@ pub struct Config {
     pub sentry_cron_interval: Duration,
     /// The SQLite file.
     pub db: PathBuf,
+    /// What the database keeps (`CDR_RELAY_RETENTION_DAYS`, `CDR_RELAY_MAX_DB_MB`).
+    pub retention: cdr_sinks::retention::RetentionPolicy,
     /// The web server's address, if on.
     pub http: Option<String>,
     /// Who may read and administer through the web server.

@@ -275,3 +275,33 @@ fn a_recordings_table_takes_the_db_settings_in_any_cel_mode() {
     let e = ami(&["--replay", "x.raw", "--db-table-recordings", "recs"]).unwrap_err();
     assert!(e.0.contains("DB_TABLE_RECORDINGS needs DB_TYPE"), "{e}");
 }
+
+#[test]
+fn retention_defaults_flags_and_file() {
+    let c = Config::resolve(&args(&[])).unwrap();
+    assert_eq!(
+        c.retention.max_age,
+        Some(Duration::from_secs(30 * 24 * 3600))
+    );
+    assert_eq!(c.retention.max_bytes, Some(500 << 20));
+    let c = Config::resolve(&args(&["--retention-days", "0", "--max-db-mb", "2"])).unwrap();
+    assert_eq!(c.retention.max_age, None, "0 keeps forever");
+    assert_eq!(c.retention.max_bytes, Some(2 << 20));
+    let dir = std::env::temp_dir().join(format!("cdr-relay-retention-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("relay.toml");
+    std::fs::write(&path, "retention_days = 7\nmax_db_mb = 0\n").unwrap();
+    let c = Config::resolve(&args(&["--config", path.to_str().unwrap()])).unwrap();
+    assert_eq!(
+        c.retention.max_age,
+        Some(Duration::from_secs(7 * 24 * 3600))
+    );
+    assert_eq!(c.retention.max_bytes, None, "0: no size limit");
+    assert!(
+        c.describe()
+            .contains("retention: keep 7 days, no size limit"),
+        "{}",
+        c.describe()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

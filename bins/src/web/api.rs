@@ -191,6 +191,34 @@ pub(super) async fn api_dead_letters(shared: &Arc<Shared>, query: &str) -> Resp 
     }
 }
 
+/// `/api/v1/status`: what retention keeps and the database's size, as the last retention pass
+/// saw them (sizes in bytes, times in ms since the epoch; `null` before the first pass).
+pub(super) fn api_status(shared: &Arc<Shared>) -> Resp {
+    let status = shared.state.metrics.retention();
+    let pruned: serde_json::Map<String, Value> = status
+        .pruned
+        .by_table()
+        .into_iter()
+        .map(|(table, n)| (table.to_owned(), json!(n)))
+        .collect();
+    let days = status.policy.max_age.map(|a| a.as_secs() / 86_400);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "retention": {
+                "summary": super::format::retention(&status),
+                "max_age_days": days,
+                "max_db_bytes": status.policy.max_bytes,
+                "db_size_bytes": status.size.map(|s| s.file_bytes()),
+                "db_used_bytes": status.size.map(|s| s.used_bytes()),
+                "oldest_call_ms": status.oldest_call_ms,
+                "checked_ms": status.checked_ms,
+                "pruned_rows": pruned,
+            }
+        }),
+    )
+}
+
 pub(super) async fn metrics_page(shared: &Arc<Shared>) -> Resp {
     let counts = match health::sink_counts(shared).await {
         Ok(counts) => counts,

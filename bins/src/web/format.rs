@@ -48,6 +48,28 @@ pub(super) fn utc(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// What retention keeps and how big the database is, in one line (the call list shows it):
+/// `Keeping 30 days, 500 MB; oldest call stored ...; database 12.3 MB (10.1 MB in use)`.
+pub(super) fn retention(status: &crate::ops::metrics::RetentionStatus) -> String {
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / f64::from(1 << 20));
+    let mut out = format!(
+        "Keeping {} (calls waiting for a sink are always kept)",
+        status.policy
+    );
+    if let Some(ms) = status.oldest_call_ms {
+        out.push_str(&format!("; oldest call stored {}", utc(Some(ms))));
+    }
+    if let Some(size) = status.size {
+        out.push_str(&format!(
+            "; database {} ({} in use)",
+            mb(size.file_bytes()),
+            mb(size.used_bytes())
+        ));
+    }
+    out.push('.');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

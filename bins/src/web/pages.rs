@@ -78,6 +78,7 @@ pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
                 &IndexPage {
                     hours_chart,
                     deliveries_chart,
+                    retention: super::format::retention(&shared.state.metrics.retention()),
                     ..page
                 },
             )
@@ -234,6 +235,7 @@ struct IndexPage<'a> {
     heading: &'a str,
     hours_chart: String,
     deliveries_chart: String,
+    retention: String,
     from: &'a str,
     to: &'a str,
     number: &'a str,
@@ -359,6 +361,7 @@ impl<'a> IndexPage<'a> {
             heading: "Calls",
             hours_chart: String::new(),
             deliveries_chart: String::new(),
+            retention: String::new(),
             from: f.from.as_deref().unwrap_or_default(),
             to: f.to.as_deref().unwrap_or_default(),
             number: f.number.as_deref().unwrap_or_default(),

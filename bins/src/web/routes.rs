@@ -18,6 +18,7 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp
         "/api/v1/dead-letters" => api::api_dead_letters(shared, query).await,
         "/dead-letters" => admin::dead_letters_page(shared).await,
         "/api/v1/sinks" => admin::api_sinks(shared).await,
+        "/api/v1/status" => api::api_status(shared),
         _ => {
             if let Some(id) = path.strip_prefix("/calls/") {
                 pages::call_page(shared, decode(id), query).await
