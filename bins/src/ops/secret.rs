@@ -9,9 +9,23 @@ use subtle::ConstantTimeEq;
 /// with `subtle`'s constant-time `ct_eq`. A length mismatch is not an early exit, so the time
 /// says nothing about the secret's length either.
 pub fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
-    let a = Sha256::digest(given);
-    let b = Sha256::digest(expected);
-    bool::from(a.as_slice().ct_eq(b.as_slice()))
+    bool::from(digest(given).ct_eq(&digest(expected)))
+}
+
+/// The SHA-256 digest of a secret: what [`secret_eq`] compares, and what a server keeps of
+/// its tokens so that it can compare them with [`digest_in`].
+pub fn digest(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+/// Whether `given` (a [`digest`]) is one of `known`: every entry is compared, in constant
+/// time, so the time says neither which one matched nor whether one did.
+pub fn digest_in(given: &[u8; 32], known: &[[u8; 32]]) -> bool {
+    bool::from(
+        known
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, k| acc | k.ct_eq(given)),
+    )
 }
 
 #[cfg(test)]
@@ -26,5 +40,13 @@ mod tests {
         assert!(!secret_eq(b"s3cre", b"s3cret"), "a prefix");
         assert!(!secret_eq(b"s3cret\0", b"s3cret"));
         assert!(!secret_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn a_digest_is_found_among_known_ones_only_when_there() {
+        let known = [digest(b"first-token"), digest(b"second-token")];
+        assert!(digest_in(&digest(b"second-token"), &known));
+        assert!(!digest_in(&digest(b"third-token"), &known));
+        assert!(!digest_in(&digest(b"first-token"), &[]));
     }
 }

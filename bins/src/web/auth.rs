@@ -24,13 +24,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::ops::secret::{digest, digest_in};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use super::Resp;
@@ -176,10 +175,6 @@ const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Logins remembered at most; the cache is emptied when it is full.
 const MAX_CACHED_LOGINS: usize = 1024;
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
 
 impl Access {
     /// Access from the settings: tokens (each at least 16 characters), `users` (the text of
@@ -352,13 +347,9 @@ impl Access {
     /// Compares the token's digest with every configured one, in constant time.
     fn token_role(&self, token: &[u8]) -> Option<Role> {
         let d = digest(token);
-        let any = |list: &[[u8; 32]]| {
-            list.iter()
-                .fold(subtle::Choice::from(0), |acc, t| acc | t.ct_eq(&d))
-        };
-        if bool::from(any(&self.admin_tokens)) {
+        if digest_in(&d, &self.admin_tokens) {
             Some(Role::Admin)
-        } else if bool::from(any(&self.read_tokens)) {
+        } else if digest_in(&d, &self.read_tokens) {
             Some(Role::Read)
         } else {
             None

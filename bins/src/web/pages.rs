@@ -25,18 +25,7 @@ pub(super) async fn index_page(shared: &Arc<Shared>, query: &str) -> Resp {
     let title = &shared.state.title;
     let q = match CallQuery::parse(query, false) {
         Ok(q) => q,
-        Err(e) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                &Message {
-                    title,
-                    heading: "Bad request",
-                    text: &e,
-                    error: true,
-                    back: true,
-                },
-            );
-        }
+        Err(e) => return bad_request(title, &e),
     };
     let filter = q.filter.to_store();
     let page_request = PageRequest::new(q.page, q.per_page);
@@ -91,18 +80,7 @@ pub(super) async fn call_page(shared: &Arc<Shared>, id: String, query: &str) -> 
     let title = &shared.state.title;
     let (page, per_page) = match items_page(query) {
         Ok(p) => p,
-        Err(e) => {
-            return message(
-                StatusCode::BAD_REQUEST,
-                &Message {
-                    title,
-                    heading: "Bad request",
-                    text: &e,
-                    error: true,
-                    back: true,
-                },
-            );
-        }
+        Err(e) => return bad_request(title, &e),
     };
     let href = encode(&id);
     let skip = (page - 1).saturating_mul(per_page);
@@ -210,6 +188,20 @@ pub(super) struct Message<'a> {
 /// The message page with `status`.
 pub(super) fn message(status: StatusCode, page: &Message<'_>) -> Resp {
     render(status, page)
+}
+
+/// The page of a bad query string (400), with a way back.
+fn bad_request(title: &str, text: &str) -> Resp {
+    message(
+        StatusCode::BAD_REQUEST,
+        &Message {
+            title,
+            heading: "Bad request",
+            text,
+            error: true,
+            back: true,
+        },
+    )
 }
 
 /// The page of a database error (500).

@@ -34,22 +34,32 @@ pub(super) fn items_page(query: &str) -> Result<(usize, usize), String> {
         }
         match key.as_str() {
             "page" => {
-                page = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|p| *p >= 1)
-                    .ok_or("page must be a whole number from 1")?;
+                page = usize::try_from(page_number(value)?).unwrap_or(usize::MAX);
             }
             "per_page" => {
-                per_page = value
-                    .parse::<usize>()
-                    .map_err(|_| "per_page must be a whole number")?
-                    .clamp(1, max);
+                per_page = usize::try_from(per_page_number(value, max as u64)?).unwrap_or(max);
             }
             _ => {}
         }
     }
     Ok((page, per_page))
+}
+
+/// A `page` value: a whole number from 1.
+fn page_number(value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| "page must be a whole number from 1".to_owned())
+}
+
+/// A `per_page` value: a whole number, brought within 1..=`max`.
+fn per_page_number(value: &str, max: u64) -> Result<u64, String> {
+    Ok(value
+        .parse::<u64>()
+        .map_err(|_| "per_page must be a whole number")?
+        .clamp(1, max))
 }
 
 impl CallQuery {
@@ -67,17 +77,10 @@ impl CallQuery {
             }
             match key.as_str() {
                 "page" => {
-                    q.page = value
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|p| *p >= 1)
-                        .ok_or("page must be a whole number from 1")?;
+                    q.page = page_number(value)?;
                 }
                 "per_page" if api => {
-                    q.per_page = value
-                        .parse::<u64>()
-                        .map_err(|_| "per_page must be a whole number")?
-                        .clamp(1, MAX_PER_PAGE);
+                    q.per_page = per_page_number(value, MAX_PER_PAGE)?;
                 }
                 "from" => q.filter.from = Some(time_prefix("from", value)?),
                 "to" => q.filter.to = Some(time_prefix("to", value)?),
