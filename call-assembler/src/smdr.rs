@@ -61,6 +61,18 @@ impl Default for SmdrAssemblerConfig {
     }
 }
 
+impl SmdrAssemblerConfig {
+    /// The defaults for a replayed capture (a file, standard input): it has no connection
+    /// events, so one restart-like record is a restart, as the PBX's own file shows it
+    /// ([`Self::restart_confirm_records`] 1).
+    pub fn for_replay() -> Self {
+        Self {
+            restart_confirm_records: 1,
+            ..Self::default()
+        }
+    }
+}
+
 /// Counters since the assembler was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmdrStats {

@@ -64,7 +64,8 @@ fn run(input: &Path, output: &Path, db: &Path) -> Result<(), Box<dyn Error>> {
     let saved = outbox.restored(SOURCE, SmdrFeed::state_names(SOURCE))?;
     let mut feed = SmdrFeed::restore(
         SOURCE,
-        SmdrAssemblerConfig::default(),
+        // A capture file has no connection events: a restart-like record is a restart.
+        SmdrAssemblerConfig::for_replay(),
         Instant::now(),
         &saved,
     );

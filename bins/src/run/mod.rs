@@ -86,12 +86,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 // A replayed capture has no connection events: as before, one restart-like
                 // line there is a restart. Live, a restart needs a reconnect before it or a run
                 // of such records (SmdrAssemblerConfig::restart_confirm_records).
-                restart_confirm_records: if matches!(config.source, SourceConfig::Replay(_)) {
-                    1
+                ..if matches!(config.source, SourceConfig::Replay(_)) {
+                    SmdrAssemblerConfig::for_replay()
                 } else {
-                    SmdrAssemblerConfig::default().restart_confirm_records
-                },
-                ..SmdrAssemblerConfig::default()
+                    SmdrAssemblerConfig::default()
+                }
             };
             run_with(
                 config,
