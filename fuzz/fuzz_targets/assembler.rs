@@ -312,13 +312,16 @@ impl Harness {
 
         let mut expected = Vec::new();
         // Restart: a Call ID near the base, not above the highest of the epoch, yet started after
-        // that highest call (SmdrAssembler's docs).
+        // that highest call, and not a record of a call already open (a call the relay is
+        // following is no evidence of a reboot) (SmdrAssembler's docs; this model runs with
+        // restart_confirm_records 1, the replay rule).
         let window_end = CALL_ID_BASE.saturating_add(self.config.restart_window);
         match self.highest {
             Some((top, top_start))
                 if record.call_id <= top
                     && record.call_start > top_start
-                    && record.call_id < window_end =>
+                    && record.call_id < window_end
+                    && !self.open.contains_key(&k) =>
             {
                 for k in self.by_age() {
                     expected.push(self.close(k, Some(FlushReason::PbxRestart)));
