@@ -174,10 +174,10 @@ pub struct OpenCallState {
 /// records of many calls arrive interleaved, in call-*end* order. A later record with the same
 /// Call ID starts a new call. Call IDs restart at 1000000 when the PBX reboots: a record whose
 /// Call ID is near that base, not above the highest id of the current epoch, yet started after
-/// that highest call, and is not a record of a call already open, *looks like* a restart. It is taken as one only on evidence a single
-/// forged line cannot give: it is the first record after the connection dropped
-/// ([`SmdrAssembler::handle_disconnect`]; a rebooting IP Office drops it), or it completes a
-/// run of [`SmdrAssemblerConfig::restart_confirm_records`] such records in a row. Then calls
+/// that highest call, and is not a record of a call already open, *looks like* a restart. It is
+/// taken as one only on evidence a single forged line cannot give: it is the first record after
+/// the connection dropped ([`SmdrAssembler::handle_disconnect`]; a rebooting IP Office drops
+/// it), or it completes a run of [`SmdrAssemblerConfig::restart_confirm_records`] such records in a row. Then calls
 /// still open from before the run are emitted incomplete ([`FlushReason::PbxRestart`]) and
 /// [`Anomaly::PbxRestart`] is reported. Otherwise the record is reported
 /// ([`Anomaly::UnconfirmedRestart`]) and handled as its own call; nothing is flushed.
