@@ -177,9 +177,9 @@ pub struct OpenCallState {
 /// that highest call, and is not a record of a call already open, *looks like* a restart. It is
 /// taken as one only on evidence a single forged line cannot give: it is the first record after
 /// the connection dropped ([`SmdrAssembler::handle_disconnect`]; a rebooting IP Office drops
-/// it), or it completes a run of [`SmdrAssemblerConfig::restart_confirm_records`] such records in a row. Then calls
-/// still open from before the run are emitted incomplete ([`FlushReason::PbxRestart`]) and
-/// [`Anomaly::PbxRestart`] is reported. Otherwise the record is reported
+/// it), or it completes a run of [`SmdrAssemblerConfig::restart_confirm_records`] such records
+/// in a row. Then calls still open from before the run are emitted incomplete
+/// ([`FlushReason::PbxRestart`]) and [`Anomaly::PbxRestart`] is reported. Otherwise the record is reported
 /// ([`Anomaly::UnconfirmedRestart`]) and handled as its own call; nothing is flushed.
 ///
 /// A call holds at most [`SmdrAssemblerConfig::max_records_per_call`] records per part; past
