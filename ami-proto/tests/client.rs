@@ -233,6 +233,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         let _ = stream
                             .write_all(b"Event: Hangup\r\nChannel: PJSIP/2001-00000001\r\nUniq")
                             .await;
+                        // Close the sending side first and read what the client still sends
+                        // until it closes too: dropping a socket with unread input makes the
+                        // kernel reset the connection, and the client would see a reset
+                        // instead of the server closing.
+                        let _ = stream.shutdown().await;
+                        let mut sink = [0u8; 4096];
+                        let drain = async {
+                            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
                         return;
                     }
                     continue;

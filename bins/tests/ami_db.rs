@@ -505,6 +505,119 @@ fn once_on_mariadb_gives_the_csv_files_calls_for_every_capture() {
     once_over_every_capture(&SHARED_MY, "once");
 }
 
+/// Every capture through each of the four paths (AMI replay, CEL/CDR CSV files, the `cel`/`cdr`
+/// tables on PostgreSQL and on MariaDB): every call agrees with Asterisk's own books (its CDR
+/// rows for the call's linkedid, `common/books.rs`): duration and billsec within 1 s, the
+/// disposition exactly; and the four paths give the same figures.
+#[test]
+fn every_capture_on_every_path_agrees_with_asterisks_books() {
+    let dir = common::tempdir("ami-books");
+    let (pg, my) = (
+        TestDb::create(&SHARED_PG, "books"),
+        TestDb::create(&SHARED_MY, "books"),
+    );
+    let mut off = Vec::new();
+    let mut checked = 0;
+    for cap in cel_captures() {
+        let name = name_of(&cap);
+        let truth: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(cap.join("truth.json")).unwrap())
+                .unwrap();
+        let truth_calls = truth["calls"].as_object().unwrap();
+        let mut paths: Vec<(&str, Vec<Call>)> = Vec::new();
+        let ami = dir.join(format!("{name}.ami"));
+        paths.push(("ami", calls(&run_replay(&cap.join("ami.raw"), &ami))));
+        paths.push(("csv", calls(&csv_once(&[&cap], &dir, &name))));
+        for (label, db) in [("postgresql", &pg), ("mariadb", &my)] {
+            db.exec(&["DELETE FROM cel".into(), "DELETE FROM cdr".into()]);
+            db.load(&[&cap]);
+            let envs = db.cel_env();
+            let got = run_once(&as_refs(&envs), &dir, &format!("{name}.{label}"));
+            paths.push((label, calls(&got)));
+        }
+        for (path, got) in &paths {
+            assert_eq!(got.len(), truth_calls.len(), "{name} {path}: calls");
+            for c in got {
+                let rows = truth_calls
+                    .get(c.linkedid.as_str())
+                    .unwrap_or_else(|| panic!("{name} {path}: {} not in truth", c.linkedid))["cdr"]
+                    .as_array()
+                    .unwrap();
+                let books = common::books::books(&c.linkedid, rows);
+                let d = common::books::disagreements(
+                    &books,
+                    c.duration,
+                    c.billsec.unwrap(),
+                    &c.disposition,
+                );
+                checked += 1;
+                if !d.is_empty() {
+                    off.push(format!("{name} {path} {}: {}", c.linkedid, d.join(", ")));
+                }
+                // What the relay knows beyond the books: the wait before a party answered and
+                // the talk after, which add up to the call.
+                let (talk, wait) = (c.talk_secs.unwrap(), c.wait_secs.unwrap());
+                assert!(
+                    (talk + wait).abs_diff(c.duration) <= 1,
+                    "{name} {path}: talk {talk} + wait {wait} vs {}",
+                    c.duration
+                );
+                if c.answered {
+                    assert_eq!(c.disposition, "ANSWERED", "{name} {path}");
+                } else {
+                    assert_eq!(talk, 0, "{name} {path}: talk without an answer");
+                }
+            }
+        }
+        let figures = |calls: &[Call]| {
+            let mut v: Vec<_> = calls
+                .iter()
+                .map(|c| {
+                    (
+                        c.id.clone(),
+                        c.disposition.to_string(),
+                        c.duration,
+                        c.billsec,
+                        c.talk_secs,
+                        c.wait_secs,
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        for (path, got) in &paths[1..] {
+            assert_eq!(figures(got), figures(&paths[0].1), "{name}: {path} vs ami");
+        }
+    }
+    assert!(
+        off.is_empty(),
+        "{} of {checked} calls part from Asterisk's books:\n{}",
+        off.len(),
+        off.join("\n")
+    );
+    eprintln!("{checked} calls over 4 paths agree with Asterisk's books");
+}
+
+/// `ami-relay --replay` of a raw AMI capture to its end: the JSON of the calls it delivered.
+fn run_replay(raw: &Path, out: &Path) -> Vec<serde_json::Value> {
+    let jsonl = out.with_extension("jsonl");
+    let db = out.with_extension("db");
+    let status = Command::new(BIN)
+        .args(["--replay", raw.to_str().unwrap()])
+        .args(["--sink", &format!("jsonl:{}", jsonl.display())])
+        .args(["--http", "off", "--db", db.to_str().unwrap()])
+        .env_remove("AMI_HOST")
+        .env_remove("WEBHOOK_URL")
+        .env_remove("CEL_MODE")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}: {status}", raw.display());
+    read_jsonl(&jsonl)
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Follow mode, and a relay killed mid-call
 

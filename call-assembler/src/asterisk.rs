@@ -35,18 +35,26 @@
 //!
 //! * `start_time`: the earliest leg creation; `end_time`: the latest leg hangup (or the last
 //!   event, for a call flushed incomplete).
-//! * `answer_time`: the first time the call was connected to a party: the first two-party
-//!   bridge between two non-Local channels if there is one (Local channel bridges are call
-//!   setup when Asterisk optimises them away), else the first two-party bridge of any channels,
-//!   else the first `DialEnd` with `ANSWER`, else, for a call that never dialled anyone, the
-//!   caller's own answer (an IVR or voicemail call). Within a kind, times that came with the
-//!   event (CEL, `Timestamp:`) win over inferred ones. The dialplan answering a caller before
-//!   `Queue()` is not an answer.
-//! * `duration` = end − start and `billsec` = end − answer, in whole seconds (truncated, as
-//!   Asterisk does); `ring` = duration − billsec.
-//! * `disposition`: `ANSWERED` when answered; else from the dial statuses (`BUSY` before
-//!   `CONGESTION` before `FAILED` (CHANUNAVAIL) before `NO ANSWER`), else from the caller's
-//!   hangup cause (17 BUSY, 34/38/42 CONGESTION, 1/3/27/28 FAILED), else `NO ANSWER`.
+//! * **Connected** (a party answered): the first two-party bridge between two non-Local
+//!   channels if there is one (Local channel bridges are call setup when Asterisk optimises
+//!   them away), else the first two-party bridge of any channels, else the first `DialEnd`
+//!   with `ANSWER`, else, for a call that never dialled anyone (no `DialBegin`, no channel but
+//!   the caller and its Local half), the caller's own answer (an IVR or voicemail call).
+//!   Within a kind, times that came with the event (CEL, `Timestamp:`) win over inferred
+//!   ones. `answered` is whether the call was connected.
+//! * `answer_time`: when the PBX answered the **calling channel** (the caller leg's own
+//!   answer, else the connection): Asterisk's CDR `answer`. A queue, an IVR or a `Wait` that
+//!   answers the caller counts, even when an agent picks up later.
+//! * `duration` = end − start and `billsec` = end − `answer_time` (0 when the caller was never
+//!   answered), in whole seconds (truncated, as Asterisk does), as Asterisk's CDR bills the
+//!   call; `ring` = duration − billsec. `talk_secs` = end − connected (0 when nobody answered)
+//!   and `wait_secs` = connected − start (the whole call when nobody answered).
+//! * `disposition`, as Asterisk's rows of the calling channel say it: `ANSWERED` when the
+//!   call was connected, or when the caller was answered and its dialplan ran without dialling
+//!   anyone (a `Wait`, an IVR) or went on after its last dial (Asterisk then writes a row of
+//!   the caller alone, `ANSWERED`); else from the dial statuses (`BUSY` before `CONGESTION`
+//!   before `FAILED` (CHANUNAVAIL) before `NO ANSWER`), else from the caller's hangup cause
+//!   (17 BUSY, 34/38/42 CONGESTION, 1/3/27/28 FAILED), else `NO ANSWER`.
 //! * `answered_by`: the far end of the answering bridge, seen from the caller (following a
 //!   Local channel `;1`/`;2` pair to its other half); `device` is its channel name and `name`
 //!   its number (the Local channel's extension, else its caller id number).

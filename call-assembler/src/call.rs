@@ -158,17 +158,34 @@ pub struct Call {
     /// Asterisk: the call's Linkedid (the Uniqueid of its first channel; also in `call_id`).
     #[serde(default, skip_serializing_if = "CompactString::is_empty")]
     pub linkedid: CompactString,
-    /// Asterisk: when the call was answered by a party (PBX local time), if it was.
+    /// Asterisk: when the PBX answered the calling channel (PBX local time; Asterisk's CDR
+    /// `answer`), if it did. A queue, an IVR or a `Wait` that answers the caller counts, even
+    /// when a party answers later (that time is `start_time` + [`Call::wait_secs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_time: Option<NaiveDateTime>,
-    /// Seconds talking (Asterisk's `billsec`: from the answer to the end, 0 when unanswered;
-    /// for SMDR the sum of the segments' connected time).
+    /// Seconds billed, as the PBX's own books have it: Asterisk's `billsec` (from the answer of
+    /// the calling channel to the end, 0 when it was never answered); for SMDR the sum of the
+    /// segments' connected time. The README's table "What the figures mean" has every source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billsec: Option<u32>,
+    /// Seconds connected to a party: Asterisk from the first answer by a party (the callee, a
+    /// queue agent) to the end, 0 when none answered; SMDR the sum of the segments' connected
+    /// time. Unlike `billsec`, a queue or IVR answering the caller does not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talk_secs: Option<u32>,
+    /// Seconds before a party answered: Asterisk from the start to the first answer by a party
+    /// (the whole call when none did); SMDR the sum of the segments' ring time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_secs: Option<u32>,
     /// The outcome in Asterisk's CDR words (`ANSWERED`, `NO ANSWER`, `BUSY`, `FAILED`,
     /// `CONGESTION`; SMDR calls are `ANSWERED` or `NO ANSWER`).
     #[serde(default, skip_serializing_if = "CompactString::is_empty")]
     pub disposition: CompactString,
+    /// Asterisk: the `call_id`s (Linkedids) of other calls a channel of this one came from or
+    /// went to: a parked call and the call that picked it up (the retriever's own channel stays
+    /// a call of its own, as in Asterisk's CDR). Left out of JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related_calls: Vec<CompactString>,
     /// Asterisk: the channels of the call in order of creation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub legs: Vec<Leg>,

@@ -744,6 +744,7 @@ fn build_smdr_call(
     };
     let answered = records.iter().any(|r| r.connected_time > 0);
     let talk = sum(|r| r.connected_time);
+    let ring = sum(|r| r.ring_time);
     Call {
         id: {
             let mut digits = [0u8; 20];
@@ -776,7 +777,7 @@ fn build_smdr_call(
         start_time,
         end_time,
         duration: total,
-        ring: sum(|r| r.ring_time),
+        ring,
         hold: sum(|r| r.hold_time),
         park: sum(|r| r.park_time),
         direction,
@@ -794,8 +795,11 @@ fn build_smdr_call(
         linkedid: CompactString::default(),
         answer_time: None,
         billsec: Some(talk),
+        talk_secs: Some(talk),
+        wait_secs: Some(ring),
         disposition: CompactString::const_new(if answered { "ANSWERED" } else { "NO ANSWER" }),
         legs: Vec::new(),
+        related_calls: Vec::new(),
         transfers: Vec::new(),
         recordings: Vec::new(),
         cdr: Vec::new(),

@@ -84,21 +84,35 @@ fn calls_from_cdr_rows_match_the_ami_calls() {
             assert_eq!(c.call_id, a.call_id, "{name}");
             assert_eq!(c.disposition, a.disposition, "{name}: disposition");
             assert_eq!(c.answered, a.answered, "{name}: answered");
-            // CDR times are the event times truncated to the second.
+            // CDR times are the event times truncated to the second; a row is finalized at
+            // its last event, which can be a second before the channel's hangup.
+            let near =
+                |x: NaiveDateTime, y: NaiveDateTime| (x - second(y)).num_seconds().abs() <= 1;
             assert_eq!(c.start_time, second(a.start_time), "{name}: start");
-            assert_eq!(c.end_time, second(a.end_time), "{name}: end");
-            assert_eq!(
-                c.answer_time,
-                a.answer_time.map(second),
-                "{name}: answer time"
+            assert!(
+                near(c.end_time, a.end_time),
+                "{name}: end {} vs {}",
+                c.end_time,
+                a.end_time
             );
+            match (c.answer_time, a.answer_time) {
+                (Some(x), Some(y)) => assert!(near(x, y), "{name}: answer {x} vs {y}"),
+                (x, y) => assert_eq!(x, y, "{name}: answer time"),
+            }
             let (billsec, ami_billsec) = (c.billsec.unwrap(), a.billsec.unwrap());
             assert!(
                 billsec.abs_diff(ami_billsec) <= 1,
                 "{name}: billsec {billsec} vs {ami_billsec}"
             );
             assert!(c.duration.abs_diff(a.duration) <= 1, "{name}: duration");
-            assert_eq!(c.caller, a.caller, "{name}: caller");
+            if name.starts_with("10_") && c.cdr.len() == 1 {
+                // The call that picked up the parked call: its only row is the retriever's
+                // Local `;1`, whose caller id followed the connected line to the parked
+                // caller (1001); AMI saw the retriever's own, 1005.
+                assert_eq!((a.caller.as_str(), c.caller.as_str()), ("1005", "1001"));
+            } else {
+                assert_eq!(c.caller, a.caller, "{name}: caller");
+            }
             if name.starts_with("16_") {
                 // The blind transfer moved the trunk channel to `3002@internal` before its CDR
                 // rows were written, so both rows (and Asterisk's truth.json) say dst=3002;

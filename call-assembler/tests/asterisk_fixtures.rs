@@ -2,20 +2,8 @@
 //! panoramisk Asterisk 11 stream through `ami_proto`'s framer and the [`AmiAssembler`] on
 //! synthetic time, and compares the calls with Asterisk's own CDR rows (`truth.json`).
 //!
-//! # How Asterisk's CDR rows of one Linkedid map to the one call
-//!
-//! Asterisk writes one CDR row per channel leg and partner, so one call has several rows with
-//! different durations. The figures a user of "one completed call" expects are:
-//! * `duration`: the latest row `end` minus the earliest row `start` (the whole call);
-//! * `answer`: the earliest `answer` of an `ANSWERED` row, leaving out rows whose `lastapp` is
-//!   `Queue` (their answer is the caller's answer at queue entry, not an agent's) and rows of
-//!   the caller's own channel (uniqueid = linkedid) that have no `dstchannel` (the dialplan or
-//!   an Originate answering the caller);
-//! * `billsec`: the latest row `end` minus that `answer` (0 when there is none);
-//! * `disposition`: `ANSWERED` when there is such an answer, else the disposition of the
-//!   caller channel's first row (lowest `sequence`).
-//!
-//! CDR times have one-second resolution, so durations are compared within one second.
+//! Asterisk's books for a call (its figures from the CDR rows of its linkedid) are worked out by
+//! `common/books.rs`, which says the rule.
 
 // Tests may unwrap, index and panic; the base `Instant` of synthetic time has to come from the clock.
 #![allow(
@@ -34,59 +22,13 @@ use std::time::{Duration, Instant};
 use ami_proto::{AmiFramer, AmiMessage, Frame};
 use call_assembler::{AmiAssembler, AmiAssemblerConfig};
 use chrono::NaiveDateTime;
+use common::books::{books, disagreements};
 use common::{captures, config, drain, fixtures, replay_ami as replay};
-
-struct Truth {
-    duration: i64,
-    billsec: i64,
-    disposition: String,
-}
-
-fn t(s: &str) -> Option<NaiveDateTime> {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok()
-}
-
-fn truth_of(linkedid: &str, rows: &[serde_json::Value]) -> Truth {
-    let field = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
-    let start = rows
-        .iter()
-        .filter_map(|r| t(&field(r, "start")))
-        .min()
-        .unwrap();
-    let end = rows
-        .iter()
-        .filter_map(|r| t(&field(r, "end")))
-        .max()
-        .unwrap();
-    let answer = rows
-        .iter()
-        .filter(|r| field(r, "disposition") == "ANSWERED")
-        .filter(|r| field(r, "lastapp") != "Queue")
-        .filter(|r| !(field(r, "uniqueid") == linkedid && field(r, "dstchannel").is_empty()))
-        .filter_map(|r| t(&field(r, "answer")))
-        .min();
-    let mut caller_rows: Vec<&serde_json::Value> = rows
-        .iter()
-        .filter(|r| field(r, "uniqueid") == linkedid)
-        .collect();
-    if caller_rows.is_empty() {
-        caller_rows = rows.iter().collect();
-    }
-    caller_rows.sort_by_key(|r| field(r, "sequence").parse::<u64>().unwrap_or(0));
-    Truth {
-        duration: (end - start).num_seconds(),
-        billsec: answer.map_or(0, |a| (end - a).num_seconds()),
-        disposition: if answer.is_some() {
-            "ANSWERED".into()
-        } else {
-            field(caller_rows[0], "disposition")
-        },
-    }
-}
 
 #[test]
 fn captures_match_asterisks_own_cdr() {
     let mut report = Vec::new();
+    let mut failures = Vec::new();
     for dir in captures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let raw = std::fs::read(dir.join("ami.raw")).unwrap();
@@ -95,16 +37,23 @@ fn captures_match_asterisks_own_cdr() {
         let (calls, asm) = replay(&raw, config());
         assert!(asm.is_idle(), "{name}: assembler not idle");
         let truth_calls = truth["calls"].as_object().unwrap();
-        assert_eq!(calls.len(), truth_calls.len(), "{name}: number of calls");
+        if calls.len() != truth_calls.len() {
+            failures.push(format!(
+                "{name}: {} calls, Asterisk has {}",
+                calls.len(),
+                truth_calls.len()
+            ));
+        }
+        let single = truth_calls.len() == 1;
         for (linkedid, tc) in truth_calls {
-            let call = calls
-                .iter()
-                .find(|c| c.linkedid == *linkedid)
-                .unwrap_or_else(|| panic!("{name}: no call {linkedid}"));
+            let Some(call) = calls.iter().find(|c| c.linkedid == *linkedid) else {
+                failures.push(format!("{name}: no call {linkedid}"));
+                continue;
+            };
             assert!(call.complete, "{name}: call not complete");
             let rows = tc["cdr"].as_array().unwrap();
-            let want = truth_of(linkedid, rows);
-            let billsec = i64::from(call.billsec.unwrap());
+            let want = books(linkedid, rows);
+            let billsec = call.billsec.unwrap();
             report.push(format!(
                 "{name}: duration {} vs {}, billsec {} vs {}, {} vs {}, answered_by {:?}",
                 call.duration,
@@ -115,19 +64,18 @@ fn captures_match_asterisks_own_cdr() {
                 want.disposition,
                 call.answered_by.as_ref().map(|p| p.device.as_str())
             ));
-            assert!(
-                (i64::from(call.duration) - want.duration).abs() <= 1,
-                "{name}: duration {} vs {}",
-                call.duration,
-                want.duration
-            );
-            assert!(
-                (billsec - want.billsec).abs() <= 1,
-                "{name}: billsec {} vs {}",
-                billsec,
-                want.billsec
-            );
-            assert_eq!(call.disposition, want.disposition, "{name}: disposition");
+            let off = disagreements(&want, call.duration, billsec, &call.disposition);
+            if !off.is_empty() {
+                failures.push(format!("{name} {linkedid}: {}", off.join(", ")));
+            }
+            // One CDR row per Cdr event, all collected.
+            if call.cdr.len() != rows.len() {
+                failures.push(format!(
+                    "{name} {linkedid}: {} cdr rows, Asterisk wrote {}",
+                    call.cdr.len(),
+                    rows.len()
+                ));
+            }
             // Who answered: the intended answerer's name is in the party's device or number.
             let intended = tc["intended"]
                 .as_array()
@@ -136,29 +84,37 @@ fn captures_match_asterisks_own_cdr() {
                     truth["scenario_intended"]
                         .as_array()
                         .and_then(|a| a.first())
+                        .filter(|_| single)
                 });
-            let want_by = intended
-                .and_then(|i| i["answered_by"].as_str())
+            // Only where the driver said who would answer (in the mixed load a queue's
+            // answerer depends on the load).
+            let Some(want_by) = intended.and_then(|i| i.get("answered_by")) else {
+                continue;
+            };
+            let want_by = want_by
+                .as_str()
                 .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned());
             match (&want_by, &call.answered_by) {
                 (None, None) => {}
-                (Some(w), Some(p)) => assert!(
-                    p.device.contains(w.as_str()) || p.name == *w,
-                    "{name}: answered by {p:?}, want {w}"
-                ),
-                (w, p) => panic!("{name}: answered by {p:?}, want {w:?}"),
+                (Some(w), Some(p)) if p.device.contains(w.as_str()) || p.name == *w => {}
+                (w, p) => {
+                    failures.push(format!("{name} {linkedid}: answered by {p:?}, want {w:?}"))
+                }
             }
-            // One CDR row per Cdr event, all collected.
-            assert_eq!(call.cdr.len(), rows.len(), "{name}: cdr rows");
         }
     }
     eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn snapshot_assembled_calls_of_every_capture() {
     for dir in captures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with("mixed_load") {
+            // 115 calls: held to Asterisk's books above, not snapshotted whole.
+            continue;
+        }
         let raw = std::fs::read(dir.join("ami.raw")).unwrap();
         let (calls, _) = replay(&raw, config());
         insta::with_settings!({ snapshot_suffix => name.clone(), omit_expression => true }, {
@@ -233,11 +189,19 @@ fn panoramisk_originate_with_masquerade() {
     );
     assert!(c.legs.iter().all(|l| l.end.is_some()), "{:?}", c.legs);
     assert!(c.duration.abs_diff(18) <= 1, "duration {}", c.duration);
+    // Asterisk bills from the answer of the calling channel (259 picking up the originate at
+    // 16:36:49); the talk with 254 began at 16:36:53.
     assert!(
-        c.billsec.unwrap().abs_diff(5) <= 1,
+        c.billsec.unwrap().abs_diff(9) <= 1,
         "billsec {:?}",
         c.billsec
     );
+    assert!(
+        c.talk_secs.unwrap().abs_diff(5) <= 1,
+        "talk {:?}",
+        c.talk_secs
+    );
+    assert_eq!(c.wait_secs.unwrap() + c.talk_secs.unwrap(), c.duration);
     assert_eq!(c.disposition, "ANSWERED");
     assert_eq!(c.caller, "259");
     assert_eq!(c.called, "254");

@@ -469,8 +469,17 @@ fn check_cdr(asm: &AmiAssembler, rows: &[CdrRow]) {
         .billsec
         .unwrap_or_else(|| panic!("no billsec: {}", what()));
     assert_eq!(c.ring, c.duration - billsec, "ring: {}", what());
-    assert_eq!(c.answered, c.answer_time.is_some(), "{}", what());
-    assert_eq!(c.answered, c.disposition == "ANSWERED", "{}", what());
+    // A party answering implies the PBX answered the caller and Asterisk's `ANSWERED`; not the
+    // other way round (a queue or IVR answering the caller is billed, but nobody talked).
+    if c.answered {
+        assert!(c.answer_time.is_some(), "{}", what());
+        assert_eq!(c.disposition, "ANSWERED", "{}", what());
+    }
+    let (talk, wait) = (c.talk_secs.unwrap_or(0), c.wait_secs.unwrap_or(0));
+    assert_eq!(talk + wait, c.duration, "talk + wait: {}", what());
+    if !c.answered {
+        assert_eq!(talk, 0, "talk without an answer: {}", what());
+    }
     assert!(!c.legs.is_empty(), "no legs: {}", what());
     assert_eq!(c.cdr, rows, "cdr rows");
     check_json(&c);

@@ -24,6 +24,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub mod ami;
+/// Asterisk's books for a call from its CDR rows (shared with call-assembler's tests).
+#[path = "../../../call-assembler/tests/common/books.rs"]
+pub mod books;
 pub mod db;
 
 /// The shared fixtures folder.
@@ -33,15 +36,25 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// The Asterisk capture folders that have a `cel.csv` (under `fixtures/asterisk`), in
-/// name order.
+/// The Asterisk capture folders that have a `cel.csv` (under `fixtures/asterisk`), in the
+/// order they were recorded (by their first CEL row's time), as one Asterisk would have
+/// written them: sources that follow tables by time read them in that order.
 pub fn cel_captures() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(ami::capture_dir(""))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("cel.csv").exists())
         .collect();
-    dirs.sort();
+    let first_time = |p: &PathBuf| -> f64 {
+        let text = std::fs::read_to_string(p.join("cel.csv")).unwrap();
+        let line = text.lines().next().unwrap_or_default();
+        // `"EVENTTYPE","epoch.micro",...`
+        line.split(',')
+            .nth(1)
+            .map(|t| t.trim_matches('"').parse().unwrap())
+            .unwrap_or(0.0)
+    };
+    dirs.sort_by(|a, b| first_time(a).total_cmp(&first_time(b)));
     dirs
 }
 
@@ -53,11 +66,14 @@ pub fn cel_capture(name: &str) -> PathBuf {
         .unwrap()
 }
 
-/// The values of a JSON-lines file, one a line (none when the file does not exist).
+/// The values of a JSON-lines file, one a line (none when the file does not exist). A last
+/// line without its newline is one the relay is still writing: left out.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
+        .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }

@@ -11,6 +11,10 @@ use super::state::{AnswerCand, AnswerKind, LegState, OpenCall, Stamp, set_time, 
 use crate::call::FlushReason;
 use crate::{Anomaly, Output};
 
+/// Dialplan applications that call other channels: the channel running one is a party A of
+/// Asterisk's CDR with the called channels as party B.
+const DIAL_APPS: [&str; 4] = ["Dial", "Queue", "FollowMe", "RetryDial"];
+
 impl AmiAssembler {
     pub(super) fn apply(&mut self, now: Instant, mut ev: Ev) {
         if let Some(w) = ev.wall {
@@ -125,7 +129,13 @@ impl AmiAssembler {
         None
     }
 
-    fn new_call(&mut self, now: Instant, stamp: Stamp, linkedid: CompactString) -> u64 {
+    fn new_call(
+        &mut self,
+        now: Instant,
+        stamp: Stamp,
+        linkedid: CompactString,
+        provisional: bool,
+    ) -> u64 {
         if self.calls.len() >= self.config.max_open_calls.max(1) {
             if let Some(&(_, victim)) = self.timers.first() {
                 self.emit(victim, Some(FlushReason::Evicted), now);
@@ -140,6 +150,8 @@ impl AmiAssembler {
             OpenCall {
                 linkedid,
                 aliases: Vec::new(),
+                provisional,
+                related: Vec::new(),
                 legs: Vec::new(),
                 answers: Vec::new(),
                 dial_statuses: Vec::new(),
@@ -183,8 +195,20 @@ impl AmiAssembler {
             match self.by_linkedid.get(lid).copied() {
                 Some(target) if target == id => Some(id),
                 Some(target) => {
-                    // The channel's Linkedid changed to another open call's: merge ours in.
-                    self.merge(id, target, now);
+                    // The channel's Linkedid changed to another open call's. Asterisk's CDR
+                    // files each channel under its own Linkedid, so the channel moves alone
+                    // (a parked call picked up: the retriever's `;2` takes the parked call's
+                    // Linkedid, its `;1` keeps its own and stays a call of its own). A
+                    // provisional (Asterisk 11) call, or one with no other leg, merges whole.
+                    let whole = self
+                        .calls
+                        .get(&id)
+                        .is_none_or(|c| c.provisional || c.legs.len() <= 1);
+                    if whole {
+                        self.merge(id, target, now);
+                    } else {
+                        self.move_leg(uid, id, target, now);
+                    }
                     Some(target)
                 }
                 None => {
@@ -205,7 +229,7 @@ impl AmiAssembler {
             let lid = linkedid.unwrap_or(uid);
             let id = match self.by_linkedid.get(lid).copied() {
                 Some(id) => id,
-                None => self.new_call(now, stamp, lid.clone()),
+                None => self.new_call(now, stamp, lid.clone(), linkedid.is_none()),
             };
             let max = self.config.max_legs_per_call;
             let call = self.calls.get_mut(&id)?;
@@ -222,6 +246,48 @@ impl AmiAssembler {
             self.channels.insert(uid.clone(), id);
             Some(id)
         }
+    }
+
+    /// Moves channel `uid` alone from call `from` into call `into`, and links the two calls.
+    fn move_leg(&mut self, uid: &CompactString, from: u64, into: u64, now: Instant) {
+        let max_legs = self.config.max_legs_per_call;
+        let (anchor, offset) = (self.anchor, self.config.utc_offset_secs);
+        let Some(old) = self.calls.get_mut(&from) else {
+            return;
+        };
+        let Some(at) = old.legs.iter().position(|l| l.uid == *uid) else {
+            return;
+        };
+        let leg = old.legs.remove(at);
+        let from_lid = old.linkedid.clone();
+        let Some(call) = self.calls.get_mut(&into) else {
+            return;
+        };
+        if !call.related.contains(&from_lid) {
+            call.related.push(from_lid);
+        }
+        let into_lid = call.linkedid.clone();
+        if call.legs.len() < max_legs {
+            self.channels.insert(uid.clone(), into);
+            call.legs.push(leg);
+            let fallback = epoch_to_local(&call.linkedid, offset);
+            let first = call.first.at;
+            call.legs
+                .sort_by_key(|l| l.created.map(|s| wall_at(anchor, s, fallback, first)));
+        } else {
+            self.channels.remove(uid);
+            self.stats.dropped += 1;
+            for b in &leg.bridges {
+                self.leave_bridge(uid, b);
+            }
+        }
+        if let Some(old) = self.calls.get_mut(&from) {
+            if !old.related.contains(&into_lid) {
+                old.related.push(into_lid);
+            }
+        }
+        self.refresh(from, now);
+        self.refresh(into, now);
     }
 
     /// Moves everything of call `from` into call `into`.
@@ -276,6 +342,11 @@ impl AmiAssembler {
             }
         }
         call.dialed |= old.dialed;
+        for r in old.related {
+            if !call.related.contains(&r) && call.related.len() < max {
+                call.related.push(r);
+            }
+        }
         if call.called.is_empty() {
             call.called = old.called;
         }
@@ -298,6 +369,8 @@ impl AmiAssembler {
             self.by_linkedid.insert(alias.clone(), into);
             call.aliases.push(alias);
         }
+        let own = (&call.linkedid, &call.aliases);
+        call.related.retain(|r| r != own.0 && !own.1.contains(r));
         // A leg dropped over the limit leaves no trace (its name, its bridges).
         for leg in dropped {
             for name in [&leg.name, &leg.first_name] {
@@ -394,15 +467,33 @@ impl AmiAssembler {
                 if real && leg.exten.is_empty() {
                     leg.exten = e.clone();
                 }
-                // The dialled number: the caller's last extension in its first context
-                // (subroutines and macros run elsewhere).
-                let home = ev.context.is_none() || ev.context.as_ref() == Some(&leg.context);
+                // The dialled number: the caller's last extension in the context its dialplan
+                // first ran in (subroutines and macros run elsewhere).
+                // (`AppDial`, `AppDial2`, `AppQueue` are Asterisk marking a dialled channel,
+                // not dialplan.)
+                let pseudo = ev
+                    .app
+                    .as_ref()
+                    .is_some_and(|a| a.starts_with("AppDial") || a == "AppQueue");
+                if matches!(kind, Kind::Exten) && leg.run_context.is_none() && !pseudo {
+                    leg.run_context = ev.context.clone();
+                }
+                let home_context = leg.run_context.as_ref().unwrap_or(&leg.context);
+                let home = ev.context.is_none() || ev.context.as_ref() == Some(home_context);
                 if real && home && is_caller && matches!(kind, Kind::NewChannel | Kind::Exten) {
                     new_called = Some(e.clone());
                 }
             }
             if ev.up {
                 set_time(&mut leg.answered, stamp);
+            }
+            if let Some(app) = &ev.app {
+                if DIAL_APPS.iter().any(|d| app.eq_ignore_ascii_case(d)) {
+                    leg.dials = true;
+                    leg.after_dial = false;
+                } else {
+                    leg.after_dial = leg.dials;
+                }
             }
             if let Some(t) = &ev.tenant {
                 leg.tenant = t.clone();
@@ -418,6 +509,10 @@ impl AmiAssembler {
         match kind {
             Kind::DialBegin { dest } => {
                 call.dialed = true;
+                if let Some(leg) = call.leg_mut(&uid) {
+                    leg.dials = true;
+                    leg.after_dial = false;
+                }
                 if let Some(dest) = dest {
                     if let Some(d) = call.leg_mut(&dest) {
                         d.dialed_by = uid.clone();
@@ -516,6 +611,18 @@ impl AmiAssembler {
                     && call.dial_statuses.len() < max
                 {
                     call.dial_statuses.push(dial_status);
+                }
+            }
+            Kind::Park { start } => {
+                if let Some(leg) = call.leg_mut(&uid) {
+                    match (start, leg.parked_since) {
+                        (true, None) => leg.parked_since = Some(stamp),
+                        (false, Some(since)) if leg.parked.len() < 64 => {
+                            leg.parked.push((since, stamp));
+                            leg.parked_since = None;
+                        }
+                        _ => {}
+                    }
                 }
             }
             Kind::ChanEnd => {

@@ -161,20 +161,27 @@ impl AmiAssembler {
     ///   row has one).
     /// * `start_time`: the earliest `start`; `end_time`: the latest `end` (a row without one
     ///   ends at `start` + `duration`).
-    /// * `answer_time`, by the first rule that gives one: the earliest `answer` of an
-    ///   `ANSWERED` row, leaving out `Queue` rows (their answer is the caller's, at queue
-    ///   entry) and rows of the caller's channel or its Local `;2` half without a `dstchannel`
-    ///   (the dialplan answering the caller); else of an `ANSWERED` `Queue` row with a
-    ///   `dstchannel` (a member answered, but the CDR only has the queue row's time); else,
-    ///   when no row has a `dstchannel` (nobody was dialled: an IVR, voicemail), of any
-    ///   `ANSWERED` row. `answered` is whether there is one.
-    /// * `duration` = end − start, `billsec` = end − answer (whole seconds), `ring` the rest.
-    /// * `disposition`: `ANSWERED` when answered, else the first disposition other than
-    ///   `ANSWERED` of the caller channel's rows (the caller channel is the one whose
-    ///   `uniqueid` is the Linkedid; all rows when none is), else of any row, else
-    ///   `NO ANSWER`. (A caller answered by the dialplan, say before `Queue()`, whom no one
-    ///   answered, has an `ANSWERED` row of its own; the call is not answered.)
-    /// * `caller`: the caller channel's first row's `src`; `called` and `dialled`: the first
+    /// * The connection (a party answered), by the first rule that gives one: the earliest
+    ///   `answer` of an `ANSWERED` row, leaving out `Queue` rows (their answer is the
+    ///   caller's, at queue entry) and rows of the caller's channel or its Local `;2` half
+    ///   without a `dstchannel` (the dialplan answering the caller); else of an `ANSWERED`
+    ///   `Queue` row with a `dstchannel` (a member answered, but the CDR only has the queue
+    ///   row's time); else, when no row has a `dstchannel` (nobody was dialled: an IVR,
+    ///   voicemail), of any `ANSWERED` row. `answered` is whether there is one.
+    /// * `answer_time`: the earliest `answer` of the caller channel's rows, whatever their
+    ///   disposition (the PBX answering the caller), else the connection.
+    /// * `duration` = end − start, `billsec` = end − `answer_time` (whole seconds), `ring` the
+    ///   rest; `talk_secs` = end − connection, `wait_secs` = connection − start (the whole
+    ///   call when nobody answered).
+    /// * `disposition`: `ANSWERED` when connected or when a row of the caller channel is
+    ///   `ANSWERED` (the caller channel is the one whose `uniqueid` is the Linkedid; all rows
+    ///   when none is); else the first of `BUSY`, `CONGESTION`, `FAILED`, `NO ANSWER` among
+    ///   its rows, else among all rows, else `NO ANSWER`. (A caller answered by the dialplan,
+    ///   say before `Queue()`, whose dialplan went on after the queue has an `ANSWERED` row of
+    ///   its own: Asterisk's books say `ANSWERED`, though nobody answered.)
+    /// * `caller`: for a Local `;1` caller channel the first non-empty `src` of its `;2`
+    ///   half's rows (the `;1`'s follows connected-line updates), else of the caller
+    ///   channel's rows (an attended transfer blanks it on later rows); `called` and `dialled`: the first
     ///   `dst` of its rows that is an extension (not `s` or `h`). After a transfer Asterisk
     ///   may have rewritten `dst` to the transfer target, where AMI reports the number first
     ///   called.
@@ -264,30 +271,64 @@ impl AmiAssembler {
         } else {
             None
         };
-        let answer_time = connected
+        let connected_at = connected
             .or(own_answer)
             .map(|(a, _)| a.clamp(start_time, end_time));
+        // The PBX's answer of the calling channel, which Asterisk's billsec counts from: the
+        // earliest answer of its rows (whatever their disposition: a `Queue` row to a member
+        // who never answered still carries the caller's answer).
+        let answer_time = caller_rows
+            .iter()
+            .filter_map(|r| r.answer)
+            .min()
+            .map(|a| a.clamp(start_time, end_time))
+            .or(connected_at);
 
         let secs = |a: NaiveDateTime, b: NaiveDateTime| {
             u32::try_from((b - a).num_seconds().max(0)).unwrap_or(u32::MAX)
         };
         let duration = secs(start_time, end_time);
         let billsec = answer_time.map_or(0, |a| secs(a, end_time));
-        let not_answered = |d: &&str| !d.is_empty() && !d.eq_ignore_ascii_case("ANSWERED");
-        let disposition = if answer_time.is_some() {
+        let talk = connected_at.map_or(0, |c| secs(c, end_time));
+        let wait = connected_at.map_or(duration, |c| secs(start_time, c));
+        // The calling channel's rows with those of its Local half (the `;2` that runs the
+        // dialplan, as a trunk channel would), the most telling disposition first.
+        let chain: Vec<&Row<'_>> = read
+            .iter()
+            .filter(|r| r.uniqueid == linkedid || in_caller_chain(r.channel))
+            .collect();
+        let all: Vec<&Row<'_>> = read.iter().collect();
+        let has =
+            |rows: &[&Row<'_>], d: &str| rows.iter().any(|r| r.disposition.eq_ignore_ascii_case(d));
+        const WORDS: [&str; 5] = ["ANSWERED", "BUSY", "CONGESTION", "FAILED", "NO ANSWER"];
+        let disposition = if connected_at.is_some() {
             "ANSWERED"
         } else {
-            caller_rows
-                .iter()
-                .map(|r| r.disposition)
-                .find(not_answered)
-                .or_else(|| read.iter().map(|r| r.disposition).find(not_answered))
+            WORDS
+                .into_iter()
+                .find(|d| has(&chain, d))
+                .or_else(|| WORDS.into_iter().skip(1).find(|d| has(&all, d)))
                 .unwrap_or("NO ANSWER")
         };
-        let caller = CompactString::from(first.src);
+        // The caller id of a Local `;1` follows connected-line updates (after a parked call is
+        // picked up it shows the retriever) and an attended transfer blanks it: its `;2` half,
+        // which runs the dialplan as a trunk channel would, keeps the caller's. So the first
+        // `src` of the `;2` half's rows, then of the calling channel's.
+        let half: Vec<&Row<'_>> = read
+            .iter()
+            .filter(|r| caller_channel.ends_with(";1") && caller_pair.as_deref() == Some(r.channel))
+            .collect();
+        let caller = CompactString::from(
+            half.iter()
+                .chain(&caller_rows)
+                .map(|r| r.src)
+                .find(|s| !s.is_empty())
+                .unwrap_or_default(),
+        );
         let called = CompactString::from(
             caller_rows
                 .iter()
+                .chain(&chain)
                 .map(|r| r.dst)
                 .find(|d| is_exten(d))
                 .unwrap_or_default(),
@@ -455,7 +496,7 @@ impl AmiAssembler {
             caller,
             called: called.clone(),
             dialled: called,
-            answered: answer_time.is_some(),
+            answered: connected_at.is_some(),
             answered_by,
             parties,
             complete: true,
@@ -465,8 +506,11 @@ impl AmiAssembler {
             linkedid: linkedid.into(),
             answer_time,
             billsec: Some(billsec),
+            talk_secs: Some(talk),
+            wait_secs: Some(wait),
             disposition: disposition.into(),
             legs: legs.into_iter().map(|(l, _)| l).collect(),
+            related_calls: Vec::new(),
             transfers: Vec::new(),
             recordings: Vec::new(),
             cdr: rows.to_vec(),
@@ -506,7 +550,7 @@ mod tests {
     }
 
     #[test]
-    fn queue_caller_nobody_answered_is_not_answered() {
+    fn queue_caller_nobody_answered_is_billed_as_asterisk_does() {
         // The dialplan answered the caller before Queue(); the one member rung did not answer.
         let rows = [
             row(&[
@@ -540,9 +584,12 @@ mod tests {
             ]),
         ];
         let c = asm().call_from_cdr(&rows).unwrap();
+        // Nobody answered, but the trunk was answered before `Queue()` and its dialplan went
+        // on (`Hangup()`): Asterisk's books bill the 20 s and say ANSWERED.
         assert!(!c.answered);
-        assert_eq!(c.disposition, "NO ANSWER");
-        assert_eq!((c.duration, c.billsec), (20, Some(0)));
+        assert_eq!(c.disposition, "ANSWERED");
+        assert_eq!((c.duration, c.billsec), (20, Some(20)));
+        assert_eq!((c.talk_secs, c.wait_secs), (Some(0), Some(20)));
         assert_eq!(c.direction, CallDirection::Inbound);
         assert_eq!(c.answered_by, None);
         assert_eq!(

@@ -132,7 +132,11 @@ impl AmiAssembler {
     }
 
     /// The other half of a Local channel (`;1` for `;2` and back).
-    fn local_pair<'c>(&self, call: &'c OpenCall, leg: &LegState) -> Option<&'c LegState> {
+    pub(super) fn local_pair<'c>(
+        &self,
+        call: &'c OpenCall,
+        leg: &LegState,
+    ) -> Option<&'c LegState> {
         if !leg.is_local() {
             return None;
         }
@@ -156,34 +160,39 @@ pub(super) fn local_exten(name: &str) -> Option<&str> {
     rest.split_once('@').map(|(e, _)| e)
 }
 
-/// A call's disposition (module docs, "The call's figures"): `ANSWERED` when answered; else
-/// from the dial statuses (`BUSY` before `CONGESTION` before `FAILED` (CHANUNAVAIL) before
-/// `NO ANSWER` (NOANSWER, CANCEL)); else from the caller leg's hangup cause (17 BUSY, 34/38/42
-/// CONGESTION, 1/3/27/28 FAILED); else `NO ANSWER`.
+/// A call's disposition (module docs, "The call's figures"), as Asterisk's CDR engine
+/// (`cdr.c`) finalizes the rows of the calling channel: `ANSWERED` when answered; else from the
+/// dial statuses, the most telling first (`BUSY`, then `CONGESTION`, then `FAILED` for
+/// `CHANUNAVAIL`, `FAILED` and the like, then `NO ANSWER` for `NOANSWER` and `CANCEL`); else
+/// from the first non-zero hangup cause of `causes` (the calling channel's, then its Local
+/// half's): 17 `BUSY`, 34 `CONGESTION`, 3 and 20 `FAILED`, any other `NO ANSWER`; else, when a
+/// cause was 0 (the channel went nowhere: an originate to a context that does not exist),
+/// `FAILED`; else `NO ANSWER`.
 pub(super) fn disposition(
     answered: bool,
     dial_statuses: &[CompactString],
-    caller_cause: Option<u16>,
+    causes: &[Option<u16>],
 ) -> &'static str {
     if answered {
-        "ANSWERED"
-    } else {
-        let has = |s: &str| dial_statuses.iter().any(|d| d == s);
-        if has("BUSY") {
-            "BUSY"
-        } else if has("CONGESTION") {
-            "CONGESTION"
-        } else if has("CHANUNAVAIL") {
-            "FAILED"
-        } else if has("NOANSWER") || has("CANCEL") {
-            "NO ANSWER"
-        } else {
-            match caller_cause {
-                Some(17) => "BUSY",
-                Some(34 | 38 | 42) => "CONGESTION",
-                Some(1 | 3 | 27 | 28) => "FAILED",
-                _ => "NO ANSWER",
-            }
-        }
+        return "ANSWERED";
+    }
+    const WORDS: [&str; 4] = ["BUSY", "CONGESTION", "FAILED", "NO ANSWER"];
+    let rank = |s: &str| match s {
+        "BUSY" => Some(0),
+        "CONGESTION" => Some(1),
+        "CHANUNAVAIL" | "FAILED" | "DONTCALL" | "TORTURE" | "INVALIDARGS" => Some(2),
+        "NOANSWER" | "CANCEL" => Some(3),
+        _ => None,
+    };
+    if let Some(best) = dial_statuses.iter().filter_map(|s| rank(s)).min() {
+        return WORDS.get(best).copied().unwrap_or("NO ANSWER");
+    }
+    match causes.iter().flatten().find(|c| **c != 0) {
+        Some(17) => "BUSY",
+        Some(34) => "CONGESTION",
+        Some(3 | 20) => "FAILED",
+        Some(_) => "NO ANSWER",
+        None if causes.contains(&Some(0)) => "FAILED",
+        None => "NO ANSWER",
     }
 }

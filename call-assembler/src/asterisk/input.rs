@@ -137,6 +137,11 @@ pub(super) enum Kind {
         new_name: CompactString,
     },
     Transfer(Transfer),
+    /// The channel was parked (`start`) or left the parking lot: AMI `ParkedCall` /
+    /// `UnParkedCall`, `ParkedCallTimeOut`, `ParkedCallGiveUp`; CEL `PARK_START` / `PARK_END`.
+    Park {
+        start: bool,
+    },
     Recording(CompactString),
     Cdr(BTreeMap<CompactString, CompactString>),
     LinkedIdEnd,
@@ -157,6 +162,8 @@ pub(super) struct Ev {
     pub(super) tenant: Option<CompactString>,
     pub(super) accountcode: Option<CompactString>,
     pub(super) up: bool,
+    /// The dialplan application the channel started (AMI `Newexten`, CEL `APP_START`).
+    pub(super) app: Option<CompactString>,
     pub(super) kind: Kind,
 }
 
@@ -300,6 +307,7 @@ pub(super) fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
         tenant: f.value("TenantID"),
         accountcode: f.value("AccountCode"),
         up: f.text("ChannelState").as_deref() == Some("6"),
+        app: None,
         kind: Kind::Update,
     };
     let lower = event.to_ascii_lowercase();
@@ -316,6 +324,7 @@ pub(super) fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
             ev.kind = Kind::Exten;
             // Asterisk 11 names it Extension; 12+ sends both.
             ev.exten = ev.exten.or_else(|| f.value("Extension"));
+            ev.app = f.value("Application");
         }
         "dialbegin" => {
             ev.name = "DialBegin";
@@ -418,6 +427,22 @@ pub(super) fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
             ev.name = "Rename";
             ev.kind = Kind::Rename {
                 new_name: f.value("Newname")?,
+            };
+        }
+        "parkedcall" | "unparkedcall" | "parkedcalltimeout" | "parkedcallgiveup" => {
+            ev.name = "ParkedCall";
+            ev.uid = f.value("ParkeeUniqueid");
+            ev.linkedid = f.value("ParkeeLinkedid");
+            ev.channel = None;
+            ev.cid_num = None;
+            ev.cid_name = None;
+            ev.exten = None;
+            ev.context = None;
+            ev.tenant = None;
+            ev.accountcode = None;
+            ev.up = false;
+            ev.kind = Kind::Park {
+                start: lower == "parkedcall",
             };
         }
         "blindtransfer" => {
@@ -542,6 +567,9 @@ fn convert_cel(f: &impl Fields, mut ev: Ev, offset: i32) -> Option<Ev> {
         ev.wall = f.text("EventTime").and_then(|t| parse_time(&t, offset));
     }
     let extra = f.text("Extra").unwrap_or_default();
+    // Every CEL event names the application its channel runs (CEL `APP_START` needs
+    // `apps` in cel.conf; the other events carry it anyway).
+    ev.app = f.value("Application");
     ev.name = "CEL";
     ev.kind = match name.as_str() {
         "CHAN_START" => Kind::NewChannel,
@@ -558,6 +586,8 @@ fn convert_cel(f: &impl Fields, mut ev: Ev, offset: i32) -> Option<Ev> {
             }
         }
         "CHAN_END" => Kind::ChanEnd,
+        "PARK_START" => Kind::Park { start: true },
+        "PARK_END" => Kind::Park { start: false },
         "BRIDGE_ENTER" | "BRIDGE_START" => Kind::Pair {
             other_uid: None,
             other_names: f

@@ -65,24 +65,56 @@ impl AmiAssembler {
                 (kind, a.stamp.wall.is_none(), wall(a.stamp), a)
             })
             .min_by(|x, y| (x.0, x.1, x.2).cmp(&(y.0, y.1, y.2)));
-        let (answer_time, answered_by) = match best {
+        // Connected: a party (the callee, a queue agent) answered. An IVR or voicemail call
+        // that never dialled anyone is connected to the PBX when the caller is answered.
+        // Dialled anyone: a `DialBegin`, or a channel besides the caller and its Local half
+        // (CEL has no dial events).
+        let half = caller.and_then(|c| self.local_pair(call, c));
+        let in_chain = |l: &LegState| {
+            caller.is_some_and(|c| c.uid == l.uid) || half.is_some_and(|h| h.uid == l.uid)
+        };
+        let dialed = call.dialed || call.legs.iter().any(|l| !in_chain(l));
+        let (connected, answered_by) = match best {
             Some((_, _, t, a)) => (Some(t), self.answerer(call, &a.a, &a.b)),
-            None if !call.dialed => {
-                let t = caller.and_then(|c| c.answered).map(wall);
-                (t, None)
-            }
+            None if !dialed => (caller.and_then(|c| c.answered).map(wall), None),
             None => (None, None),
         };
-        let answer_time = answer_time.map(|t| t.clamp(start_time, end_time));
+        let connected = connected.map(|t| t.clamp(start_time, end_time));
+        // The PBX's answer of the calling channel (Asterisk's CDR `answer`, which its `billsec`
+        // counts from): the caller leg's own answer, else the connection.
+        let answer_time = caller
+            .and_then(|c| c.answered)
+            .map(|s| wall(s).clamp(start_time, end_time))
+            .or(connected);
         let secs = |a: NaiveDateTime, b: NaiveDateTime| {
             u32::try_from((b - a).num_milliseconds().max(0) / 1000).unwrap_or(u32::MAX)
         };
         let duration = secs(start_time, end_time);
         let billsec = answer_time.map_or(0, |a| secs(a, end_time));
+        let talk = connected.map_or(0, |c| secs(c, end_time));
+        let wait = connected.map_or(duration, |c| secs(start_time, c));
+        // Asterisk writes a row of the caller channel with no other party when the dialplan
+        // runs on it without dialling (a `Wait`, an IVR) or after a dial ended; such a row is
+        // `ANSWERED` when the caller was answered.
+        let answered_alone =
+            caller.is_some_and(|c| c.answered.is_some() && (!c.dials || c.after_dial));
+        // Seconds parked: every stretch of every leg (one still parked counts to the end).
+        let park = call
+            .legs
+            .iter()
+            .flat_map(|l| {
+                let open = l.parked_since.map(|s| (wall(s), end_time));
+                l.parked
+                    .iter()
+                    .map(|(a, b)| (wall(*a), wall(*b)))
+                    .chain(open)
+            })
+            .map(|(a, b)| secs(a.max(start_time), b.min(end_time)))
+            .fold(0u32, u32::saturating_add);
         let disposition = disposition(
-            answer_time.is_some(),
+            connected.is_some() || answered_alone,
             &call.dial_statuses,
-            caller.and_then(|c| c.cause),
+            &[caller.and_then(|c| c.cause), half.and_then(|l| l.cause)],
         );
         let caller_num = caller.map(|c| c.cid_num.clone()).unwrap_or_default();
         let direction = self.direction(
@@ -146,13 +178,13 @@ impl AmiAssembler {
             duration,
             ring: duration.saturating_sub(billsec),
             hold: 0,
-            park: 0,
+            park,
             direction,
             tenant: self.tenant(call),
             caller: caller_num,
             called: call.called.clone(),
             dialled: call.called.clone(),
-            answered: answer_time.is_some(),
+            answered: connected.is_some(),
             answered_by,
             parties,
             complete: reason.is_none() && snapshot_at.is_none(),
@@ -162,8 +194,11 @@ impl AmiAssembler {
             linkedid: call.linkedid.clone(),
             answer_time,
             billsec: Some(billsec),
+            talk_secs: Some(talk),
+            wait_secs: Some(wait),
             disposition: disposition.into(),
             legs,
+            related_calls: call.related.clone(),
             transfers: call
                 .transfers
                 .iter()

@@ -64,6 +64,7 @@ impl AmiAssembler {
                 tenant: m.value("TenantID"),
                 accountcode: m.value("AccountCode"),
                 up: m.text("ChannelState").as_deref() == Some("6"),
+                app: m.value("Application"),
                 kind: Kind::Update,
             };
             listed.push((start, i, ev, m.value("BridgeId")));

@@ -39,6 +39,17 @@ pub(super) struct LegState {
     pub(super) cause: Option<u16>,
     pub(super) cause_txt: CompactString,
     pub(super) dialed_by: CompactString,
+    /// It dialled another channel (`DialBegin` from it).
+    pub(super) dials: bool,
+    /// Its dialplan went on after its latest dial (a `Newexten` after the `DialBegin`).
+    pub(super) after_dial: bool,
+    /// The context of its first `Newexten`: where its dialplan runs (an originated Local
+    /// `;1` is created in its own context but sent to another).
+    pub(super) run_context: Option<CompactString>,
+    /// Parked since then, while it is.
+    pub(super) parked_since: Option<Stamp>,
+    /// The stretches it was parked, finished.
+    pub(super) parked: Vec<(Stamp, Stamp)>,
     pub(super) dial_status: CompactString,
     pub(super) bridges: Vec<CompactString>,
     /// The latest non-empty `TenantID`.
@@ -99,6 +110,12 @@ pub(super) struct AnswerCand {
 pub(super) struct OpenCall {
     pub(super) linkedid: CompactString,
     pub(super) aliases: Vec<CompactString>,
+    /// Created from an event without a Linkedid (Asterisk 11): a guess, merged whole into the
+    /// call its real Linkedid names.
+    pub(super) provisional: bool,
+    /// Linkedids of other calls a channel moved between (a parked call and the call that
+    /// picked it up).
+    pub(super) related: Vec<CompactString>,
     pub(super) legs: Vec<LegState>,
     pub(super) answers: Vec<AnswerCand>,
     pub(super) dial_statuses: Vec<CompactString>,

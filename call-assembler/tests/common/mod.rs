@@ -9,6 +9,8 @@
     clippy::disallowed_methods
 )]
 
+pub(crate) mod books;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
