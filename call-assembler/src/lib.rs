@@ -140,7 +140,10 @@ mod cms;
 pub mod csv;
 mod dialler;
 pub mod feed;
+#[cfg(feature = "schema")]
+mod schema;
 mod smdr;
+mod zone;
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
@@ -160,7 +163,10 @@ pub use cms::{
     write_cms_records,
 };
 pub use dialler::{DEFAULT_MAX_ITEM, DIALLER_FIELDS, DiallerError, dialler_call};
+#[cfg(feature = "schema")]
+pub use schema::{CALL_SCHEMA_ID, CALL_SCHEMA_NAME, call_schema};
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
+pub use zone::{ParseZoneError, PbxZone};
 
 /// What an assembler hands back from `poll_output`.
 #[derive(Debug, Clone, PartialEq, Eq)]
