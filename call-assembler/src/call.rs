@@ -123,7 +123,8 @@ pub struct Call {
     /// before this field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_utc: Option<DateTime<Utc>>,
-    /// The end in UTC, RFC 3339, as [`Call::start_utc`].
+    /// The end in UTC, RFC 3339: [`Call::start_utc`] plus the call's length (`end_time` minus
+    /// `start_time`), so a call across a daylight-saving change keeps its true length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_utc: Option<DateTime<Utc>>,
     /// The PBX's offset from UTC at the start (`+01:00`): [`Call::start_time`] minus

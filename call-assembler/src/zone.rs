@@ -101,6 +101,10 @@ impl PbxZone {
     /// The UTC start and end of a call that started at `start` and ended at `end` (PBX local
     /// times), and the offset at its start as `+HH:MM`: the values of [`Call::start_utc`],
     /// [`Call::end_utc`] and [`Call::utc_offset`].
+    ///
+    /// The end is the start plus the call's length (`end - start`), not `end` read in the zone
+    /// again: the sources give a call's end as its start plus its seconds (SMDR) or in the
+    /// offset of its start, so a call across a daylight-saving change keeps its true length.
     pub fn call_times(
         &self,
         start: NaiveDateTime,
@@ -110,9 +114,13 @@ impl PbxZone {
         Option<DateTime<Utc>>,
         Option<CompactString>,
     ) {
+        let start_utc = self.to_utc(start);
+        let end_utc = start_utc
+            .checked_add_signed(end.signed_duration_since(start))
+            .unwrap_or(start_utc);
         (
-            Some(self.to_utc(start)),
-            Some(self.to_utc(end)),
+            Some(start_utc),
+            Some(end_utc),
             Some(self.offset_of_local(start).to_compact_string()),
         )
     }
@@ -276,6 +284,11 @@ mod tests {
         assert_eq!(s.unwrap().to_rfc3339(), "2017-05-26T22:59:00+00:00");
         assert_eq!(e.unwrap().to_rfc3339(), "2017-05-26T23:01:00+00:00");
         assert_eq!(off.unwrap(), "+01:00");
+        // Across the autumn change: 00:50 BST plus two hours is 01:50 GMT (01:50Z), though
+        // the start plus the seconds reads 02:50 on the local clock.
+        let (s, e, _) = z.call_times(t("2026-10-25 00:50:00"), t("2026-10-25 02:50:00"));
+        assert_eq!(s.unwrap().to_rfc3339(), "2026-10-24T23:50:00+00:00");
+        assert_eq!(e.unwrap().to_rfc3339(), "2026-10-25T01:50:00+00:00");
         let extreme = PbxZone::fixed_secs(3600).call_times(NaiveDateTime::MIN, NaiveDateTime::MAX);
         assert!(extreme.0.is_some() && extreme.1.is_some());
     }
