@@ -164,7 +164,15 @@ pub use cms::{
 };
 pub use dialler::{DEFAULT_MAX_ITEM, DIALLER_FIELDS, DiallerError, dialler_call};
 #[cfg(feature = "schema")]
-pub use schema::{CALL_SCHEMA_ID, CALL_SCHEMA_NAME, call_schema};
+pub use schema::call_schema;
+
+/// The name and version of the call body's JSON Schema: its `title` and the name of its file
+/// (`schema/cdr-relay.call.v1.json`), for headers that name what a body is (e.g. a NATS
+/// message's). Available without the `schema` feature, which `call_schema` needs.
+pub const CALL_SCHEMA_NAME: &str = "cdr-relay.call.v1";
+
+/// The `$id` of the call body's JSON Schema.
+pub const CALL_SCHEMA_ID: &str = "urn:cdr-relay:schema:cdr-relay.call.v1";
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
 pub use zone::{ParseZoneError, PbxZone};
 

@@ -13,13 +13,7 @@
 
 use schemars::generate::SchemaSettings;
 
-use crate::Call;
-
-/// The schema's name and version: its `title` and the name of its file.
-pub const CALL_SCHEMA_NAME: &str = "cdr-relay.call.v1";
-
-/// The schema's `$id`.
-pub const CALL_SCHEMA_ID: &str = "urn:cdr-relay:schema:cdr-relay.call.v1";
+use crate::{CALL_SCHEMA_ID, CALL_SCHEMA_NAME, Call};
 
 /// The JSON Schema (draft 2020-12) of a call body, with its `$id` and `title`
 /// ([`CALL_SCHEMA_ID`], [`CALL_SCHEMA_NAME`]).
