@@ -596,7 +596,7 @@ async fn html_list_pages_filters_and_escapes() {
     let answered = day.iter().filter(|c| c.answered).count();
     assert!(
         chart.contains(&format!(
-            "<desc id=\"hours-desc\">{} calls from 2018-01-05 00:00 to 2018-01-06 00:00: \
+            "<desc id=\"hours-desc\">{} calls from 2018-01-05 00:00 to 2018-01-06 00:00 UTC: \
              {answered} answered, {} not answered.</desc>",
             day.len(),
             day.len() - answered

@@ -290,6 +290,7 @@ fn access_is_required_and_a_public_bind_without_it_is_refused() {
         api_call_path.as_str(),
         "/api/v1/dead-letters",
         "/api/v1/records/1",
+        "/api/v1/schema",
         "/metrics",
     ];
     for path in read_paths {
@@ -318,6 +319,15 @@ fn access_is_required_and_a_public_bind_without_it_is_refused() {
     }
     let r = request(web, "GET", &call_path, &[("Authorization", &bob)]);
     assert!(r.text().contains(&some_id));
+    // The published call schema, as committed, to readers.
+    let r = request(web, "GET", "/api/v1/schema", &[("Authorization", &bob)]);
+    assert_eq!(r.header("content-type"), ["application/schema+json"]);
+    let committed = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/cdr-relay.call.v1.json"),
+    )
+    .unwrap();
+    assert_eq!(r.body, committed);
+    assert_eq!(r.json()["title"], "cdr-relay.call.v1");
     // Health stays open.
     assert_eq!(request(web, "GET", "/healthz", &[]).status, 200);
     assert_ne!(request(web, "GET", "/readyz", &[]).status, 401);

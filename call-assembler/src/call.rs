@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use smdr_parse::SmdrRecord;
@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 /// Which kind of system a call came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Source {
@@ -37,6 +38,7 @@ impl Source {
 
 /// Which way a call went, as seen from the phone system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CallDirection {
     /// From outside to the system.
@@ -49,6 +51,7 @@ pub enum CallDirection {
 
 /// Why a call was emitted before its final record arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FlushReason {
@@ -71,6 +74,7 @@ pub enum FlushReason {
 
 /// One party of a call: a device and the name the PBX gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Party {
     /// The device as the source writes it (`E232`, `T9001`, a channel name, ...).
     pub device: CompactString,
@@ -84,6 +88,7 @@ pub struct Party {
 /// only one source fills are omitted from JSON when empty. For SMDR the JSON is a superset of the
 /// body the existing SMDR webhook logger sends (`call_id`, `start`, `records[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Call {
     /// Stable identity: the same call gives the same id on every run, retry and restart (a UUID
     /// v5 over the source, the site and the source's call key; see [`stable_id`]).
@@ -112,6 +117,24 @@ pub struct Call {
     /// The end, typed (for SMDR derived from the start plus every segment's ring, connected,
     /// hold and park time).
     pub end_time: NaiveDateTime,
+    /// The start in UTC, RFC 3339 (`2017-05-26T11:54:46Z`): [`Call::start_time`] taken to UTC
+    /// with the PBX's zone ([`crate::PbxZone`]; Asterisk: exact, from the events' epoch times;
+    /// CMS and dialler calls: their times are UTC already). Absent only from bodies stored
+    /// before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_utc: Option<DateTime<Utc>>,
+    /// The end in UTC, RFC 3339: [`Call::start_utc`] plus the call's length (`end_time` minus
+    /// `start_time`), so a call across a daylight-saving change keeps its true length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_utc: Option<DateTime<Utc>>,
+    /// The PBX's offset from UTC at the start (`+01:00`): [`Call::start_time`] minus
+    /// [`Call::start_utc`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[+-]\d{2}:\d{2}(:\d{2})?$"))
+    )]
+    pub utc_offset: Option<CompactString>,
     /// Seconds from the start to the end: ringing, talking, hold and park included (Asterisk's
     /// `duration`; for SMDR the sum of every segment's ring, connected, hold and park time).
     pub duration: u32,
@@ -204,6 +227,15 @@ pub struct Call {
     pub update: Option<CallUpdate>,
 }
 
+impl Call {
+    /// Sets [`Call::start_utc`], [`Call::end_utc`] and [`Call::utc_offset`] from
+    /// [`Call::start_time`] and [`Call::end_time`], read as local times of `zone`.
+    pub fn set_utc_times(&mut self, zone: &crate::PbxZone) {
+        (self.start_utc, self.end_utc, self.utc_offset) =
+            zone.call_times(self.start_time, self.end_time);
+    }
+}
+
 /// Where a record stands among the records of one call in progressive mode.
 ///
 /// In progressive mode an assembler emits several records for one call, all with the same
@@ -213,6 +245,7 @@ pub struct Call {
 /// complete mode). The records before the last have `complete: false` and no `flush_reason`.
 /// In complete mode [`Call::update`] is `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CallUpdate {
     /// The record's number among the call's records, from 0 (`Started`), strictly increasing.
     pub sequence: u32,
@@ -222,6 +255,7 @@ pub struct CallUpdate {
 
 /// What a progressive record of a call reports (see [`CallUpdate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateEvent {
     /// The call was first seen (sequence 0): a snapshot of it as it stood then.
@@ -234,6 +268,7 @@ pub enum UpdateEvent {
 
 /// One channel of an Asterisk call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Leg {
     /// Its Uniqueid (stable across renames and masquerades).
     pub uniqueid: CompactString,
@@ -279,6 +314,7 @@ pub struct Leg {
 
 /// A transfer within an Asterisk call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Transfer {
     /// `blind` or `attended`.
     pub kind: CompactString,

@@ -17,6 +17,7 @@ use compact_str::{CompactString, ToCompactString};
 use serde_json::Value;
 
 use crate::call::{Call, CallDirection, Party, Source, iso_timestamp, stable_id, stable_id_of};
+use crate::zone::PbxZone;
 
 /// The fields a dialler CDR may have (others are kept as they are).
 pub const DIALLER_FIELDS: [&str; 8] = [
@@ -153,6 +154,8 @@ pub fn dialler_call(
         device: ext.clone(),
         name: CompactString::default(),
     });
+    // The time of receipt is UTC.
+    let (start_utc, end_utc, utc_offset) = PbxZone::UTC.call_times(received, received);
     Ok(Call {
         id,
         source: Source::Dialler,
@@ -163,6 +166,9 @@ pub fn dialler_call(
         start: iso_timestamp(&received),
         start_time: received,
         end_time: received,
+        start_utc,
+        end_utc,
+        utc_offset,
         duration: 0,
         ring: 0,
         hold: 0,

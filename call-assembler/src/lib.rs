@@ -140,7 +140,10 @@ mod cms;
 pub mod csv;
 mod dialler;
 pub mod feed;
+#[cfg(feature = "schema")]
+mod schema;
 mod smdr;
+mod zone;
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
@@ -160,7 +163,18 @@ pub use cms::{
     write_cms_records,
 };
 pub use dialler::{DEFAULT_MAX_ITEM, DIALLER_FIELDS, DiallerError, dialler_call};
+#[cfg(feature = "schema")]
+pub use schema::call_schema;
+
+/// The name and version of the call body's JSON Schema: its `title` and the name of its file
+/// (`schema/cdr-relay.call.v1.json`), for headers that name what a body is (e.g. a NATS
+/// message's). Available without the `schema` feature, which `call_schema` needs.
+pub const CALL_SCHEMA_NAME: &str = "cdr-relay.call.v1";
+
+/// The `$id` of the call body's JSON Schema.
+pub const CALL_SCHEMA_ID: &str = "urn:cdr-relay:schema:cdr-relay.call.v1";
 pub use smdr::{OpenCallState, SmdrAssembler, SmdrAssemblerConfig, SmdrAssemblerState, SmdrStats};
+pub use zone::{ParseZoneError, PbxZone};
 
 /// What an assembler hands back from `poll_output`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use smdr_parse::{DeviceKind, Direction, SmdrRecord};
 use crate::call::{
     Call, CallDirection, FlushReason, Party, Source, format_timestamp, stable_id_of,
 };
+use crate::zone::PbxZone;
 use crate::{Anomaly, Output};
 
 /// Settings of an [`SmdrAssembler`].
@@ -44,6 +45,10 @@ pub struct SmdrAssemblerConfig {
     /// restart drops the connection. 0: never without a reconnect; 1: any single such line
     /// (for a replayed capture, which has no connection events). Default 5; at most 64.
     pub restart_confirm_records: u32,
+    /// The PBX's time zone: SMDR times are its local wall clock, read with this zone for the
+    /// calls' UTC times ([`Call::start_utc`]; gaps and overlaps as [`PbxZone`] says). Default
+    /// UTC.
+    pub zone: PbxZone,
 }
 
 impl Default for SmdrAssemblerConfig {
@@ -57,6 +62,7 @@ impl Default for SmdrAssemblerConfig {
             remember_flushed: 10_000,
             max_records_per_call: 1_000,
             restart_confirm_records: 5,
+            zone: PbxZone::UTC,
         }
     }
 }
@@ -674,7 +680,14 @@ impl SmdrAssembler {
         records: Vec<SmdrRecord<'static>>,
         flushed: Option<FlushReason>,
     ) -> Call {
-        build_smdr_call(&self.config.site, epoch, part, records, flushed)
+        build_smdr_call(
+            &self.config.site,
+            &self.config.zone,
+            epoch,
+            part,
+            records,
+            flushed,
+        )
     }
 }
 
@@ -688,6 +701,7 @@ fn party(device: Option<smdr_parse::Device>, name: &smdr_parse::Text<'_>) -> Opt
 /// Builds the [`Call`] for a group of records (all with one Call ID and Call Start).
 fn build_smdr_call(
     site: &str,
+    zone: &PbxZone,
     epoch: u32,
     part: u32,
     records: Vec<SmdrRecord<'static>>,
@@ -745,6 +759,7 @@ fn build_smdr_call(
     let answered = records.iter().any(|r| r.connected_time > 0);
     let talk = sum(|r| r.connected_time);
     let ring = sum(|r| r.ring_time);
+    let (start_utc, end_utc, utc_offset) = zone.call_times(start_time, end_time);
     Call {
         id: {
             let mut digits = [0u8; 20];
@@ -776,6 +791,9 @@ fn build_smdr_call(
         start,
         start_time,
         end_time,
+        start_utc,
+        end_utc,
+        utc_offset,
         duration: total,
         ring,
         hold: sum(|r| r.hold_time),

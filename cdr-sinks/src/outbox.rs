@@ -126,7 +126,8 @@ CREATE TABLE IF NOT EXISTS calls (
     complete INTEGER NOT NULL,
     duration INTEGER NOT NULL,
     body BLOB NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    start_utc TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_start ON calls(start_time);
 CREATE INDEX IF NOT EXISTS calls_caller ON calls(caller);
@@ -251,8 +252,9 @@ impl Outbox {
             }
             let mut insert_call = tx.prepare_cached(
                 "INSERT OR IGNORE INTO calls (id, source, site, call_id, start_time, end_time,
-                 direction, caller, called, answered, complete, duration, body, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 direction, caller, called, answered, complete, duration, body, created_ms,
+                 start_utc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             let mut insert_delivery = tx.prepare_cached(
                 "INSERT OR IGNORE INTO deliveries (call_id, sink, state, next_ms, created_ms, seq)
@@ -275,6 +277,9 @@ impl Outbox {
                     call.duration,
                     body,
                     now_ms,
+                    call.start_utc
+                        .map(|t| iso_timestamp(&t.naive_utc()))
+                        .as_deref(),
                 ])?;
                 if n == 0 {
                     report.duplicates += 1;
@@ -592,6 +597,18 @@ fn migrate(conn: &Connection) -> Result<(), OutboxError> {
     }
     // Version 2: rejects kept truncated, with their length and hash.
     crate::rejects::migrate(conn)?;
+    // `calls.start_utc` (the call's start in UTC, `YYYY-MM-DDTHH:MM:SS`; NULL for calls stored
+    // before it), and the index of the UTC axis the hour chart reads (the local start where
+    // there is no UTC one).
+    let has_utc: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('calls') WHERE name = 'start_utc'")?
+        .exists([])?;
+    if !has_utc {
+        conn.execute_batch("ALTER TABLE calls ADD COLUMN start_utc TEXT")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS calls_start_axis ON calls(COALESCE(start_utc, start_time))",
+    )?;
     Ok(())
 }
 

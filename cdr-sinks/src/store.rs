@@ -204,14 +204,20 @@ pub struct DeadLetterRow {
     pub called: Option<String>,
 }
 
-/// Calls per hour of start time over 24 hours.
+/// Calls per hour of start time over 24 hours, on the UTC axis (so calls of PBXes in different
+/// zones, as at a hub, fall in the hour they really happened; a call stored before the store
+/// kept UTC starts counts at its local start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HourlyCalls {
-    /// The first of the 24 hours.
+    /// The first of the 24 hours (UTC).
     pub first: NaiveDateTime,
     /// Answered and not answered calls in each hour, from `first` on.
     pub counts: [(u64, u64); 24],
 }
+
+/// The time axis of [`HourlyCalls`]: a call's start in UTC, or its local start for a call
+/// stored before the store kept UTC starts (the expression of the `calls_start_axis` index).
+const AXIS: &str = "COALESCE(start_utc, start_time)";
 
 /// The `strftime` form of an hour as the store's start times begin (`YYYY-MM-DDTHH`).
 const HOUR_KEY: &str = "%Y-%m-%dT%H";
@@ -397,8 +403,9 @@ impl StoreReader {
         Ok(rows)
     }
 
-    /// Calls per hour of start time, answered and not, over the 24 hours up to (and including)
-    /// the hour of the latest start among the calls matching `filter`; `None` when none match
+    /// Calls per hour of start time (UTC: [`Call::start_utc`](call_assembler::Call::start_utc)),
+    /// answered and not, over the 24 hours up to (and including) the hour of the latest start
+    /// among the calls matching `filter`; `None` when none match
     /// (or the latest start is not a time).
     ///
     /// Anchored on the matching calls rather than on the clock, so a store of old calls (a
@@ -410,7 +417,7 @@ impl StoreReader {
         let tx = conn.unchecked_transaction()?;
         let (clause, mut params) = where_clause(filter);
         let latest: Option<String> = tx.query_row(
-            &format!("SELECT MAX(start_time) FROM calls{clause}"),
+            &format!("SELECT MAX({AXIS}) FROM calls{clause}"),
             params_from_iter(params.iter()),
             |r| r.get(0),
         )?;
@@ -423,8 +430,8 @@ impl StoreReader {
         params.push(SqlValue::Text(end.format(HOUR_KEY).to_string()));
         let and = if clause.is_empty() { " WHERE" } else { " AND" };
         let mut stmt = tx.prepare(&format!(
-            "SELECT substr(start_time, 1, 13), SUM(answered != 0), SUM(answered = 0)
-             FROM calls{clause}{and} start_time >= ? AND start_time < ? GROUP BY 1"
+            "SELECT substr({AXIS}, 1, 13), SUM(answered != 0), SUM(answered = 0)
+             FROM calls{clause}{and} {AXIS} >= ? AND {AXIS} < ? GROUP BY 1"
         ))?;
         let mut hours = HourlyCalls {
             first,

@@ -218,6 +218,7 @@ impl Harness {
             // calls whole.
             max_records_per_call: usize::MAX,
             restart_confirm_records: 1,
+            zone: call_assembler::PbxZone::UTC,
         };
         Self {
             asm: SmdrAssembler::new(config.clone()),

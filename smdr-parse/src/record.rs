@@ -231,12 +231,17 @@ impl fmt::Display for Field {
 /// [`SmdrRecord::smdr_record_time`], which IP Office writes in UTC.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct SmdrRecord<'a> {
     /// 1, Call Start: when the call started (PBX local time). Every record of a call carries the
     /// same value.
     #[cfg_attr(
         feature = "serde",
         serde(rename = "start", with = "crate::serde_impl::timestamp")
+    )]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(schema_with = "crate::serde_impl::schema::timestamp")
     )]
     pub call_start: NaiveDateTime,
     /// 2, Connected Time (`HH:MM:SS` on the wire): seconds the parties were connected, excluding
@@ -250,6 +255,10 @@ pub struct SmdrRecord<'a> {
     pub caller: Text<'a>,
     /// 5, Direction: `I` or `O`.
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_impl::direction"))]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(schema_with = "crate::serde_impl::schema::direction")
+    )]
     pub direction: Direction,
     /// 6, Called Number: the number called (after short-code processing).
     #[cfg_attr(feature = "serde", serde(rename = "called"))]
@@ -263,6 +272,10 @@ pub struct SmdrRecord<'a> {
     pub is_internal: bool,
     /// 10, Call ID: allocated when the call starts; restarts at 1000000 when the PBX reboots.
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_impl::call_id"))]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(schema_with = "crate::serde_impl::schema::call_id")
+    )]
     pub call_id: u64,
     /// 11, Continuation: `true` when a later record for the same call will follow.
     #[cfg_attr(feature = "serde", serde(rename = "continued"))]
@@ -272,6 +285,10 @@ pub struct SmdrRecord<'a> {
         feature = "serde",
         serde(rename = "party_1_device", with = "crate::serde_impl::device")
     )]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(schema_with = "crate::serde_impl::schema::device")
+    )]
     pub party1_device: Option<Device>,
     /// 13, Party1Name.
     #[cfg_attr(feature = "serde", serde(rename = "party_1_name"))]
@@ -280,6 +297,10 @@ pub struct SmdrRecord<'a> {
     #[cfg_attr(
         feature = "serde",
         serde(rename = "party_2_device", with = "crate::serde_impl::device")
+    )]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(schema_with = "crate::serde_impl::schema::device")
     )]
     pub party2_device: Option<Device>,
     /// 15, Party2Name.
@@ -331,6 +352,10 @@ pub struct SmdrRecord<'a> {
     #[cfg_attr(
         feature = "serde",
         serde(with = "crate::serde_impl::opt_timestamp", default)
+    )]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(schema_with = "crate::serde_impl::schema::opt_timestamp")
     )]
     pub smdr_record_time: Option<NaiveDateTime>,
     /// 36, Caller Consent Directive.

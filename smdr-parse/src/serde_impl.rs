@@ -102,3 +102,42 @@ pub(crate) mod device {
             .ok_or_else(|| serde::de::Error::custom(format!("device {s:?}")))
     }
 }
+
+/// The JSON Schemas of the shapes above (for `schemars(schema_with = ..)`).
+#[cfg(feature = "schemars")]
+pub(crate) mod schema {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    /// `YYYY/MM/DD HH:MM:SS` (PBX local time), as [`super::timestamp`] writes it.
+    pub(crate) fn timestamp(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}$",
+            "description": "YYYY/MM/DD HH:MM:SS, the PBX's local time as SMDR writes it",
+        })
+    }
+
+    /// [`timestamp`] or `null`.
+    pub(crate) fn opt_timestamp(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["string", "null"],
+            "pattern": r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}$",
+            "description": "YYYY/MM/DD HH:MM:SS (UTC, as IP Office writes this field), or null",
+        })
+    }
+
+    /// `I` or `O`.
+    pub(crate) fn direction(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "enum": ["I", "O"] })
+    }
+
+    /// The Call ID's digits.
+    pub(crate) fn call_id(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": r"^\d+$" })
+    }
+
+    /// A device as on the wire (`E232`, `T9001`, `V9502`), or `""` for none.
+    pub(crate) fn device(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string" })
+    }
+}

@@ -111,3 +111,19 @@ impl<'de> serde::Deserialize<'de> for Text<'_> {
         Ok(Text(Cow::Owned(s.into_bytes())))
     }
 }
+
+/// In JSON a text is a string (invalid UTF-8 replaced by U+FFFD).
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for Text<'_> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Text".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
+}

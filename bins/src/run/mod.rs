@@ -79,10 +79,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let metrics = Metrics::new(SmdrFeed::KIND);
             let (tx, rx) = mpsc::channel(64);
             let feed = start_byte_source(&config, &metrics, tx, &shutdown).await?;
+            tracing::info!(zone = %config.smdr.zone, "SMDR times are read in the PBX's time zone");
             let asm_config = SmdrAssemblerConfig {
                 site: config.site.clone(),
                 idle_timeout: config.idle_timeout,
                 max_records_per_call: config.smdr.max_records_per_call,
+                zone: config.smdr.zone,
                 // A replayed capture has no connection events: as before, one restart-like
                 // line there is a restart. Live, a restart needs a reconnect before it or a run
                 // of such records (SmdrAssemblerConfig::restart_confirm_records).

@@ -82,6 +82,12 @@ impl Config {
             "retention: keep {} (calls waiting for a sink are always kept)\n",
             self.retention
         ));
+        if self.kind == RelayKind::Smdr {
+            out.push_str(&format!(
+                "PBX time zone: {} (SMDR times are read in it for start_utc and end_utc)\n",
+                self.smdr.zone
+            ));
+        }
         if let Some(w) = &self.webhook {
             out.push_str(&format!(
                 "webhook: {} (key {}, signing {}), {} attempts, first retry after {} s\n",

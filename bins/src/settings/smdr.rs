@@ -57,6 +57,14 @@ pub struct Args {
     /// this many (each later part under its own id, with an anomaly logged) [default: 1000].
     #[arg(long, env = "SMDR_MAX_RECORDS_PER_CALL", value_name = "N")]
     pub smdr_max_records_per_call: Option<usize>,
+
+    /// The PBX's time zone, an IANA name (`Europe/London`), `UTC` or a fixed offset (`+01:00`):
+    /// SMDR times are the PBX's wall clock, read in this zone for each call's `start_utc` and
+    /// `end_utc` (daylight saving included; a time in the spring gap takes the offset before
+    /// it, one in the autumn overlap the earlier instant) [default: this machine's zone (`TZ`,
+    /// else /etc/localtime), UTC when it cannot be told].
+    #[arg(long, env = "PBX_TZ", value_name = "ZONE", allow_hyphen_values = true)]
+    pub pbx_tz: Option<String>,
 }
 
 /// The SMDR source's guard settings ([`Config::smdr`]).
@@ -68,6 +76,8 @@ pub struct SmdrSettings {
     pub takeover_after: Duration,
     /// The most records per call part.
     pub max_records_per_call: usize,
+    /// The PBX's time zone (`PBX_TZ`, else the machine's).
+    pub zone: call_assembler::PbxZone,
 }
 
 impl Default for SmdrSettings {
@@ -76,6 +86,7 @@ impl Default for SmdrSettings {
             allow: Vec::new(),
             takeover_after: Duration::from_secs(300),
             max_records_per_call: 1_000,
+            zone: call_assembler::PbxZone::UTC,
         }
     }
 }
@@ -96,6 +107,21 @@ pub fn parse_allow(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         })
         .collect()
 }
+/// This machine's time zone, as the C library takes it: `TZ` when it names a zone (an IANA
+/// name, optionally after `:`), else the system's zone (/etc/localtime), else UTC.
+pub fn machine_zone() -> call_assembler::PbxZone {
+    let from_env = std::env::var("TZ")
+        .ok()
+        .and_then(|tz| tz.trim_start_matches(':').parse().ok());
+    from_env
+        .or_else(|| {
+            iana_time_zone::get_timezone()
+                .ok()
+                .and_then(|name| name.parse().ok())
+        })
+        .unwrap_or_default()
+}
+
 impl Config {
     /// Resolves `smdr-relay`'s flags and environment (already in `args`) over the legacy
     /// `SMDR_*` names, over the TOML file, over defaults.
@@ -138,6 +164,12 @@ impl Config {
                 .smdr_max_records_per_call
                 .unwrap_or(defaults.max_records_per_call)
                 .max(1),
+            zone: match text(&args.pbx_tz) {
+                Some(tz) => tz
+                    .parse()
+                    .map_err(|e| ConfigError(format!("PBX_TZ: {e}")))?,
+                None => machine_zone(),
+            },
         };
         Ok(c)
     }
@@ -156,7 +188,13 @@ mod tests {
     #[test]
     fn the_listener_guard_settings_from_flags_and_the_file() {
         let c = Config::resolve(&args(&[])).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.smdr, SmdrSettings::default());
+        assert_eq!(
+            c.smdr,
+            SmdrSettings {
+                zone: machine_zone(),
+                ..SmdrSettings::default()
+            }
+        );
         let c = Config::resolve(&args(&[
             "--smdr-allow",
             "192.0.2.10, 10.1.0.0/16,::1",
@@ -189,5 +227,16 @@ mod tests {
         assert_eq!(c.smdr.allow.len(), 1);
         assert_eq!(c.smdr.takeover_after, Duration::from_secs(30));
         assert_eq!(c.smdr.max_records_per_call, 7);
+    }
+
+    #[test]
+    fn the_pbx_zone_from_pbx_tz() {
+        let c = Config::resolve(&args(&["--pbx-tz", "Europe/London"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.smdr.zone.to_string(), "Europe/London");
+        let c = Config::resolve(&args(&["--pbx-tz", "-05:00"])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.smdr.zone, call_assembler::PbxZone::fixed_secs(-18_000));
+        let e = Config::resolve(&args(&["--pbx-tz", "Europe/Lodnon"])).unwrap_err();
+        assert!(e.0.contains("PBX_TZ") && e.0.contains("Lodnon"), "{e}");
     }
 }

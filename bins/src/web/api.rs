@@ -191,6 +191,16 @@ pub(super) async fn api_dead_letters(shared: &Arc<Shared>, query: &str) -> Resp 
     }
 }
 
+/// The published JSON Schema of the call body, as committed (`schema/cdr-relay.call.v1.json`;
+/// a test in call-assembler keeps the file equal to what the types generate).
+pub(super) const CALL_SCHEMA: &str = include_str!("../../../schema/cdr-relay.call.v1.json");
+
+/// `/api/v1/schema`: [`CALL_SCHEMA`], the schema of the calls the sinks send and the API
+/// shows (`cdr-relay.call.v1`).
+pub(super) fn api_schema() -> Resp {
+    response(StatusCode::OK, "application/schema+json", CALL_SCHEMA)
+}
+
 /// `/api/v1/status`: what retention keeps and the database's size, as the last retention pass
 /// saw them (sizes in bytes, times in ms since the epoch; `null` before the first pass).
 pub(super) fn api_status(shared: &Arc<Shared>) -> Resp {

@@ -113,13 +113,13 @@ pub(super) fn hours_figure(b: &mut String, hours: Option<&Hours>, filtered: bool
     let unanswered: u64 = h.counts.iter().map(|c| c.1).sum();
     let _ = writeln!(
         b,
-        "<figcaption>Calls per hour, {} to {} <span class=\"muted\">(the 24 hours up to the \
-         latest call {scope})</span></figcaption>",
+        "<figcaption>Calls per hour, {} to {} UTC <span class=\"muted\">(the 24 hours up to \
+         the latest call {scope}, by each call's start in UTC)</span></figcaption>",
         h.first.format("%Y-%m-%d %H:00"),
         end.format("%Y-%m-%d %H:00"),
     );
     let summary = format!(
-        "{} from {} to {}: {} answered, {} not answered.",
+        "{} from {} to {} UTC: {} answered, {} not answered.",
         count(answered + unanswered, "call", "calls"),
         h.first.format("%Y-%m-%d %H:00"),
         end.format("%Y-%m-%d %H:00"),

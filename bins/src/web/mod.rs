@@ -12,6 +12,7 @@
 //! | `GET /api/v1/dead-letters` | the latest dead letters (`?limit=`, up to 1000) |
 //! | `GET /dead-letters` | the sinks (counts, paused or not) and the latest dead letters, with the admin's buttons |
 //! | `GET /api/v1/sinks` | each sink's counts and whether it is paused |
+//! | `GET /api/v1/schema` | the JSON Schema of a call as the sinks send it (`cdr-relay.call.v1`, `application/schema+json`) |
 //! | `POST /api/v1/admin/sinks/<sink>/requeue`, `/pause`, `/resume` | re-queue dead letters, pause or resume a sink (`admin`) |
 //! | `GET /metrics` | [`Metrics::render`] with the outbox counts, OpenMetrics text |
 //! | `GET /healthz` | 200 `ok` while the process runs |

@@ -19,6 +19,7 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, query: &str) -> Resp
         "/dead-letters" => admin::dead_letters_page(shared).await,
         "/api/v1/sinks" => admin::api_sinks(shared).await,
         "/api/v1/status" => api::api_status(shared),
+        "/api/v1/schema" => api::api_schema(),
         _ => {
             if let Some(id) = path.strip_prefix("/calls/") {
                 pages::call_page(shared, decode(id), query).await

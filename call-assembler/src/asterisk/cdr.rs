@@ -12,6 +12,7 @@ use super::input::parse_time;
 use super::lifecycle::call_id;
 use super::state::RuleLeg;
 use crate::call::{Call, Leg, Party, Source, format_timestamp};
+use crate::zone::PbxZone;
 
 /// One CDR row, read.
 #[derive(Debug)]
@@ -477,6 +478,8 @@ impl AmiAssembler {
         }
 
         let start_bytes = format_timestamp(&start_time, b'-', b' ');
+        let (start_utc, end_utc, utc_offset) =
+            PbxZone::fixed_secs(self.config.utc_offset_secs).call_times(start_time, end_time);
         Some(Call {
             id: call_id(&self.config.site, linkedid, 0),
             source: Source::Ami,
@@ -487,6 +490,9 @@ impl AmiAssembler {
             start: CompactString::from_utf8_lossy(&start_bytes),
             start_time,
             end_time,
+            start_utc,
+            end_utc,
+            utc_offset,
             duration,
             ring: duration.saturating_sub(billsec),
             hold: 0,

@@ -11,6 +11,7 @@ use super::input::epoch_to_local;
 use super::lifecycle::call_id;
 use super::state::{AnswerKind, LegState, OpenCall, Stamp, wall_at};
 use crate::call::{Call, FlushReason, Leg, Party, Source, Transfer, format_timestamp};
+use crate::zone::PbxZone;
 
 impl AmiAssembler {
     /// The wall time of a stamp: its own, or placed by the latest anchor.
@@ -161,6 +162,9 @@ impl AmiAssembler {
             })
             .collect();
         let start_bytes = format_timestamp(&start_time, b'-', b' ');
+        // The times are the events' epochs shifted by the offset: back by it is exact UTC.
+        let (start_utc, end_utc, utc_offset) =
+            PbxZone::fixed_secs(self.config.utc_offset_secs).call_times(start_time, end_time);
         let (id, part) = match &call.id {
             Some((id, _, part)) => (id.clone(), *part),
             None => (call_id(&self.config.site, &call.linkedid, 0), 0),
@@ -175,6 +179,9 @@ impl AmiAssembler {
             start: CompactString::from_utf8_lossy(&start_bytes),
             start_time,
             end_time,
+            start_utc,
+            end_utc,
+            utc_offset,
             duration,
             ring: duration.saturating_sub(billsec),
             hold: 0,

@@ -5,6 +5,7 @@ use compact_str::{CompactString, format_compact};
 
 use super::{CmsRecord, CmsRecordKind};
 use crate::call::{Call, CallDirection, FlushReason, Leg, Party, Source, stable_id};
+use crate::zone::PbxZone;
 
 /// What a call's records say about one leg.
 #[derive(Debug, Default)]
@@ -194,6 +195,8 @@ pub(super) fn build_cms_call(
     } else {
         format_compact!("{call_id}/part-{part}")
     };
+    // CMS writes UTC.
+    let (start_utc, end_utc, utc_offset) = PbxZone::UTC.call_times(start_time, end_time);
     Call {
         id: stable_id(Source::Cms, site, &key),
         source: Source::Cms,
@@ -204,6 +207,9 @@ pub(super) fn build_cms_call(
         start,
         start_time,
         end_time,
+        start_utc,
+        end_utc,
+        utc_offset,
         duration,
         ring: 0,
         hold: 0,

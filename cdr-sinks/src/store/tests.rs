@@ -363,3 +363,46 @@ fn a_database_from_before_records_were_kept_has_no_records() {
     let s = StoreReader::open(&path).unwrap();
     assert_eq!(s.records_page(1, 20).unwrap(), Vec::<Vec<u8>>::new());
 }
+
+#[test]
+fn calls_per_hour_sort_calls_of_several_zones_on_the_utc_axis() {
+    // Two calls at 09:30 local: one in London (summer, 08:30Z), one in New York (13:30Z), and
+    // one stored before UTC starts existed (its local start, 11:15, stands in).
+    let path = dir("hours-utc").join("outbox.db");
+    let mut o = Outbox::open(&path, &[]).unwrap();
+    let mut all = calls();
+    let mut london = all.remove(0);
+    let mut new_york = all.remove(0);
+    let mut old = all.remove(0);
+    for (c, zone) in [
+        (&mut london, "Europe/London"),
+        (&mut new_york, "America/New_York"),
+    ] {
+        c.start_time = "2018-07-02T09:30:00".parse().unwrap();
+        c.end_time = "2018-07-02T09:31:00".parse().unwrap();
+        c.set_utc_times(&zone.parse().unwrap());
+    }
+    old.start_time = "2018-07-02T11:15:00".parse().unwrap();
+    (old.start_utc, old.end_utc, old.utc_offset) = (None, None, None);
+    o.commit(
+        &Batch {
+            calls: vec![london, new_york, old],
+            ..Batch::default()
+        },
+        1_000,
+    )
+    .unwrap();
+    drop(o);
+    let s = StoreReader::open(&path).unwrap();
+    let hours = s.calls_per_hour(&CallFilter::default()).unwrap().unwrap();
+    assert_eq!(hours.first, hour_of("2018-07-01T14").unwrap());
+    let at = |h: &str| {
+        let i = (hour_of(h).unwrap() - hours.first).num_hours();
+        let (a, u) = hours.counts[usize::try_from(i).unwrap()];
+        a + u
+    };
+    assert_eq!(at("2018-07-02T08"), 1, "London's call at 08:30Z");
+    assert_eq!(at("2018-07-02T13"), 1, "New York's call at 13:30Z");
+    assert_eq!(at("2018-07-02T11"), 1, "the old call at its local start");
+    assert_eq!(at("2018-07-02T09"), 0, "no call at 09 UTC");
+}
