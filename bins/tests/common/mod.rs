@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 pub mod ami;
 pub mod db;
+pub mod own_db;
 
 /// The shared fixtures folder.
 pub fn fixture(rel: &str) -> PathBuf {
