@@ -570,6 +570,50 @@ impl SqlSink {
     }
 }
 
+impl SqlSink {
+    /// The baseline of the benchmark: the same rows as [`SqlSink::write_batch`] would write,
+    /// with plain multi-row `INSERT`s (no upsert, no revision read, no legs replaced) into
+    /// `calls_table` and `legs_table` (same columns as `calls` and `call_legs`), in one
+    /// transaction. Not for delivery: a retry would write the calls twice.
+    pub async fn write_plain(
+        &self,
+        batch: &[Outgoing],
+        calls_table: &str,
+        legs_table: &str,
+    ) -> Result<(), SinkError> {
+        let d = self.dialect;
+        let rows: Vec<CallRows> = batch
+            .iter()
+            .map(|item| {
+                let call = item
+                    .call()
+                    .map_err(|e| SinkError::Rejected(format!("not a call: {e}")))?;
+                rows::call_rows(call, item.body(), self.utc).map_err(SinkError::Rejected)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut guard = self.conn.lock().await;
+        let conn = match guard.as_mut() {
+            Some(c) => c,
+            None => guard.insert(self.open().await?),
+        };
+        let fail = |e: sqlx::Error| context(&self.shown, classify(&e).into_error(&e));
+        conn.execute("BEGIN", &[]).await.map_err(fail)?;
+        for chunk in rows.chunks(CALLS_PER_STATEMENT) {
+            let args: Vec<&Arg> = chunk.iter().flat_map(|c| c.call.iter()).collect();
+            let sql = schema::insert_plain(d, calls_table, schema::CALL_COLUMNS, chunk.len(), true);
+            conn.execute(&sql, &args).await.map_err(fail)?;
+            let legs: Vec<&Vec<Arg>> = chunk.iter().flat_map(|c| c.legs.iter()).collect();
+            for lc in legs.chunks(LEGS_PER_STATEMENT) {
+                let args: Vec<&Arg> = lc.iter().flat_map(|l| l.iter()).collect();
+                let sql = schema::insert_plain(d, legs_table, schema::LEG_COLUMNS, lc.len(), false);
+                conn.execute(&sql, &args).await.map_err(fail)?;
+            }
+        }
+        conn.execute("COMMIT", &[]).await.map_err(fail)?;
+        Ok(())
+    }
+}
+
 /// Writes each batch in one transaction ([`SqlSink::write_batch`]).
 impl Sink for SqlSink {
     type Error = SinkError;

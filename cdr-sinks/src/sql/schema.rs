@@ -393,6 +393,28 @@ pub(crate) fn upsert_calls(d: Dialect, t: &Tables, rows: usize) -> String {
     }
 }
 
+/// A plain multi-row `INSERT` of `rows` rows of `cols` into `table` (with `updated_at` set
+/// when `updated_at`): the benchmark's baseline.
+pub(crate) fn insert_plain(
+    d: Dialect,
+    table: &str,
+    cols: &[(&str, Ty)],
+    rows: usize,
+    updated_at: bool,
+) -> String {
+    let now = match d {
+        Dialect::Postgres => "now()",
+        Dialect::MySql => "UTC_TIMESTAMP(6)",
+    };
+    let extra = updated_at.then_some(now);
+    format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        d.quote(table),
+        column_list(d, cols, updated_at.then_some("updated_at")),
+        values(d, cols, rows, extra)
+    )
+}
+
 /// The insert of `rows` legs.
 pub(crate) fn insert_legs(d: Dialect, t: &Tables, rows: usize) -> String {
     format!(
