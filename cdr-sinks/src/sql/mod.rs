@@ -2,11 +2,11 @@
 //! the user's PostgreSQL or MySQL/MariaDB, upserted by the call's stable id.
 //!
 //! **Tables.** The sink creates and migrates its tables itself when it connects: a
-//! `schema_migrations` table records the versions applied ([`schema`]); every migration may
+//! `schema_migrations` table records the versions applied; every migration may
 //! run twice without harm, and two relays starting at once take turns (an advisory lock:
 //! `pg_advisory_lock`, MySQL's `GET_LOCK`). A user without the right to create tables gets a
-//! [`SinkError::Paused`] saying so (the sink waits for someone to grant it, or to create the
-//! tables with the statements in the README). All three names carry
+//! [`SinkError::Paused`] saying so (the sink waits for someone to grant it, or to run a relay
+//! once with a user that may create them). All three names carry
 //! [`SqlConfig::table_prefix`].
 //!
 //! **One transaction per batch.** A batch of calls is written in one transaction: the calls'
@@ -340,8 +340,8 @@ impl SqlSink {
                 return SinkError::Paused {
                     reason: format!(
                         "{shown}: the SQL user may not create the sink's tables ({what}): {}; \
-                         grant it CREATE on the database (or run the statements of the README as \
-                         an administrator)",
+                         grant it CREATE on the database (PostgreSQL: on its schema), or run a \
+                         relay once with a user that may create them",
                         db_message(&e)
                     ),
                     retry_after: None,
