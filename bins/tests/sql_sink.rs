@@ -25,6 +25,7 @@ use common::{Relay, fixture, read_jsonl};
 
 const SMDR: &str = env!("CARGO_BIN_EXE_smdr-relay");
 const AMI: &str = env!("CARGO_BIN_EXE_ami-relay");
+const RECEIVER: &str = env!("CARGO_BIN_EXE_cdr-receiver");
 const PREFIX: &str = "cdr_";
 
 /// `SQL_URL` for `db` as `user`.
@@ -291,12 +292,31 @@ fn assert_rows_match(db: &TestDb, want: &[serde_json::Value]) {
     }
 }
 
-/// An SMDR file and two Asterisk captures replayed into `server`, twice.
+/// The CMS meeting of three legs (fixtures/cms/meeting_3legs, posts 01 to 09) as one body.
+fn cms_meeting() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/cms/meeting_3legs/posts");
+    let mut records = String::new();
+    for n in 1..=9 {
+        let post = std::fs::read_to_string(dir.join(format!("{n:02}.xml"))).unwrap();
+        let open = post.find("<records").unwrap();
+        let inner = post[open..].find('>').unwrap() + open + 1;
+        let close = post.rfind("</records>").unwrap();
+        records.push_str(&post[inner..close]);
+    }
+    format!(
+        "<?xml version=\"1.0\"?><records session=\"5552fc55-8d82-4963-8f99-d5a0be6e2f92\">{records}</records>\n"
+    )
+}
+
+/// A CMS meeting, an SMDR file and two Asterisk captures replayed into `server`, twice.
 fn replays_twice(server: &Server, tag: &str) {
     let db = TestDb::create_empty(server, tag);
     let dir = common::tempdir(&format!("sql-replay-{tag}"));
     let env = sql_env(&db);
-    let inputs: [(&str, PathBuf); 3] = [
+    let cms = dir.join("meeting.xml");
+    std::fs::write(&cms, cms_meeting()).unwrap();
+    let inputs: [(&str, PathBuf); 4] = [
+        (RECEIVER, cms),
         (
             SMDR,
             fixture("ccbc/ccbc_2017-06-16_orphan-conference-add.txt"),
@@ -341,6 +361,7 @@ fn replays_twice(server: &Server, tag: &str) {
         }
     }
     assert!(want.iter().any(|c| c["source"] == "ami"));
+    assert!(want.iter().any(|c| c["source"] == "cms"));
     assert!(want.iter().any(|c| c["source"] == "smdr"));
 }
 
