@@ -424,11 +424,7 @@ impl SqlSink {
                     .await?;
                 // The calls whose row is now at this revision get their legs (re)written; a
                 // row at a newer revision keeps its own.
-                let ids: Vec<Arg> = chunk
-                    .iter()
-                    .map(|c| Arg::Text(Some(c.id.clone())))
-                    .collect();
-                let ids: Vec<&Arg> = ids.iter().collect();
+                let ids = Arg::List(chunk.iter().map(|c| c.id.clone()).collect());
                 let now = conn
                     .revisions(&schema::select_revisions(d, t, chunk.len()), &ids)
                     .await?;
@@ -439,9 +435,8 @@ impl SqlSink {
                 if ours.is_empty() {
                     continue;
                 }
-                let ids: Vec<Arg> = ours.iter().map(|c| Arg::Text(Some(c.id.clone()))).collect();
-                let ids: Vec<&Arg> = ids.iter().collect();
-                conn.execute(&schema::delete_legs(d, t, ids.len()), &ids)
+                let ids = Arg::List(ours.iter().map(|c| c.id.clone()).collect());
+                conn.execute(&schema::delete_legs(d, t, ours.len()), &[&ids])
                     .await?;
                 let legs: Vec<&Vec<Arg>> = ours.iter().flat_map(|c| c.legs.iter()).collect();
                 for lc in legs.chunks(LEGS_PER_STATEMENT) {
@@ -648,21 +643,22 @@ impl Conn {
                 };
             }
             macro_rules! run {
-                ($c:expr) => {{
+                ($c:expr, $list:ident) => {{
                     let mut q = sqlx::query(sql);
                     for a in args {
                         q = match a {
                             Arg::Int(v) => q.bind(v),
                             Arg::Text(v) => q.bind(v),
                             Arg::Bool(v) => q.bind(v),
+                            Arg::List(v) => $list!(q, v),
                         };
                     }
                     Ok(q.execute(&mut *$c).await?.rows_affected())
                 }};
             }
             match self {
-                Self::Pg(c) => run!(c),
-                Self::My(c) => run!(c),
+                Self::Pg(c) => run!(c, array),
+                Self::My(c) => run!(c, each),
             }
         })
     }
@@ -684,27 +680,22 @@ impl Conn {
         })
     }
 
-    /// `(id, revision)` rows of `sql` with `ids` bound.
+    /// `(id, revision)` rows of `sql` with `ids` (an [`Arg::List`]) bound.
     fn revisions<'a>(
         &'a mut self,
         sql: &'a str,
-        ids: &[&Arg],
+        ids: &Arg,
     ) -> ConnFuture<'a, BTreeMap<String, i64>> {
         use sqlx::Row as _;
-        let ids: Vec<Option<String>> = ids
-            .iter()
-            .filter_map(|a| match a {
-                Arg::Text(v) => Some(v.clone()),
-                _ => None,
-            })
-            .collect();
+        let ids: Vec<String> = match ids {
+            Arg::List(v) => v.clone(),
+            _ => Vec::new(),
+        };
         Box::pin(async move {
             macro_rules! run {
-                ($c:expr) => {{
-                    let mut q = sqlx::query(sql);
-                    for v in ids {
-                        q = q.bind(v);
-                    }
+                ($c:expr, $list:ident) => {{
+                    let q = sqlx::query(sql);
+                    let q = $list!(q, ids);
                     q.fetch_all(&mut *$c)
                         .await?
                         .iter()
@@ -713,12 +704,32 @@ impl Conn {
                 }};
             }
             match self {
-                Self::Pg(c) => run!(c),
-                Self::My(c) => run!(c),
+                Self::Pg(c) => run!(c, array),
+                Self::My(c) => run!(c, each),
             }
         })
     }
 }
+
+/// Binds a list as one PostgreSQL array.
+macro_rules! array {
+    ($q:expr, $v:expr) => {
+        $q.bind($v)
+    };
+}
+
+/// Binds a list as one MySQL placeholder per element.
+macro_rules! each {
+    ($q:expr, $v:expr) => {{
+        let mut q = $q;
+        for s in $v {
+            q = q.bind(s);
+        }
+        q
+    }};
+}
+
+use {array, each};
 
 /// What an error means for the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

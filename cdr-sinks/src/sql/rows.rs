@@ -23,6 +23,8 @@ pub(crate) enum Arg {
     Text(Option<String>),
     /// A boolean.
     Bool(bool),
+    /// A list of texts: one `text[]` bind on PostgreSQL, one bind per text on MySQL.
+    List(Vec<String>),
 }
 
 /// The rows of one call.

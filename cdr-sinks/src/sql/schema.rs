@@ -425,34 +425,38 @@ pub(crate) fn insert_legs(d: Dialect, t: &Tables, rows: usize) -> String {
     )
 }
 
-/// `WHERE <column> IN (..)` over `n` binds.
-fn in_list(d: Dialect, n: usize) -> String {
-    (1..=n)
-        .map(|i| value(d, i, Ty::Plain))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `IN (?, ..)` over `n` binds (MySQL).
+fn in_list(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
-/// The revisions of `n` calls.
+/// The revisions of `n` calls (their ids one [`super::rows::Arg::List`]). PostgreSQL joins the
+/// ids as an array, so that the primary key is used whatever the table's statistics say (a long
+/// `IN` list on a table not analyzed yet is planned as a sequential scan).
 pub(crate) fn select_revisions(d: Dialect, t: &Tables, n: usize) -> String {
-    format!(
-        "SELECT {}, {} FROM {} WHERE {} IN ({})",
-        d.quote("id"),
-        d.quote("revision"),
-        d.quote(&t.calls),
-        d.quote("id"),
-        in_list(d, n)
-    )
+    let calls = d.quote(&t.calls);
+    match d {
+        Dialect::Postgres => format!(
+            "SELECT c.\"id\", c.\"revision\" FROM {calls} c \
+             JOIN unnest(CAST($1 AS text[])) AS w(id) ON c.\"id\" = w.id"
+        ),
+        Dialect::MySql => format!(
+            "SELECT `id`, `revision` FROM {calls} WHERE `id` IN ({})",
+            in_list(n)
+        ),
+    }
 }
 
-/// Deletes the legs of `n` calls.
+/// Deletes the legs of `n` calls (their ids one [`super::rows::Arg::List`]).
 pub(crate) fn delete_legs(d: Dialect, t: &Tables, n: usize) -> String {
-    format!(
-        "DELETE FROM {} WHERE {} IN ({})",
-        d.quote(&t.legs),
-        d.quote("call_id"),
-        in_list(d, n)
-    )
+    let legs = d.quote(&t.legs);
+    match d {
+        Dialect::Postgres => format!(
+            "DELETE FROM {legs} l USING unnest(CAST($1 AS text[])) AS w(id) \
+             WHERE l.\"call_id\" = w.id"
+        ),
+        Dialect::MySql => format!("DELETE FROM {legs} WHERE `call_id` IN ({})", in_list(n)),
+    }
 }
 
 #[cfg(test)]
@@ -482,9 +486,13 @@ mod tests {
             select_revisions(Dialect::MySql, &t, 2),
             "SELECT `id`, `revision` FROM `cdr_calls` WHERE `id` IN (?, ?)"
         );
+        assert!(
+            delete_legs(Dialect::Postgres, &t, 2).contains("unnest(CAST($1 AS text[]))"),
+            "one array bind"
+        );
         assert_eq!(
-            delete_legs(Dialect::Postgres, &t, 2),
-            "DELETE FROM \"cdr_call_legs\" WHERE \"call_id\" IN ($1, $2)"
+            delete_legs(Dialect::MySql, &t, 2),
+            "DELETE FROM `cdr_call_legs` WHERE `call_id` IN (?, ?)"
         );
     }
 
