@@ -8,9 +8,14 @@ cd "$(dirname "$0")/.."
 # servers add their packages here.
 #   chromium      bins/tests/browser.rs drives the web page in headless Chromium
 #   redis-server  the Redis list source and sink tests run their own server
+#   mariadb-install-db, pg_ctlcluster  the CEL database source and the SQL sink tests run
+#                 MariaDB and PostgreSQL servers of their own (bins/tests/sql_sink.rs,
+#                 bins/tests/ami_db.rs) beside the machine's
 declare -A need=(
   [chromium]=chromium
   [redis-server]=redis-server
+  [mariadb-install-db]=mariadb-server
+  [pg_ctlcluster]=postgresql
 )
 missing=()
 for bin in "${!need[@]}"; do
@@ -25,8 +30,8 @@ fi
 
 # Servers the tests talk to on loopback: started when installed but not answering. Tests that
 # stop a server start their own instance on a free port instead.
-#   PostgreSQL 127.0.0.1:5432 (trust)  bins/tests/ami_db.rs (CEL_MODE=db)
-#   MariaDB    127.0.0.1:3306 (root)   bins/tests/ami_db.rs (CEL_MODE=db)
+#   PostgreSQL 127.0.0.1:5432 (trust)  bins/tests/ami_db.rs (CEL_MODE=db), the SQL sink's tests
+#   MariaDB    127.0.0.1:3306 (root)   bins/tests/ami_db.rs (CEL_MODE=db), the SQL sink's tests
 #   Redis      127.0.0.1:6379          bins/tests/list_relay.rs, cdr-sinks' Redis sink tests
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_up() { for _ in $(seq 1 50); do up "$1" && return 0; sleep 0.2; done; echo "test.sh: nothing answers on 127.0.0.1:$1 ($2)" >&2; return 1; }

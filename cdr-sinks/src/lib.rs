@@ -29,7 +29,9 @@
 //!   [`BoxSink`] holds sinks of different types in one list;
 //! * the built-in sinks: [`webhook`] (hyper, rustls, Standard Webhooks signatures),
 //!   [`redis_list`] (`LPUSH`/`RPUSH` of a batch per round trip, `redis://` or `rediss://`),
-//!   [`http_cdr_sink`] (calls as Cisco Meeting Server CDR records, [`http_cdr`]) and [`jsonl`].
+//!   [`http_cdr_sink`] (calls as Cisco Meeting Server CDR records, [`http_cdr`]), [`sql`]
+//!   (rows of `calls` and `call_legs` in PostgreSQL or MySQL/MariaDB, a transaction per batch)
+//!   and [`jsonl`].
 //!
 //! What it does not do: parse wire formats, assemble calls or read from a phone system (the
 //! crates below it: `smdr-parse`, `ami-proto`, `call-assembler`), nor read configuration or
@@ -111,6 +113,7 @@ pub mod redis_list;
 pub mod rejects;
 pub mod retention;
 pub mod sink;
+pub mod sql;
 pub mod store;
 pub mod webhook;
 

@@ -9,6 +9,7 @@ use cdr_sinks::http_cdr_sink::HttpCdrSink;
 use cdr_sinks::jsonl::JsonlSink;
 use cdr_sinks::outbox::{Batch, Outbox};
 use cdr_sinks::redis_list::RedisListSink;
+use cdr_sinks::sql::SqlSink;
 use cdr_sinks::webhook::WebhookSink;
 use tokio::sync::Notify;
 
@@ -81,6 +82,10 @@ pub(super) fn remote_sinks(
                     .as_ref()
                     .context("the redis sink needs REDIS_URL")?;
                 BoxSink::new(RedisListSink::new(r)?)
+            }
+            SinkSpec::Sql => {
+                let s = config.sql.as_ref().context("the sql sink needs SQL_URL")?;
+                BoxSink::new(SqlSink::new(s)?)
             }
             SinkSpec::Jsonl(path) => {
                 let out: Box<dyn std::io::Write + Send> = match path {

@@ -170,6 +170,7 @@ impl Config {
             retry,
             redis,
             http_cdr,
+            sql,
         } = args.sink.resolve()?;
         let super::web::WebSettings { http, tls, access } = args.web.resolve()?;
         let log_format = args.log_format.unwrap_or(LogFormat::Text);
@@ -184,6 +185,7 @@ impl Config {
             redis,
             tls,
             http_cdr,
+            sql,
             sinks,
             site: text(&args.site).unwrap_or_default(),
             idle_timeout: Duration::from_secs(args.idle_timeout.unwrap_or(4 * 3600)),

@@ -165,6 +165,15 @@ impl Config {
                 redact_url(&r.url)
             ));
         }
+        if let Some(q) = &self.sql {
+            out.push_str(&format!(
+                "sql sink: {} (tables {}calls, {}call_legs; UTC offset {})\n",
+                redact_url(&q.url),
+                q.table_prefix,
+                q.table_prefix,
+                q.utc_offset
+            ));
+        }
         if self.sentry_dsn.is_some() {
             out.push_str("sentry: errors reported\n");
         }

@@ -158,6 +158,8 @@ pub struct Config {
     /// The HTTP-CDR sink, when configured (its `session` is filled in from the database when
     /// the relay starts: one GUID per outbox, kept in it).
     pub http_cdr: Option<cdr_sinks::http_cdr_sink::HttpCdrConfig>,
+    /// The SQL table sink, when configured.
+    pub sql: Option<cdr_sinks::sql::SqlConfig>,
     /// The sinks, store included.
     pub sinks: Vec<SinkSpec>,
     /// Site name.

@@ -19,6 +19,9 @@ pub enum SinkSpec {
     /// `http-cdr`: post each call's records in Cisco Meeting Server CDR format to the
     /// configured receivers (`HTTP_CDR_URLS`).
     HttpCdr,
+    /// `sql`: write each call as rows of `calls` and `call_legs` in the configured PostgreSQL
+    /// or MySQL/MariaDB database (`SQL_URL`).
+    Sql,
 }
 
 impl FromStr for SinkSpec {
@@ -34,11 +37,12 @@ impl FromStr for SinkSpec {
             ("webhook", None) => Ok(Self::Webhook),
             ("redis", None) => Ok(Self::Redis),
             ("http-cdr", None) => Ok(Self::HttpCdr),
+            ("sql", None) => Ok(Self::Sql),
             ("jsonl", None | Some("-")) => Ok(Self::Jsonl(None)),
             ("jsonl", Some("")) => Err("jsonl:PATH needs a path (or - for stdout)".into()),
             ("jsonl", Some(path)) => Ok(Self::Jsonl(Some(PathBuf::from(path)))),
             (other, _) => Err(format!(
-                "unknown sink {other:?}; known sinks: store, webhook, redis, http-cdr, jsonl[:PATH]"
+                "unknown sink {other:?}; known sinks: store, webhook, redis, http-cdr, sql, jsonl[:PATH]"
             )),
         }
     }
@@ -51,6 +55,7 @@ impl fmt::Display for SinkSpec {
             Self::Webhook => f.write_str("webhook"),
             Self::Redis => f.write_str("redis"),
             Self::HttpCdr => f.write_str("http-cdr"),
+            Self::Sql => f.write_str("sql"),
             Self::Jsonl(None) => f.write_str("jsonl:-"),
             Self::Jsonl(Some(p)) => write!(f, "jsonl:{}", p.display()),
         }
@@ -67,6 +72,8 @@ mod tests {
         assert_eq!("webhook".parse(), Ok(SinkSpec::Webhook));
         assert_eq!("redis".parse(), Ok(SinkSpec::Redis));
         assert_eq!("http-cdr".parse(), Ok(SinkSpec::HttpCdr));
+        assert_eq!("sql".parse(), Ok(SinkSpec::Sql));
+        assert_eq!(SinkSpec::Sql.to_string(), "sql");
         assert_eq!("jsonl".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!("jsonl:-".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!(

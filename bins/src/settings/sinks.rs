@@ -8,11 +8,12 @@ use std::time::Duration;
 use cdr_sinks::backoff::RetryPolicy;
 use cdr_sinks::http_cdr_sink::HttpCdrConfig;
 use cdr_sinks::redis_list::{PushSide, RedisListConfig};
+use cdr_sinks::sql::{SqlConfig, SqlTls};
 use cdr_sinks::webhook::WebhookConfig;
 use serde::{Deserialize, Serialize};
 
 use super::overlay::text;
-use super::values::{ChoiceParser, List, RedisPush};
+use super::values::{ChoiceParser, List, RedisPush, SqlTlsMode};
 use super::{ConfigError, DEFAULT_REDIS_SINK_LIST};
 use crate::settings::SinkSpec;
 
@@ -20,7 +21,8 @@ use crate::settings::SinkSpec;
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SinkArgs {
-    /// Sinks to deliver to, repeatable: `store`, `webhook`, `jsonl:PATH` (`jsonl:-` = stdout).
+    /// Sinks to deliver to, repeatable: `store`, `webhook`, `redis`, `http-cdr`, `sql`,
+    /// `jsonl:PATH` (`jsonl:-` = stdout).
     /// Default: the store, plus the webhook when WEBHOOK_URL is set.
     #[arg(long = "sink", value_name = "KIND[:ARG]")]
     #[serde(with = "super::values::sink_list")]
@@ -95,6 +97,37 @@ pub struct SinkArgs {
     /// [default: +00:00].
     #[arg(long, env = "HTTP_CDR_UTC_OFFSET", value_name = "+HH:MM")]
     pub http_cdr_utc_offset: Option<String>,
+
+    /// SQL sink: the database each call is written to as rows of `calls` and `call_legs`
+    /// (`postgres://user:password@host:5432/db` or `mysql://user:password@host:3306/db`).
+    #[arg(long, env = "SQL_URL", value_name = "URL", hide_env_values = true)]
+    pub sql_url: Option<String>,
+
+    /// SQL sink: TLS to the database: `disable`, `prefer`, `require` or `verify` (certificate
+    /// and host name checked against the web's roots or SQL_CA_FILE) [default: prefer, or what
+    /// the URL's sslmode / ssl-mode says].
+    #[arg(
+        long,
+        env = "SQL_TLS",
+        value_name = "disable|prefer|require|verify",
+        value_parser = ChoiceParser::<SqlTlsMode>::new()
+    )]
+    pub sql_tls: Option<SqlTlsMode>,
+
+    /// SQL sink: extra trusted CA certificates (PEM) for SQL_TLS.
+    #[arg(long, env = "SQL_CA_FILE", value_name = "FILE")]
+    pub sql_ca_file: Option<PathBuf>,
+
+    /// SQL sink: put before the table names (`cdr_` gives `cdr_calls`, `cdr_call_legs`,
+    /// `cdr_schema_migrations`): lowercase letters, digits and _ [default: none].
+    #[arg(long, env = "SQL_TABLE_PREFIX", value_name = "PREFIX")]
+    pub sql_table_prefix: Option<String>,
+
+    /// SQL sink: the PBX's offset from UTC (`+02:00`) for the UTC columns of a call that does
+    /// not carry its own `start_utc` (bodies stored before it existed; every call assembled
+    /// now carries it, from `PBX_TZ` or Asterisk's epoch times) [default: +00:00].
+    #[arg(long, env = "SQL_UTC_OFFSET", value_name = "+HH:MM")]
+    pub sql_utc_offset: Option<String>,
 }
 
 /// The sinks, resolved.
@@ -110,6 +143,8 @@ pub struct SinkSettings {
     pub redis: Option<RedisListConfig>,
     /// The HTTP-CDR sink, when configured.
     pub http_cdr: Option<HttpCdrConfig>,
+    /// The SQL sink, when configured.
+    pub sql: Option<SqlConfig>,
 }
 
 impl SinkArgs {
@@ -128,6 +163,9 @@ impl SinkArgs {
             }
             if self.http_cdr_urls.is_some() {
                 v.push(SinkSpec::HttpCdr);
+            }
+            if text(&self.sql_url).is_some() {
+                v.push(SinkSpec::Sql);
             }
             v
         };
@@ -211,13 +249,44 @@ impl SinkArgs {
             }
             (true, false) => None,
         };
+        let sql = self.resolve_sql(sinks.contains(&SinkSpec::Sql))?;
         Ok(SinkSettings {
             sinks,
             webhook,
             retry,
             redis,
             http_cdr,
+            sql,
         })
+    }
+
+    /// The SQL sink's settings: checked now (URL, prefix, CA file), so that a bad one stops
+    /// the start.
+    fn resolve_sql(&self, chosen: bool) -> Result<Option<SqlConfig>, ConfigError> {
+        let Some(url) = text(&self.sql_url) else {
+            if chosen {
+                return Err(ConfigError(
+                    "--sink sql needs a database: set SQL_URL (postgres://.. or mysql://..)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let mut c = SqlConfig::new(url);
+        c.tls = self.sql_tls.map(|t| match t {
+            SqlTlsMode::Disable => SqlTls::Disable,
+            SqlTlsMode::Prefer => SqlTls::Prefer,
+            SqlTlsMode::Require => SqlTls::Require,
+            SqlTlsMode::Verify => SqlTls::Verify,
+        });
+        c.ca_file = self.sql_ca_file.clone();
+        c.table_prefix = text(&self.sql_table_prefix).unwrap_or_default();
+        if let Some(off) = text(&self.sql_utc_offset) {
+            c.utc_offset = off.trim().parse().map_err(|_| {
+                ConfigError(format!("SQL_UTC_OFFSET {off:?}: expected +HH:MM or -HH:MM"))
+            })?;
+        }
+        cdr_sinks::sql::SqlSink::new(&c).map_err(|e| ConfigError(format!("SQL_URL: {e}")))?;
+        Ok(Some(c))
     }
 }
 

@@ -72,6 +72,47 @@ fn contradictions_are_refused_clearly() {
     assert!(e.0.contains("http"), "{e}");
 }
 
+#[test]
+fn an_sql_url_adds_the_sql_sink_with_its_settings() {
+    let c = Config::resolve(&args(&[
+        "--sql-url",
+        "postgres://cdr:hunter2@db.example:5432/reports",
+        "--sql-tls",
+        "verify-full",
+        "--sql-table-prefix",
+        "cdr_",
+        "--sql-utc-offset",
+        "+02:00",
+    ]))
+    .unwrap();
+    assert_eq!(c.sinks, vec![SinkSpec::Store, SinkSpec::Sql]);
+    let q = c.sql.unwrap();
+    assert_eq!(q.tls, Some(cdr_sinks::sql::SqlTls::Verify));
+    assert_eq!(q.table_prefix, "cdr_");
+    assert_eq!(q.utc_offset.local_minus_utc(), 7200);
+    assert!(!format!("{q:?}").contains("hunter2"));
+    let e = Config::resolve(&args(&["--sink", "sql"])).unwrap_err();
+    assert!(e.0.contains("SQL_URL"), "{e}");
+    let e = Config::resolve(&args(&["--sql-url", "oracle://x/y"])).unwrap_err();
+    assert!(e.0.contains("SQL_URL"), "{e}");
+    let e = Config::resolve(&args(&[
+        "--sql-url",
+        "mysql://x/y",
+        "--sql-table-prefix",
+        "No Spaces",
+    ]))
+    .unwrap_err();
+    assert!(e.0.contains("prefix"), "{e}");
+    let e = Config::resolve(&args(&[
+        "--sql-url",
+        "mysql://x/y",
+        "--sql-utc-offset",
+        "CET",
+    ]))
+    .unwrap_err();
+    assert!(e.0.contains("SQL_UTC_OFFSET"), "{e}");
+}
+
 fn ami(v: &[&str]) -> Result<Config, ConfigError> {
     let mut all = vec!["ami-relay"];
     all.extend_from_slice(v);

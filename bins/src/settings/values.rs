@@ -179,6 +179,21 @@ choices! {
         #[value(alias = "verify-full", alias = "verify_identity")]
         Verify,
     }
+    /// `SQL_TLS`: TLS to the SQL sink's database (as `DB_TLS`).
+    SqlTlsMode = "SQL_TLS" {
+        /// Never.
+        #[value(alias = "disabled", alias = "off", alias = "false")]
+        Disable,
+        /// When the server offers it.
+        #[value(alias = "preferred")]
+        Prefer,
+        /// Always, certificate not checked.
+        #[value(alias = "required")]
+        Require,
+        /// Always, certificate and host name checked.
+        #[value(alias = "verify-full", alias = "verify_identity")]
+        Verify,
+    }
     /// `REDIS_PUSH`: the side the Redis sink pushes to.
     RedisPush = "REDIS_PUSH" {
         /// `LPUSH`.

@@ -28,6 +28,7 @@ pub mod ami;
 #[path = "../../../call-assembler/tests/common/books.rs"]
 pub mod books;
 pub mod db;
+pub mod own_db;
 
 /// The shared fixtures folder.
 pub fn fixture(rel: &str) -> PathBuf {
