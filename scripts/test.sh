@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # servers add their packages here.
 #   chromium      bins/tests/browser.rs drives the web page in headless Chromium
 #   redis-server  the Redis list source and sink tests run their own server
+#   nats-server   the NATS JetStream sink and nats-relay tests run their own servers and clusters
 declare -A need=(
   [chromium]=chromium
   [redis-server]=redis-server
+  [nats-server]=nats-server
 )
 missing=()
 for bin in "${!need[@]}"; do

@@ -19,6 +19,8 @@ pub enum SinkSpec {
     /// `http-cdr`: post each call's records in Cisco Meeting Server CDR format to the
     /// configured receivers (`HTTP_CDR_URLS`).
     HttpCdr,
+    /// `nats`: publish each call to JetStream (`NATS_URL`, `NATS_SUBJECT`, `NATS_STREAM`).
+    Nats,
 }
 
 impl FromStr for SinkSpec {
@@ -34,11 +36,12 @@ impl FromStr for SinkSpec {
             ("webhook", None) => Ok(Self::Webhook),
             ("redis", None) => Ok(Self::Redis),
             ("http-cdr", None) => Ok(Self::HttpCdr),
+            ("nats", None) => Ok(Self::Nats),
             ("jsonl", None | Some("-")) => Ok(Self::Jsonl(None)),
             ("jsonl", Some("")) => Err("jsonl:PATH needs a path (or - for stdout)".into()),
             ("jsonl", Some(path)) => Ok(Self::Jsonl(Some(PathBuf::from(path)))),
             (other, _) => Err(format!(
-                "unknown sink {other:?}; known sinks: store, webhook, redis, http-cdr, jsonl[:PATH]"
+                "unknown sink {other:?}; known sinks: store, webhook, redis, http-cdr, nats, jsonl[:PATH]"
             )),
         }
     }
@@ -51,6 +54,7 @@ impl fmt::Display for SinkSpec {
             Self::Webhook => f.write_str("webhook"),
             Self::Redis => f.write_str("redis"),
             Self::HttpCdr => f.write_str("http-cdr"),
+            Self::Nats => f.write_str("nats"),
             Self::Jsonl(None) => f.write_str("jsonl:-"),
             Self::Jsonl(Some(p)) => write!(f, "jsonl:{}", p.display()),
         }
@@ -67,6 +71,7 @@ mod tests {
         assert_eq!("webhook".parse(), Ok(SinkSpec::Webhook));
         assert_eq!("redis".parse(), Ok(SinkSpec::Redis));
         assert_eq!("http-cdr".parse(), Ok(SinkSpec::HttpCdr));
+        assert_eq!("nats".parse(), Ok(SinkSpec::Nats));
         assert_eq!("jsonl".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!("jsonl:-".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!(
