@@ -327,6 +327,31 @@ async fn user_password_and_token() {
     );
 }
 
+/// An NKey user: the seed signs the server's nonce; a seed of another key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey() {
+    let dir = scratch("nkey");
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsProc::start(
+        &dir.join("nats"),
+        &format!(
+            "authorization {{ users: [ {{ nkey: \"{}\" }} ] }}",
+            user.public_key()
+        ),
+    );
+    let call = &calls(1, "a")[0];
+    let mut c = config(&server.url(), "NKEY");
+    c.server.auth.nkey_seed = Some(user.seed().unwrap());
+    let sink = NatsSink::new(&c).unwrap();
+    assert!(!format!("{sink:?}").contains(&user.seed().unwrap()));
+    deliver_one(&sink, call).await.unwrap();
+    c.server.auth.nkey_seed = Some(nkeys::KeyPair::new_user().seed().unwrap());
+    let e = deliver_one(&NatsSink::new(&c).unwrap(), call)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SinkError::Paused { .. }), "{e}");
+}
+
 /// A certificate for `localhost` and 127.0.0.1 signed by a fresh CA: (CA, cert, key) PEM.
 fn private_ca() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};

@@ -240,10 +240,7 @@ async fn bare_publish(
                 .header("Cdr-Schema", cdr_sinks::nats::SCHEMA);
             acks.push(js.send_publish(subject.clone(), m).await?);
         }
-        for r in futures_util::future::join_all(
-            acks.into_iter().map(IntoFuture::into_future),
-        )
-        .await
+        for r in futures_util::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await
         {
             r?;
         }
