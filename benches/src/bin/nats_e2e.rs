@@ -197,7 +197,13 @@ async fn relay_publish(
     let worker = SinkWorker {
         name: "nats".to_owned(),
         sink: NatsSink::new(&cfg)?,
-        policy: RetryPolicy::default(),
+        // A new stream's leader may not be elected yet: retry in tenths of a second, not the
+        // default half minute, so a first refused batch does not dominate the timing.
+        policy: RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        },
         stats: Arc::new(SinkStats::default()),
     };
     let stats = worker.stats.clone();
