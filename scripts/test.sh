@@ -11,11 +11,13 @@ cd "$(dirname "$0")/.."
 #   mariadb-install-db, pg_ctlcluster  the CEL database source and the SQL sink tests run
 #                 MariaDB and PostgreSQL servers of their own (bins/tests/sql_sink.rs,
 #                 bins/tests/ami_db.rs) beside the machine's
+#   nats-server   the NATS JetStream sink and nats-relay tests run their own servers and clusters
 declare -A need=(
   [chromium]=chromium
   [redis-server]=redis-server
   [mariadb-install-db]=mariadb-server
   [pg_ctlcluster]=postgresql
+  [nats-server]=nats-server
 )
 missing=()
 for bin in "${!need[@]}"; do

@@ -1,7 +1,7 @@
 //! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`,
-//! `cdr-receiver`): sockets, files, databases, settings and a web page around the sans-IO feeds of
-//! `call_assembler::feed` and the outbox and delivery engine of `cdr_sinks`. The binaries in
-//! `src/bin/` only parse arguments and call [`main_with`].
+//! `cdr-receiver`, `nats-relay`): sockets, files, databases, settings and a web page around the
+//! sans-IO feeds of `call_assembler::feed` and the outbox and delivery engine of `cdr_sinks`.
+//! The binaries in `src/bin/` only parse arguments and call [`main_with`].
 //!
 //! By role, each depending only on those after it:
 //! * [`run`]: the driver loop (select over the source, the feed's deadline and shutdown; group,

@@ -30,8 +30,9 @@
 //! * the built-in sinks: [`webhook`] (hyper, rustls, Standard Webhooks signatures),
 //!   [`redis_list`] (`LPUSH`/`RPUSH` of a batch per round trip, `redis://` or `rediss://`),
 //!   [`http_cdr_sink`] (calls as Cisco Meeting Server CDR records, [`http_cdr`]), [`sql`]
-//!   (rows of `calls` and `call_legs` in PostgreSQL or MySQL/MariaDB, a transaction per batch)
-//!   and [`jsonl`].
+//!   (rows of `calls` and `call_legs` in PostgreSQL or MySQL/MariaDB, a transaction per batch),
+//!   [`nats`] (JetStream, delivered on the stream's acknowledgement, `Nats-Msg-Id` = the stable
+//!   id) and [`jsonl`].
 //!
 //! What it does not do: parse wire formats, assemble calls or read from a phone system (the
 //! crates below it: `smdr-parse`, `ami-proto`, `call-assembler`), nor read configuration or
@@ -107,6 +108,7 @@ pub mod http_cdr;
 pub mod http_cdr_sink;
 pub mod integrity;
 pub mod jsonl;
+pub mod nats;
 pub mod outbox;
 pub mod redact;
 pub mod redis_list;

@@ -48,6 +48,10 @@ pub struct CallFilter {
     pub direction: Option<CallDirection>,
     /// Complete (`true`) or incomplete (`false`) calls.
     pub complete: Option<bool>,
+    /// Calls of this site (exactly; `nats-relay`'s store holds every site of a fleet).
+    pub site: Option<String>,
+    /// Calls of this source kind (`smdr`, `ami`, `cms`, `dialler`).
+    pub source: Option<String>,
 }
 
 /// One page of a listing: page `number` (from 1) of `per_page` items.
@@ -520,6 +524,14 @@ fn where_clause(filter: &CallFilter) -> (String, Vec<SqlValue>) {
     if let Some(complete) = filter.complete {
         clauses.push("complete = ?");
         params.push(SqlValue::Integer(i64::from(complete)));
+    }
+    if let Some(site) = &filter.site {
+        clauses.push("site = ?");
+        params.push(SqlValue::Text(site.clone()));
+    }
+    if let Some(source) = &filter.source {
+        clauses.push("source = ?");
+        params.push(SqlValue::Text(source.clone()));
     }
     if clauses.is_empty() {
         (String::new(), params)

@@ -19,7 +19,8 @@ use cdr_sinks::outbox::{Outbox, SinkCounts};
 use tokio::sync::{mpsc, watch};
 
 use call_assembler::feed::{
-    AmiFeed, CelFeed, CmsFeed, CsvFile, DiallerFeed, Feed, FeedCounts, ReconcileFeed, SmdrFeed,
+    AmiFeed, CelFeed, CmsFeed, CsvFile, DiallerFeed, Feed, FeedCounts, ReconcileFeed, RelayedFeed,
+    SmdrFeed,
 };
 
 use crate::ops::metrics::Metrics;
@@ -166,6 +167,28 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                 None,
                 |_, now| DiallerFeed::new(&source, &site, max_item, (now, now_ms())),
             )
+            .await
+        }
+        RelayKind::Nats => {
+            let source = source_name(RelayedFeed::KIND, &config.site);
+            let metrics = Metrics::new(RelayedFeed::KIND);
+            let (tx, rx) = mpsc::channel(8);
+            let feed = match &config.source {
+                SourceConfig::Nats(nats) => {
+                    tokio::spawn(crate::sources::nats::nats(
+                        (**nats).clone(),
+                        tx,
+                        shutdown.clone(),
+                    ));
+                    ReadProgress::live()
+                }
+                _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
+            };
+            let max_item = config.dialler_max_item;
+            // Nothing to restore: every message is a whole call.
+            run_with(config, opened, shutdown, metrics, rx, feed, None, |_, _| {
+                RelayedFeed::new(&source, max_item)
+            })
             .await
         }
         RelayKind::Ami if matches!(config.source, SourceConfig::CelCsv(_)) => {

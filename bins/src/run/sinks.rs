@@ -7,6 +7,7 @@ use cdr_sinks::BoxSink;
 use cdr_sinks::engine::{SinkStats, SinkWorker, now_ms};
 use cdr_sinks::http_cdr_sink::HttpCdrSink;
 use cdr_sinks::jsonl::JsonlSink;
+use cdr_sinks::nats::NatsSink;
 use cdr_sinks::outbox::{Batch, Outbox};
 use cdr_sinks::redis_list::RedisListSink;
 use cdr_sinks::sql::SqlSink;
@@ -86,6 +87,13 @@ pub(super) fn remote_sinks(
             SinkSpec::Sql => {
                 let s = config.sql.as_ref().context("the sql sink needs SQL_URL")?;
                 BoxSink::new(SqlSink::new(s)?)
+            }
+            SinkSpec::Nats => {
+                let n = config
+                    .nats
+                    .as_ref()
+                    .context("the nats sink needs NATS_URL")?;
+                BoxSink::new(NatsSink::new(n)?)
             }
             SinkSpec::Jsonl(path) => {
                 let out: Box<dyn std::io::Write + Send> = match path {

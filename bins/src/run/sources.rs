@@ -126,7 +126,8 @@ pub(super) async fn start_byte_source<I: From<Vec<u8>> + Send + 'static>(
         | SourceConfig::RedisList(_)
         | SourceConfig::Posts(_)
         | SourceConfig::CelCsv(_)
-        | SourceConfig::CelDb(_) => {
+        | SourceConfig::CelDb(_)
+        | SourceConfig::Nats(_) => {
             anyhow::bail!("this source does not read raw bytes")
         }
     }

@@ -36,8 +36,9 @@ pub struct CommonArgs {
     #[arg(long)]
     pub check_config: bool,
 
-    /// Re-queue every dead letter of this sink (`webhook`, `redis`, `http-cdr`, `jsonl:PATH`) in
-    /// the database, print how many, and exit. A running relay sends them on its next pass.
+    /// Re-queue every dead letter of this sink (`webhook`, `redis`, `http-cdr`, `nats`,
+    /// `jsonl:PATH`) in the database, print how many, and exit. A running relay sends them on
+    /// its next pass.
     #[arg(long, value_name = "SINK", conflicts_with_all = ["pause_sink", "resume_sink"])]
     pub requeue_dead: Option<String>,
 
@@ -171,6 +172,7 @@ impl Config {
             redis,
             http_cdr,
             sql,
+            nats,
         } = args.sink.resolve()?;
         let super::web::WebSettings { http, tls, access } = args.web.resolve()?;
         let log_format = args.log_format.unwrap_or(LogFormat::Text);
@@ -187,6 +189,7 @@ impl Config {
             http_cdr,
             sql,
             sinks,
+            nats,
             site: text(&args.site).unwrap_or_default(),
             idle_timeout: Duration::from_secs(args.idle_timeout.unwrap_or(4 * 3600)),
             read_timeout: None,

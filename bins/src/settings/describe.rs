@@ -48,6 +48,18 @@ impl Config {
                     ""
                 }
             ),
+            SourceConfig::Nats(n) => format!(
+                "consume the JetStream stream {} at {} with the durable consumer {}{}, {} messages at a time",
+                n.stream,
+                n.server.shown_urls(),
+                n.consumer,
+                if n.filter_subjects.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (subjects {})", n.filter_subjects.join(", "))
+                },
+                n.batch
+            ),
             SourceConfig::RedisList(r) => format!(
                 "drain the Redis list {} at {} through {}, {} items at a time",
                 r.key,
@@ -156,6 +168,24 @@ impl Config {
         if let Some(h) = &self.http_cdr {
             let urls: Vec<String> = h.urls.iter().map(|u| redact_url(u)).collect();
             out.push_str(&format!("http-cdr sink: {}\n", urls.join(", ")));
+        }
+        if let Some(n) = &self.nats {
+            out.push_str(&format!(
+                "nats: {} (auth: {}), stream {}, subject {}{}\n",
+                n.server.shown_urls(),
+                n.server.auth.describe(),
+                n.stream,
+                n.subject.as_str(),
+                if n.create_stream {
+                    format!(
+                        ", created with {} replica(s) and a {} s duplicate window",
+                        n.replicas,
+                        n.duplicate_window.as_secs()
+                    )
+                } else {
+                    String::new()
+                }
+            ));
         }
         if let Some(r) = &self.redis {
             out.push_str(&format!(

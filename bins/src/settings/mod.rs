@@ -1,10 +1,10 @@
-//! The settings of the four relays: one [`Config`] with the relay ([`RelayKind`]) and its
+//! The settings of the five relays: one [`Config`] with the relay ([`RelayKind`]) and its
 //! source ([`SourceConfig`], one variant per source), resolved from flags, environment
 //! variables (the SMDR webhook logger's names work unchanged for `smdr-relay`), a TOML file
 //! and defaults, in that order ([`overlay`]).
 //!
 //! Each relay's arguments live in its own module ([`smdr`], [`ami`] with [`db`], [`list`],
-//! [`receiver`]) beside the settings every relay shares ([`common`], with [`sinks`] and
+//! [`receiver`], [`nats`]) beside the settings every relay shares ([`common`], with [`sinks`] and
 //! [`web`]); the settings types of the sources are the sources' own ([`crate::sources`]);
 //! enum-like settings are clap `ValueEnum`s ([`values`]); `--check-config`'s summary is
 //! [`Config::describe`].
@@ -17,6 +17,7 @@ pub mod common;
 pub mod db;
 mod describe;
 pub mod list;
+pub mod nats;
 pub mod overlay;
 pub mod receiver;
 pub mod sink_spec;
@@ -40,6 +41,7 @@ pub use ami::{AmiArgs, DEFAULT_CDR_CSV_PATH, DEFAULT_CEL_CSV_PATH};
 pub use common::CommonArgs;
 pub use db::{DbArgs, parse_db_time};
 pub use list::ListArgs;
+pub use nats::NatsRelayArgs;
 pub use receiver::ReceiverArgs;
 pub use sink_spec::SinkSpec;
 pub use smdr::Args;
@@ -75,6 +77,8 @@ pub enum SourceConfig {
     CelCsv(CelCsvSource),
     /// Asterisk's `cel` and `cdr` tables in PostgreSQL or MySQL/MariaDB (`CEL_MODE=db`).
     CelDb(CelDbSource),
+    /// A JetStream stream's durable consumer (`nats-relay`).
+    Nats(Box<crate::sources::nats::NatsSource>),
 }
 
 /// `ami-relay` with AMI and a CDR source beside it: the CDR as the book of record (see
@@ -112,6 +116,7 @@ impl PartialEq for SourceConfig {
             (Self::Posts(a), Self::Posts(b)) => a == b,
             (Self::CelCsv(a), Self::CelCsv(b)) => a == b,
             (Self::CelDb(a), Self::CelDb(b)) => a == b,
+            (Self::Nats(a), Self::Nats(b)) => a == b,
             (Self::Ami(a), Self::Ami(b)) => {
                 (&a.host, a.port, &a.username) == (&b.host, b.port, &b.username)
             }
@@ -132,6 +137,8 @@ pub enum RelayKind {
     List,
     /// `cdr-receiver`.
     Receiver,
+    /// `nats-relay`.
+    Nats,
 }
 
 /// The resolved configuration.
@@ -149,7 +156,8 @@ pub struct Config {
     pub recordings: Option<crate::sources::recordings::RecordingsConfig>,
     /// `ami-relay`: the recordings table read in the background, if any.
     pub recordings_table: Option<crate::sources::recordings_db::RecordingsTable>,
-    /// Dialler items larger than this are rejected unparsed (`list-relay`).
+    /// Dialler items (`list-relay`) and relayed messages (`nats-relay`) larger than this are
+    /// rejected unparsed.
     pub dialler_max_item: usize,
     /// The Redis list sink, when configured.
     pub redis: Option<cdr_sinks::redis_list::RedisListConfig>,
@@ -162,6 +170,8 @@ pub struct Config {
     pub sql: Option<cdr_sinks::sql::SqlConfig>,
     /// The sinks, store included.
     pub sinks: Vec<SinkSpec>,
+    /// NATS: the JetStream sink's settings (and `nats-relay`'s servers), when configured.
+    pub nats: Option<cdr_sinks::nats::NatsConfig>,
     /// Site name.
     pub site: String,
     /// Idle timeout of open calls.

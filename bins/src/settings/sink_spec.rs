@@ -22,6 +22,8 @@ pub enum SinkSpec {
     /// `sql`: write each call as rows of `calls` and `call_legs` in the configured PostgreSQL
     /// or MySQL/MariaDB database (`SQL_URL`).
     Sql,
+    /// `nats`: publish each call to JetStream (`NATS_URL`, `NATS_SUBJECT`, `NATS_STREAM`).
+    Nats,
 }
 
 impl FromStr for SinkSpec {
@@ -38,11 +40,12 @@ impl FromStr for SinkSpec {
             ("redis", None) => Ok(Self::Redis),
             ("http-cdr", None) => Ok(Self::HttpCdr),
             ("sql", None) => Ok(Self::Sql),
+            ("nats", None) => Ok(Self::Nats),
             ("jsonl", None | Some("-")) => Ok(Self::Jsonl(None)),
             ("jsonl", Some("")) => Err("jsonl:PATH needs a path (or - for stdout)".into()),
             ("jsonl", Some(path)) => Ok(Self::Jsonl(Some(PathBuf::from(path)))),
             (other, _) => Err(format!(
-                "unknown sink {other:?}; known sinks: store, webhook, redis, http-cdr, sql, jsonl[:PATH]"
+                "unknown sink {other:?}; known sinks: store, webhook, redis, http-cdr, sql, nats, jsonl[:PATH]"
             )),
         }
     }
@@ -56,6 +59,7 @@ impl fmt::Display for SinkSpec {
             Self::Redis => f.write_str("redis"),
             Self::HttpCdr => f.write_str("http-cdr"),
             Self::Sql => f.write_str("sql"),
+            Self::Nats => f.write_str("nats"),
             Self::Jsonl(None) => f.write_str("jsonl:-"),
             Self::Jsonl(Some(p)) => write!(f, "jsonl:{}", p.display()),
         }
@@ -74,6 +78,7 @@ mod tests {
         assert_eq!("http-cdr".parse(), Ok(SinkSpec::HttpCdr));
         assert_eq!("sql".parse(), Ok(SinkSpec::Sql));
         assert_eq!(SinkSpec::Sql.to_string(), "sql");
+        assert_eq!("nats".parse(), Ok(SinkSpec::Nats));
         assert_eq!("jsonl".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!("jsonl:-".parse(), Ok(SinkSpec::Jsonl(None)));
         assert_eq!(

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use cdr_sinks::backoff::RetryPolicy;
 use cdr_sinks::http_cdr_sink::HttpCdrConfig;
+use cdr_sinks::nats::{NatsConfig, SubjectTemplate};
 use cdr_sinks::redis_list::{PushSide, RedisListConfig};
 use cdr_sinks::sql::{SqlConfig, SqlTls};
 use cdr_sinks::webhook::WebhookConfig;
 use serde::{Deserialize, Serialize};
 
 use super::overlay::text;
-use super::values::{ChoiceParser, List, RedisPush, SqlTlsMode};
+use super::values::{ChoiceParser, List, RedisPush, SqlTlsMode, parse_bool};
 use super::{ConfigError, DEFAULT_REDIS_SINK_LIST};
 use crate::settings::SinkSpec;
 
@@ -21,9 +22,10 @@ use crate::settings::SinkSpec;
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SinkArgs {
-    /// Sinks to deliver to, repeatable: `store`, `webhook`, `redis`, `http-cdr`, `sql`,
-    /// `jsonl:PATH` (`jsonl:-` = stdout).
-    /// Default: the store, plus the webhook when WEBHOOK_URL is set.
+    /// Sinks to deliver to, repeatable: `store`, `webhook`, `redis`, `http-cdr`, `sql`, `nats`,
+    /// `jsonl:PATH` (`jsonl:-` = stdout). Default: the store, plus each sink whose address is
+    /// set (WEBHOOK_URL, REDIS_URL, HTTP_CDR_URLS, SQL_URL,
+    /// NATS_URL).
     #[arg(long = "sink", value_name = "KIND[:ARG]")]
     #[serde(with = "super::values::sink_list")]
     pub sinks: Vec<SinkSpec>,
@@ -128,6 +130,65 @@ pub struct SinkArgs {
     /// now carries it, from `PBX_TZ` or Asterisk's epoch times) [default: +00:00].
     #[arg(long, env = "SQL_UTC_OFFSET", value_name = "+HH:MM")]
     pub sql_utc_offset: Option<String>,
+    /// NATS: server URLs, comma separated (`nats://host:4222`, `tls://` for TLS; a token or
+    /// `user:password@` may be in the URL). Turns the JetStream sink on (and is where
+    /// `nats-relay` consumes from).
+    #[arg(long, env = "NATS_URL", value_name = "URLS", hide_env_values = true)]
+    pub nats_url: Option<List>,
+
+    /// NATS sink: the subject template, with `{source}` and `{site}`
+    /// [default: cdr.{source}.{site}].
+    #[arg(long, env = "NATS_SUBJECT", value_name = "TEMPLATE")]
+    pub nats_subject: Option<String>,
+
+    /// NATS: the JetStream stream [default: CDR].
+    #[arg(long, env = "NATS_STREAM", value_name = "NAME")]
+    pub nats_stream: Option<String>,
+
+    /// NATS sink: create the stream if it does not exist (`true`/`false`) [default: false].
+    #[arg(long, env = "NATS_CREATE_STREAM", value_name = "BOOL", value_parser = parse_bool)]
+    pub nats_create_stream: Option<bool>,
+
+    /// NATS sink: replicas of the stream it creates (1 to 5) [default: 1].
+    #[arg(long, env = "NATS_REPLICAS", value_name = "N")]
+    pub nats_replicas: Option<usize>,
+
+    /// NATS sink: the duplicate window of the stream it creates, in seconds: a second message
+    /// with the same id within it is dropped [default: 120].
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW", value_name = "SECONDS")]
+    pub nats_duplicate_window: Option<u64>,
+
+    /// NATS: authentication token.
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// NATS: user name (with NATS_PASSWORD).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS: password.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS: NKey seed (`SU...`).
+    #[arg(long, env = "NATS_NKEY", hide_env_values = true)]
+    pub nats_nkey: Option<String>,
+
+    /// NATS: a `.creds` file (user JWT and NKey seed).
+    #[arg(long, env = "NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// NATS: extra trusted CA certificates (PEM) for TLS.
+    #[arg(long, env = "NATS_CA_FILE", value_name = "FILE")]
+    pub nats_ca_file: Option<PathBuf>,
+
+    /// NATS: client certificate (PEM, with NATS_KEY_FILE) for a server that asks for one.
+    #[arg(long, env = "NATS_CERT_FILE", value_name = "FILE")]
+    pub nats_cert_file: Option<PathBuf>,
+
+    /// NATS: the client certificate's private key (PEM).
+    #[arg(long, env = "NATS_KEY_FILE", value_name = "FILE")]
+    pub nats_key_file: Option<PathBuf>,
 }
 
 /// The sinks, resolved.
@@ -145,6 +206,8 @@ pub struct SinkSettings {
     pub http_cdr: Option<HttpCdrConfig>,
     /// The SQL sink, when configured.
     pub sql: Option<SqlConfig>,
+    /// NATS (the JetStream sink's settings, or where `nats-relay` consumes), when configured.
+    pub nats: Option<NatsConfig>,
 }
 
 impl SinkArgs {
@@ -166,6 +229,9 @@ impl SinkArgs {
             }
             if text(&self.sql_url).is_some() {
                 v.push(SinkSpec::Sql);
+            }
+            if self.nats_url.as_ref().is_some_and(|l| !l.0.is_empty()) {
+                v.push(SinkSpec::Nats);
             }
             v
         };
@@ -250,6 +316,12 @@ impl SinkArgs {
             (true, false) => None,
         };
         let sql = self.resolve_sql(sinks.contains(&SinkSpec::Sql))?;
+        let nats = self.nats()?;
+        if nats.is_none() && sinks.contains(&SinkSpec::Nats) {
+            return Err(ConfigError(
+                "--sink nats needs servers: set NATS_URL or --nats-url".into(),
+            ));
+        }
         Ok(SinkSettings {
             sinks,
             webhook,
@@ -257,6 +329,7 @@ impl SinkArgs {
             redis,
             http_cdr,
             sql,
+            nats,
         })
     }
 
@@ -287,6 +360,44 @@ impl SinkArgs {
         }
         cdr_sinks::sql::SqlSink::new(&c).map_err(|e| ConfigError(format!("SQL_URL: {e}")))?;
         Ok(Some(c))
+    }
+
+    /// The NATS settings, when NATS_URL is set; checked now (URLs, files, stream).
+    pub fn nats(&self) -> Result<Option<NatsConfig>, ConfigError> {
+        let urls = self.nats_url.clone().unwrap_or_default().0;
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        let mut n = NatsConfig::new(urls);
+        if let Some(t) = text(&self.nats_subject) {
+            n.subject = SubjectTemplate::parse(&t).map_err(|e| ConfigError(e.to_string()))?;
+        }
+        if let Some(s) = text(&self.nats_stream) {
+            n.stream = s;
+        }
+        n.create_stream = self.nats_create_stream.unwrap_or(false);
+        n.replicas = self.nats_replicas.unwrap_or(1);
+        if let Some(w) = self.nats_duplicate_window {
+            n.duplicate_window = Duration::from_secs(w.max(1));
+        }
+        n.server.auth.token = text(&self.nats_token);
+        n.server.auth.user = text(&self.nats_user);
+        n.server.auth.password = text(&self.nats_password);
+        n.server.auth.nkey_seed = text(&self.nats_nkey);
+        n.server.auth.creds_file = self.nats_creds.clone();
+        n.server.ca_file = self.nats_ca_file.clone();
+        n.server.client_cert = match (&self.nats_cert_file, &self.nats_key_file) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "NATS_CERT_FILE and NATS_KEY_FILE go together".into(),
+                ));
+            }
+        };
+        n.check()
+            .map_err(|e| ConfigError(format!("NATS_URL: {e}")))?;
+        Ok(Some(n))
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! * [`tcp`]: SMDR over TCP (we connect or we listen), the AMI client, a replayed file.
 //! * [`redis_list`]: a dialler's CDR list in Redis (`list-relay`).
+//! * [`nats`]: a JetStream durable consumer (`nats-relay`, the hub).
 //! * [`receiver`]: CMS CDR posts to the built-in web server (`cdr-receiver`).
 //! * [`cel_csv`]: Asterisk's cel_custom and cdr_csv files, followed (`CEL_MODE=csv`).
 //! * [`cel_db`]: Asterisk's `cel` and `cdr` tables (`CEL_MODE=db`), over [`sql`], the SQL
@@ -16,6 +17,7 @@
 
 pub mod cel_csv;
 pub mod cel_db;
+pub mod nats;
 pub mod receiver;
 pub mod reconnect;
 pub mod recordings;

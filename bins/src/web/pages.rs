@@ -231,6 +231,8 @@ struct IndexPage<'a> {
     from: &'a str,
     to: &'a str,
     number: &'a str,
+    site: &'a str,
+    sources: Vec<Choice>,
     directions: Vec<Choice>,
     completes: Vec<Choice>,
     pager: Pager,
@@ -295,6 +297,20 @@ impl<'a> IndexPage<'a> {
             selected: f.direction.unwrap_or_default() == value,
         })
         .collect();
+        let sources = [
+            ("", "any"),
+            ("smdr", "SMDR"),
+            ("ami", "Asterisk"),
+            ("cms", "CMS"),
+            ("dialler", "dialler"),
+        ]
+        .into_iter()
+        .map(|(value, label)| Choice {
+            value,
+            label,
+            selected: f.source.unwrap_or_default() == value,
+        })
+        .collect();
         let completes = [
             ("", "any", None),
             ("true", "complete", Some(true)),
@@ -357,6 +373,8 @@ impl<'a> IndexPage<'a> {
             from: f.from.as_deref().unwrap_or_default(),
             to: f.to.as_deref().unwrap_or_default(),
             number: f.number.as_deref().unwrap_or_default(),
+            site: f.site.as_deref().unwrap_or_default(),
+            sources,
             directions,
             completes,
             pager,

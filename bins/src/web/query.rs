@@ -13,6 +13,8 @@ pub(super) struct CallFilter {
     pub(super) number: Option<String>,
     pub(super) direction: Option<&'static str>,
     pub(super) complete: Option<bool>,
+    pub(super) site: Option<String>,
+    pub(super) source: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +100,21 @@ impl CallQuery {
                         _ => return Err("direction must be inbound, outbound or internal".into()),
                     });
                 }
+                "site" => {
+                    if value.chars().count() > 64 {
+                        return Err("site is too long".to_owned());
+                    }
+                    q.filter.site = Some(value.to_owned());
+                }
+                "source" => {
+                    q.filter.source = Some(match value {
+                        "smdr" => "smdr",
+                        "ami" => "ami",
+                        "cms" => "cms",
+                        "dialler" => "dialler",
+                        _ => return Err("source must be smdr, ami, cms or dialler".into()),
+                    });
+                }
                 "complete" => {
                     q.filter.complete = Some(match value {
                         "true" => true,
@@ -144,6 +161,8 @@ impl CallFilter {
                 _ => None,
             }),
             complete: self.complete,
+            site: self.site.clone(),
+            source: self.source.map(str::to_owned),
         }
     }
 
@@ -157,6 +176,8 @@ impl CallFilter {
             ("number", self.number.as_deref()),
             ("direction", self.direction),
             ("complete", complete),
+            ("site", self.site.as_deref()),
+            ("source", self.source),
         ] {
             if let Some(v) = value {
                 parts.push(format!("{key}={}", encode(v)));
@@ -239,6 +260,7 @@ mod tests {
             "from=2018/01/05",
             "to=2018-01-05T10:00:00Z",
             "per_page=-1",
+            "source=fax",
         ] {
             assert!(CallQuery::parse(bad, true).is_err(), "{bad}");
         }
@@ -246,8 +268,13 @@ mod tests {
 
     #[test]
     fn filter_round_trips_through_its_query_string() {
-        let q = CallQuery::parse("from=2018-01-05&number=a+%26b&complete=true", false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let q = CallQuery::parse(
+            "from=2018-01-05&number=a+%26b&complete=true&site=S%C3%A3o+Paulo&source=ami",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.filter.site.as_deref(), Some("São Paulo"));
+        assert_eq!(q.filter.source, Some("ami"));
         let again = CallQuery::parse(&q.filter.to_query(), false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.filter, q.filter);
     }

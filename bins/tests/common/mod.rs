@@ -150,6 +150,7 @@ impl Relay {
             .env_remove("AMI_USERNAME")
             .env_remove("AMI_PASSWORD")
             .env_remove("AMI_TLS")
+            .env_remove("NATS_URL")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -27,6 +27,7 @@
 //! | [`ReconcileFeed`] | AMI input and CDR rows | AMI's, CDR rows, AMI summaries (`seen:`) | CDR position or watermark |
 //! | [`CmsFeed`] | posted CMS batches | records by call id | highest `recordIndex` per session |
 //! | [`DiallerFeed`] | list items (one CDR each) | - | - |
+//! | [`RelayedFeed`] | calls relayed as JSON (JetStream messages, JSONL lines) | - | - |
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ mod cel;
 mod cms;
 mod dialler;
 mod reconcile;
+mod relayed;
 mod smdr;
 
 pub use ami::{AmiFeed, AmiInput};
@@ -45,6 +47,7 @@ pub use cel::{CDR_HOLD, CdrRow, CelData, CelFeed, CelInput, CsvFile, FilePos, cd
 pub use cms::{CmsFeed, CmsInput};
 pub use dialler::{DiallerFeed, DiallerInput};
 pub use reconcile::{AsteriskInput, ReconcileConfig, ReconcileFeed, Reconciled};
+pub use relayed::{RelayedFeed, RelayedInput};
 pub use smdr::SmdrFeed;
 
 #[cfg(test)]

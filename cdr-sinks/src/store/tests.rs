@@ -220,6 +220,23 @@ fn filters_by_time_number_direction_and_completeness() {
         &|c| c.direction == CallDirection::Inbound && c.complete,
     );
     assert!(n > 0);
+    let site = calls[0].site.to_string();
+    let n = check(
+        CallFilter {
+            site: Some(site.clone()),
+            source: Some(calls[0].source.as_str().to_owned()),
+            ..CallFilter::default()
+        },
+        &|c| c.site == site.as_str() && c.source == calls[0].source,
+    );
+    assert!(n > 0);
+    check(
+        CallFilter {
+            site: Some("no such site".into()),
+            ..CallFilter::default()
+        },
+        &|_| false,
+    );
 }
 
 #[test]
