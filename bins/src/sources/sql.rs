@@ -41,19 +41,8 @@ impl DbKind {
     }
 }
 
-/// TLS to the database (`DB_TLS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DbTls {
-    /// Never.
-    Disable,
-    /// When the server offers it.
-    #[default]
-    Prefer,
-    /// Always, without checking the certificate.
-    Require,
-    /// Always, with the certificate and the host name checked.
-    Verify,
-}
+/// TLS to the database (`DB_TLS`): the SQL sink's modes, with their driver settings.
+pub use cdr_sinks::sql::SqlTls as DbTls;
 
 /// How to reach one database: the `DB_*` connection settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -298,18 +287,13 @@ impl Conn {
     async fn open(c: &SqlServer) -> Result<Self, sqlx::Error> {
         match c.kind {
             DbKind::Postgres => {
-                use sqlx::postgres::{PgConnectOptions, PgSslMode};
+                use sqlx::postgres::PgConnectOptions;
                 let mut o = PgConnectOptions::new()
                     .host(&c.host)
                     .port(c.port)
                     .database(&c.database)
                     .application_name("cdr-relay")
-                    .ssl_mode(match c.tls {
-                        DbTls::Disable => PgSslMode::Disable,
-                        DbTls::Prefer => PgSslMode::Prefer,
-                        DbTls::Require => PgSslMode::Require,
-                        DbTls::Verify => PgSslMode::VerifyFull,
-                    });
+                    .ssl_mode(c.tls.pg());
                 if let Some(u) = &c.user {
                     o = o.username(u);
                 }
@@ -322,19 +306,14 @@ impl Conn {
                 Ok(Self::Pg(sqlx::PgConnection::connect_with(&o).await?))
             }
             DbKind::MySql => {
-                use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+                use sqlx::mysql::MySqlConnectOptions;
                 let mut o = MySqlConnectOptions::new()
                     .host(&c.host)
                     .port(c.port)
                     .database(&c.database)
                     // The server's own time zone: TIMESTAMP columns read as Asterisk wrote them.
                     .timezone(None::<String>)
-                    .ssl_mode(match c.tls {
-                        DbTls::Disable => MySqlSslMode::Disabled,
-                        DbTls::Prefer => MySqlSslMode::Preferred,
-                        DbTls::Require => MySqlSslMode::Required,
-                        DbTls::Verify => MySqlSslMode::VerifyIdentity,
-                    });
+                    .ssl_mode(c.tls.mysql());
                 if let Some(u) = &c.user {
                     o = o.username(u);
                 }

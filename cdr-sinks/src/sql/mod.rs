@@ -59,7 +59,7 @@ const CALLS_PER_STATEMENT: usize = 500;
 /// Legs per `INSERT` statement.
 const LEGS_PER_STATEMENT: usize = 1000;
 
-/// TLS to the database (`SQL_TLS`, as `DB_TLS` for the CEL database).
+/// TLS to a database: the SQL sink's `SQL_TLS`, and `DB_TLS` of the CEL database source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum SqlTls {
     /// Never.
@@ -72,6 +72,28 @@ pub enum SqlTls {
     /// Always, with the certificate and the host name checked (the Mozilla roots plus
     /// [`SqlConfig::ca_file`]).
     Verify,
+}
+
+impl SqlTls {
+    /// The PostgreSQL driver's mode for it (`Verify` is `verify-full`).
+    pub fn pg(self) -> PgSslMode {
+        match self {
+            Self::Disable => PgSslMode::Disable,
+            Self::Prefer => PgSslMode::Prefer,
+            Self::Require => PgSslMode::Require,
+            Self::Verify => PgSslMode::VerifyFull,
+        }
+    }
+
+    /// The MySQL driver's mode for it (`Verify` is `VERIFY_IDENTITY`).
+    pub fn mysql(self) -> MySqlSslMode {
+        match self {
+            Self::Disable => MySqlSslMode::Disabled,
+            Self::Prefer => MySqlSslMode::Preferred,
+            Self::Require => MySqlSslMode::Required,
+            Self::Verify => MySqlSslMode::VerifyIdentity,
+        }
+    }
 }
 
 /// Settings of a [`SqlSink`].
@@ -213,12 +235,7 @@ impl SqlSink {
                     .map_err(|e| bad(e.to_string()))?
                     .application_name("cdr-relay");
                 if let Some(tls) = config.tls {
-                    o = o.ssl_mode(match tls {
-                        SqlTls::Disable => PgSslMode::Disable,
-                        SqlTls::Prefer => PgSslMode::Prefer,
-                        SqlTls::Require => PgSslMode::Require,
-                        SqlTls::Verify => PgSslMode::VerifyFull,
-                    });
+                    o = o.ssl_mode(tls.pg());
                 }
                 if let Some(ca) = &config.ca_file {
                     o = o.ssl_root_cert(ca);
@@ -234,12 +251,7 @@ impl SqlSink {
                     .map_err(|e| bad(e.to_string()))?
                     .timezone(Some("+00:00".to_owned()));
                 if let Some(tls) = config.tls {
-                    o = o.ssl_mode(match tls {
-                        SqlTls::Disable => MySqlSslMode::Disabled,
-                        SqlTls::Prefer => MySqlSslMode::Preferred,
-                        SqlTls::Require => MySqlSslMode::Required,
-                        SqlTls::Verify => MySqlSslMode::VerifyIdentity,
-                    });
+                    o = o.ssl_mode(tls.mysql());
                 }
                 if let Some(ca) = &config.ca_file {
                     o = o.ssl_ca(ca);
