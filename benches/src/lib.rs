@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod corpus;
+
 /// Size of a bench corpus when measuring: the fixtures are repeated to at least this many bytes.
 pub const BENCH_BYTES: usize = 32 * 1024 * 1024;
 

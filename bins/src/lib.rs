@@ -106,6 +106,8 @@ fn try_main(
             bad_input = summary.counts.bad_lines,
             complete = summary.counts.complete,
             incomplete = summary.counts.incomplete,
+            stored = summary.tally.stored,
+            already_stored = summary.tally.already_stored,
             "stopped"
         );
         for s in &summary.sinks {

@@ -354,7 +354,7 @@ async fn the_web_page_in_a_real_browser() {
         let bytes: Vec<u8> = conn
             .query_row("SELECT body FROM calls WHERE id = ?1", [id], |r| r.get(0))
             .unwrap();
-        serde_json::from_slice(&bytes).unwrap()
+        serde_json::from_slice(&cdr_sinks::body::decode(&bytes).unwrap()).unwrap()
     };
     let length = |v: &serde_json::Value, key: &str| v[key].as_array().map_or(0, Vec::len);
     let ami_id: String = conn

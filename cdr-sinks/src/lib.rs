@@ -103,6 +103,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod body;
 pub mod engine;
 pub mod http_cdr;
 pub mod http_cdr_sink;

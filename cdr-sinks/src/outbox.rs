@@ -29,6 +29,9 @@ pub enum OutboxError {
     /// A call could not be encoded as JSON.
     #[error("encoding a call: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A call's stored body could not be compressed.
+    #[error(transparent)]
+    Body(#[from] crate::body::BodyError),
 }
 
 pub use call_assembler::feed::{Commit, JournalEntry, RawInput, Reject, SourceRecord};
@@ -37,14 +40,36 @@ pub use call_assembler::feed::{Commit, JournalEntry, RawInput, Reject, SourceRec
 pub type Batch = Commit;
 
 /// What a commit did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReport {
     /// Calls newly stored.
     pub calls: usize,
-    /// Calls already in the outbox under the same id (not queued again).
+    /// Calls and progress records already in the outbox under the same key (not stored
+    /// again).
     pub duplicates: usize,
     /// Delivery rows created.
     pub deliveries: usize,
+    /// Per remote sink, in the order the outbox was opened with: how many of this commit's
+    /// calls it was given and how many it already had.
+    pub sinks: Vec<SinkTally>,
+}
+
+/// What one commit (or a whole run, added up) gave one sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkTally {
+    /// Calls queued for the sink: new calls, and stored calls it had no delivery of (a sink
+    /// added since, such as a replay's new JSONL file).
+    pub queued: u64,
+    /// Stored calls it already had a delivery of (pending, delivered or dead): not queued twice.
+    pub had: u64,
+}
+
+impl SinkTally {
+    /// Adds `other` to this tally.
+    pub fn add(&mut self, other: Self) {
+        self.queued += other.queued;
+        self.had += other.had;
+    }
 }
 
 /// A delivery waiting for its sink.
@@ -201,6 +226,7 @@ impl Outbox {
         conn.pragma_update(None, "journal_size_limit", 4 << 20)?;
         // FULL: every commit point is fsynced, so an acknowledged batch survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        tune_reads(&conn)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
         conn.execute_batch(
@@ -221,6 +247,7 @@ impl Outbox {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        tune_reads(&conn)?;
         Ok(Self {
             conn,
             sinks: sinks.to_vec(),
@@ -235,8 +262,15 @@ impl Outbox {
     /// Commits a batch in one transaction. Calls whose id is already stored are not queued
     /// again, so replaying input after a crash cannot deliver a call under a second id or twice
     /// from the outbox.
+    ///
+    /// A call already stored is not stored again, but each sink with no delivery of it gets
+    /// one: a replay with a sink added since delivers the whole history to that sink, and none
+    /// twice to the sinks that had it ([`CommitReport::sinks`] counts both).
     pub fn commit(&mut self, batch: &Commit, now_ms: i64) -> Result<CommitReport, OutboxError> {
-        let mut report = CommitReport::default();
+        let mut report = CommitReport {
+            sinks: vec![SinkTally::default(); self.sinks.len()],
+            ..CommitReport::default()
+        };
         let tx = self.conn.transaction()?;
         {
             let mut add = tx.prepare_cached(
@@ -260,8 +294,10 @@ impl Outbox {
                 "INSERT OR IGNORE INTO deliveries (call_id, sink, state, next_ms, created_ms, seq)
                  VALUES (?1, ?2, 'pending', ?3, ?3, ?4)",
             )?;
+            let mut call_seq = tx.prepare_cached("SELECT seq FROM calls WHERE id = ?1")?;
+            let mut update_seq = tx.prepare_cached("SELECT seq FROM updates WHERE key = ?1")?;
             for call in &batch.calls {
-                let body = serde_json::to_vec(call)?;
+                let body = crate::body::encode(&serde_json::to_vec(call)?)?;
                 let n = insert_call.execute(params![
                     call.id,
                     call.source.as_str(),
@@ -281,16 +317,24 @@ impl Outbox {
                         .map(|t| iso_timestamp(&t.naive_utc()))
                         .as_deref(),
                 ])?;
-                if n == 0 {
+                let seq = if n == 0 {
                     report.duplicates += 1;
-                    continue;
-                }
-                report.calls += 1;
-                let seq = tx.last_insert_rowid();
-                for sink in &self.sinks {
-                    report.deliveries +=
-                        insert_delivery.execute(params![call.id, sink, now_ms, seq])?;
-                }
+                    if self.sinks.is_empty() {
+                        continue;
+                    }
+                    call_seq.query_row([&call.id], |r| r.get(0))?
+                } else {
+                    report.calls += 1;
+                    tx.last_insert_rowid()
+                };
+                queue(
+                    &mut insert_delivery,
+                    &self.sinks,
+                    &call.id,
+                    seq,
+                    now_ms,
+                    &mut report,
+                )?;
             }
             let mut insert_update = tx.prepare_cached(
                 "INSERT OR IGNORE INTO updates (key, call_id, body, created_ms)
@@ -298,16 +342,24 @@ impl Outbox {
             )?;
             for call in &batch.updates {
                 let key = update_key(call);
-                let body = serde_json::to_vec(call)?;
-                if insert_update.execute(params![key, call.id, body, now_ms])? == 0 {
+                let body = crate::body::encode(&serde_json::to_vec(call)?)?;
+                let seq = if insert_update.execute(params![key, call.id, body, now_ms])? == 0 {
                     report.duplicates += 1;
-                    continue;
-                }
-                let seq = tx.last_insert_rowid();
-                for sink in &self.sinks {
-                    report.deliveries +=
-                        insert_delivery.execute(params![key, sink, now_ms, seq])?;
-                }
+                    if self.sinks.is_empty() {
+                        continue;
+                    }
+                    update_seq.query_row([&key], |r| r.get(0))?
+                } else {
+                    tx.last_insert_rowid()
+                };
+                queue(
+                    &mut insert_delivery,
+                    &self.sinks,
+                    &key,
+                    seq,
+                    now_ms,
+                    &mut report,
+                )?;
             }
             let mut reject = tx.prepare_cached(
                 "INSERT INTO rejects (source, received_ms, reason, raw, raw_len, raw_sha256)
@@ -437,7 +489,7 @@ impl Outbox {
                     attempts: r.get(1)?,
                     created_ms: r.get(2)?,
                     next_ms: r.get(3)?,
-                    body: r.get(4)?,
+                    body: crate::body::decode_column(r.get(4)?)?,
                     seq: r.get(5)?,
                 })
             },
@@ -577,6 +629,44 @@ impl Outbox {
             .query_row("SELECT COUNT(*) FROM calls", [], |r| r.get(0))?;
         Ok(n.try_into().unwrap_or_default())
     }
+}
+
+/// Pages of the database a connection keeps in its own cache (negative: KiB), and how much of
+/// the file it reads through a memory map instead of a `pread` per page.
+///
+/// The call store's indexes on the id, the caller and the called number take keys in no order,
+/// so each new call touches pages all over them: with SQLite's default 2 MB cache a backfill of
+/// a few hundred thousand calls spent most of its time copying the same pages in from the
+/// kernel again (BENCHMARKS.md, "Backfill"). The map is read-only (SQLite writes through the WAL)
+/// and its pages are the kernel's page cache, shared by every connection.
+const CACHE_KIB: i64 = 64 * 1024;
+const MMAP_BYTES: i64 = 1 << 30;
+
+fn tune_reads(conn: &Connection) -> Result<(), OutboxError> {
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+    Ok(())
+}
+
+/// Queues the call (or progress record) `key`, stored as row `seq`, for each of `sinks` that has
+/// no delivery of it yet, and counts what each sink got in `report`.
+fn queue(
+    insert_delivery: &mut rusqlite::CachedStatement<'_>,
+    sinks: &[String],
+    key: &str,
+    seq: i64,
+    now_ms: i64,
+    report: &mut CommitReport,
+) -> Result<(), OutboxError> {
+    for (sink, tally) in sinks.iter().zip(report.sinks.iter_mut()) {
+        if insert_delivery.execute(params![key, sink, now_ms, seq])? == 1 {
+            tally.queued += 1;
+            report.deliveries += 1;
+        } else {
+            tally.had += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Brings a database written by an earlier version up to date.

@@ -27,7 +27,7 @@ pub enum Drive {
     /// another in the outbox's order). Each item's failure is its own: a retryable one is
     /// retried with the item's backoff, an [unreachable](SinkError::Unreachable) or
     /// [paused](SinkError::Paused) sink is blocked (no new deliveries start) and then probed with
-    /// one delivery. The webhook and JSONL sinks are driven this way.
+    /// one delivery. The webhook sink is driven this way.
     Each {
         /// Deliveries in flight at once (0 counts as 1).
         concurrency: usize,
@@ -39,8 +39,8 @@ pub enum Drive {
     /// oldest call ([`SinkError::Unreachable`] and [`SinkError::Paused`] use up no attempts,
     /// [`SinkError::Retryable`] and [`SinkError::Io`] count one for every item); an error no
     /// retry fixes dead-letters the batch. Per-item results are handled as under [`Drive::Each`]
-    /// (a retried item may then go out after later ones). The Redis list and HTTP-CDR sinks are
-    /// driven this way.
+    /// (a retried item may then go out after later ones). The Redis list, HTTP-CDR, JSONL, SQL
+    /// and NATS sinks are driven this way.
     Batch {
         /// The most items in one batch (0 counts as 1).
         max: usize,

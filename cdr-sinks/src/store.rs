@@ -353,7 +353,7 @@ impl StoreReader {
             .query_map(params_from_iter(params.iter()), |r| {
                 Ok(CallBody {
                     id: r.get(0)?,
-                    body: r.get(1)?,
+                    body: crate::body::decode_column(r.get(1)?)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -367,7 +367,9 @@ impl StoreReader {
         };
         let tx = conn.unchecked_transaction()?;
         let body: Option<Vec<u8>> = tx
-            .query_row("SELECT body FROM calls WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT body FROM calls WHERE id = ?1", [id], |r| {
+                crate::body::decode_column(r.get(0)?)
+            })
             .optional()?;
         match body {
             Some(body) => Ok(Some(StoredCall {

@@ -332,7 +332,7 @@ async fn lpush_and_rpush_keep_commit_order_for_the_opposite_end() {
         };
         let first: serde_json::Value = serde_json::from_slice(&first).unwrap();
         assert_eq!(first["id"], committed[0].as_str());
-        // The body is the call's JSON as stored in the outbox, unchanged.
+        // The body is the call's JSON as stored in the outbox (compressed there), unchanged.
         let stored = Outbox::open_read_only(&db, &[])
             .unwrap()
             .connection()
@@ -343,7 +343,8 @@ async fn lpush_and_rpush_keep_commit_order_for_the_opposite_end() {
             )
             .unwrap();
         assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(&stored).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&cdr_sinks::body::decode(&stored).unwrap())
+                .unwrap(),
             first
         );
         let () = admin.del(&key).await.unwrap();

@@ -202,8 +202,9 @@ fn size_prunes_oldest_first_and_never_a_pending_delivery() {
         .collect();
     o.record("s", &outcomes, 40_000).unwrap();
     let before = o.db_size().unwrap();
-    assert!(before.used_bytes() > 3 << 20, "{before:?}");
-    let max = 1 << 20;
+    // Bodies are stored compressed (cdr_sinks::body): 3,000 calls take about 1.5 MB.
+    let max = 1 << 19;
+    assert!(before.used_bytes() > 2 * max, "{before:?}");
     let pruned = o
         .prune(
             &RetentionPolicy {

@@ -39,6 +39,8 @@ pub struct Summary {
     pub counts: FeedCounts,
     /// Delivery counts per sink at the end.
     pub sinks: Vec<SinkCounts>,
+    /// What this run stored and queued for each sink.
+    pub tally: progress::RunTally,
 }
 
 async fn with_outbox<T: Send + 'static>(

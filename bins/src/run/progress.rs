@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use call_assembler::feed::FeedCounts;
+use cdr_sinks::outbox::{CommitReport, SinkTally};
 
 /// Progress of a replay on stderr: a live line on a terminal, a log line every few seconds
 /// otherwise.
@@ -77,15 +78,65 @@ impl Progress {
         s
     }
 
-    /// The closing line.
-    pub fn finish(self, c: FeedCounts) {
+    /// The closing line: the replay's counts, then what the store and each sink got.
+    pub fn finish(self, c: FeedCounts, tally: &RunTally) {
         if self.tty {
             eprint!("\r\x1b[2K");
         }
         tracing::info!(
-            "replay done in {:.1} s: {}",
+            "replay done in {:.1} s: {}; {}",
             self.started.elapsed().as_secs_f64(),
-            self.line(c)
+            self.line(c),
+            tally
         );
+    }
+}
+
+/// What a run stored and queued, added up over its commits: the replay's closing line.
+#[derive(Debug, Clone, Default)]
+pub struct RunTally {
+    /// Records counted into the metrics so far.
+    pub records_reported: u64,
+    /// Calls newly stored.
+    pub stored: u64,
+    /// Calls (and progress records) the store already held (not stored again).
+    pub already_stored: u64,
+    /// Per remote sink: its name and what it was given.
+    pub sinks: Vec<(String, SinkTally)>,
+}
+
+impl RunTally {
+    /// An empty tally for the remote sinks `names` (in the outbox's order).
+    pub fn new(names: &[String]) -> Self {
+        Self {
+            sinks: names
+                .iter()
+                .map(|n| (n.clone(), SinkTally::default()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds one commit's report.
+    pub fn add(&mut self, report: &CommitReport) {
+        self.stored += report.calls as u64;
+        self.already_stored += report.duplicates as u64;
+        for ((_, total), one) in self.sinks.iter_mut().zip(&report.sinks) {
+            total.add(*one);
+        }
+    }
+}
+
+impl std::fmt::Display for RunTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "store: {} new, {} already stored",
+            self.stored, self.already_stored
+        )?;
+        for (name, t) in &self.sinks {
+            write!(f, "; {name}: {} queued, {} already had", t.queued, t.had)?;
+        }
+        Ok(())
     }
 }
