@@ -475,8 +475,8 @@ impl Outbox {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.call_id, d.attempts, d.created_ms, d.next_ms, COALESCE(c.body, u.body), d.seq
              FROM deliveries d
-             LEFT JOIN calls c ON c.id = d.call_id
-             LEFT JOIN updates u ON u.key = d.call_id
+             LEFT JOIN calls c ON c.seq = d.seq AND c.id = d.call_id
+             LEFT JOIN updates u ON u.seq = d.seq AND u.key = d.call_id
              WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_ms <= ?2
                AND (c.body IS NOT NULL OR u.body IS NOT NULL)
              ORDER BY d.next_ms, d.seq LIMIT ?3",

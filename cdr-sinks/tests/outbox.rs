@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use call_assembler::Call;
-use cdr_sinks::outbox::{Batch, JournalEntry, Outbox, Outcome, Reject};
+use cdr_sinks::outbox::{Batch, JournalEntry, Outbox, Outcome, Reject, SinkTally};
 
 fn db(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cdr-sinks-{name}-{}", std::process::id()));
@@ -124,6 +124,14 @@ fn outcomes_move_deliveries_through_their_states() {
     )
     .unwrap();
     assert_eq!(o.due("webhook", 6_000, 10).unwrap()[0].attempts, 1);
+    // A retry is still pending; once it is delivered nothing is.
+    assert!(o.any_pending(&["webhook".to_owned()]).unwrap());
+    o.record("webhook", &[(c[1].id.clone(), Outcome::Delivered)], 300)
+        .unwrap();
+    assert!(
+        !o.any_pending(&["webhook".to_owned()]).unwrap(),
+        "dead and delivered are not pending"
+    );
 }
 
 #[test]
@@ -313,4 +321,67 @@ fn progress_records_are_delivered_under_their_own_key_but_not_stored_as_calls() 
         1,
         "the store holds the final call only"
     );
+}
+
+/// Issue 16: a call committed again (a second replay) is queued for a sink added since, and for
+/// none that had it, whatever state its delivery is in.
+#[test]
+fn a_stored_call_committed_again_is_queued_only_for_sinks_without_it() {
+    let path = db("new-sink");
+    let c = common::smdr_calls(3);
+    let batch = Batch {
+        calls: c.clone(),
+        ..Batch::default()
+    };
+    let mut o = Outbox::open(&path, &["a".to_owned()]).unwrap();
+    let r = o.commit(&batch, 0).unwrap();
+    assert_eq!((r.calls, r.duplicates), (3, 0));
+    assert_eq!(r.sinks, [SinkTally { queued: 3, had: 0 }]);
+    o.record(
+        "a",
+        &[
+            (c[0].id.clone(), Outcome::Delivered),
+            (
+                c[1].id.clone(),
+                Outcome::Dead {
+                    error: "HTTP 400".into(),
+                },
+            ),
+        ],
+        10,
+    )
+    .unwrap();
+    drop(o);
+
+    let mut o = Outbox::open(&path, &["a".to_owned(), "b".to_owned()]).unwrap();
+    let r = o.commit(&batch, 20).unwrap();
+    assert_eq!((r.calls, r.duplicates, r.deliveries), (0, 3, 3));
+    assert_eq!(
+        r.sinks,
+        [
+            SinkTally { queued: 0, had: 3 },
+            SinkTally { queued: 3, had: 0 }
+        ]
+    );
+    // `a` keeps its states (one delivered, one dead, one pending); `b` has all three due, in
+    // the order the calls were first stored.
+    let due_a: Vec<String> = o
+        .due("a", 100, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.call_id)
+        .collect();
+    assert_eq!(due_a, [c[2].id.clone()]);
+    let due_b: Vec<String> = o
+        .due("b", 100, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.call_id)
+        .collect();
+    assert_eq!(due_b, c.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+    assert_eq!(o.call_count().unwrap(), 3);
+    // The bodies `b` gets are the calls' JSON, as `a` got them.
+    let first = o.due("b", 100, 1).unwrap().remove(0);
+    let json: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(json["id"], c[0].id.as_str());
 }

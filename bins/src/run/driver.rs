@@ -261,8 +261,8 @@ pub(super) async fn run_with<P: Feed + Send + 'static>(
     }
     if ended && !sink_names.is_empty() {
         while !*shutdown.borrow() {
-            let counts = with_outbox(&outbox, |o| Ok(o.counts()?)).await?;
-            if counts.iter().all(|c| c.pending == 0) {
+            let names = sink_names.clone();
+            if !with_outbox(&outbox, move |o| Ok(o.any_pending(&names)?)).await? {
                 break;
             }
             if let Some(r) = &reporter {
