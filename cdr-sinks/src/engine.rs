@@ -1,13 +1,16 @@
 //! Delivery workers: one per sink, each with its own retry state, so a dead webhook never holds up
 //! another sink.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt as _;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
 
 use crate::SinkError;
 use crate::backoff::{RetryDecision, RetryPolicy};
@@ -253,35 +256,61 @@ async fn record(
 
 /// Sends each delivery on its own, with at most `concurrency` in flight (with 1, in order);
 /// returns the outcomes and, if the sink turned out unreachable or paused, until when to block it.
-async fn send_each<S: Sink + 'static>(
+async fn send_each<S: Sink>(
     worker: &SinkWorker<Arc<S>>,
     concurrency: usize,
     due: Vec<Pending>,
     blocked_rounds: u32,
 ) -> (Vec<(String, Outcome)>, Option<i64>) {
-    let mut set = JoinSet::new();
-    let mut outcomes = Vec::new();
+    let mut outcomes = Vec::with_capacity(due.len());
     let mut blocked = None;
-    let mut queue = due.into_iter();
-    loop {
-        while set.len() < concurrency.max(1) && blocked.is_none() {
-            let Some(p) = queue.next() else { break };
-            let sink = Arc::clone(&worker.sink);
-            set.spawn(async move {
-                let item = [Outgoing::new(p)];
-                let result = sink.deliver(&item).await;
-                let [item] = item;
-                (item.into_pending(), first_result(result))
-            });
-        }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        let Ok((p, result)) = joined else { continue };
+    deliver_each(&worker.sink, concurrency, due, |p, result| {
         let outcome = decide(worker, &p, result, now_ms(), blocked_rounds, &mut blocked);
         outcomes.push((p.call_id, outcome));
-    }
+        blocked.is_none()
+    })
+    .await;
     (outcomes, blocked)
+}
+
+/// Hands each of `due` to `sink` on its own ([`Drive::Each`]), with at most `concurrency`
+/// deliveries in flight (0 counts as 1; with 1, one after another in `due`'s order), and calls
+/// `done` with each delivery and its result as it finishes, in the order they finish. Once `done`
+/// returns false (the sink turned out unreachable or paused), no further delivery is started; the
+/// ones in flight are still finished and handed to `done`, and those never started are dropped
+/// (they stay due in the outbox).
+///
+/// This is how a worker drives such a sink; it is public so that a bench or a test can drive a
+/// sink exactly so without an outbox. The deliveries run as futures of the calling task (no task
+/// spawned per delivery); one that panics is dropped like one never started.
+pub async fn deliver_each<S: Sink>(
+    sink: &S,
+    concurrency: usize,
+    due: Vec<Pending>,
+    mut done: impl FnMut(Pending, Result<(), SinkError>) -> bool,
+) {
+    let mut running = FuturesUnordered::new();
+    let mut go_on = true;
+    let mut queue = due.into_iter();
+    loop {
+        while running.len() < concurrency.max(1) && go_on {
+            let Some(p) = queue.next() else { break };
+            running.push(
+                AssertUnwindSafe(async move {
+                    let item = [Outgoing::new(p)];
+                    let result = sink.deliver(&item).await;
+                    let [item] = item;
+                    (item.into_pending(), first_result(result))
+                })
+                .catch_unwind(),
+            );
+        }
+        let Some(finished) = running.next().await else {
+            break;
+        };
+        let Ok((p, result)) = finished else { continue };
+        go_on &= done(p, result);
+    }
 }
 
 /// Sends a round's deliveries as one batch (a sink whose batch succeeds or fails as a whole, so
