@@ -36,6 +36,9 @@ static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 /// case-insensitive in HTTP/1.1).
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// Requests in flight at once by default ([`WebhookConfig::concurrency`]).
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
 /// Settings of a [`WebhookSink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
@@ -51,7 +54,9 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Extra trusted root certificates (PEM), for receivers with a private CA.
     pub ca_file: Option<PathBuf>,
-    /// Requests in flight at once.
+    /// Requests in flight at once, each on its own kept-alive connection (HTTP/1.1; streams of
+    /// one connection with HTTP/2). With 1, calls go out one after another in the outbox's order;
+    /// with more, a receiver may see them in another order.
     pub concurrency: usize,
 }
 
@@ -64,7 +69,7 @@ impl Default for WebhookConfig {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             ca_file: None,
-            concurrency: 8,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }

@@ -259,7 +259,7 @@ impl SinkArgs {
                 ca_file: self.webhook_ca_file.clone(),
                 concurrency: self
                     .webhook_concurrency
-                    .unwrap_or(WebhookConfig::default().concurrency)
+                    .unwrap_or(cdr_sinks::webhook::DEFAULT_CONCURRENCY)
                     .clamp(1, MAX_WEBHOOK_CONCURRENCY),
                 ..WebhookConfig::default()
             }),
