@@ -5,9 +5,9 @@
 //! outbox. A batch is moved in one round trip: `BLMOVE` waits for the first item when the list is
 //! empty, then one small Lua script ([`MOVE_SCRIPT`], run atomically by Redis) moves up to a batch
 //! of what is already waiting, exactly as that many `LMOVE`s would (same order, same lists), and
-//! returns the items. A server that refuses scripts (an ACL without `EVAL`, scripting disabled)
+//! returns the items. A server that refuses scripts (an ACL without `EVAL`, `EVAL` renamed away)
 //! gets the same moves as pipelined `LMOVE`s. Several batches are moved while earlier ones are
-//! being committed ([`IN_FLIGHT`]), so the run loop can group them into one commit. At every
+//! being committed (four), so the run loop can group them into one commit. At every
 //! (re)connect the items a crash or a lost connection left in the processing list are handed over
 //! first: their calls are already in the outbox or not, and the outbox ignores a call id it has, so
 //! the worst case is a reject kept twice.
