@@ -294,6 +294,55 @@ fn smdr_calls_land_in_a_redis_list_in_order_once_per_id() {
     let _: () = redis().del(&out_list).unwrap();
 }
 
+#[test]
+fn a_redis_that_refuses_scripts_is_drained_with_one_lmove_per_item() {
+    let p = prefix("noeval");
+    let key = format!("{p}:in");
+    let mut r = redis();
+    // A user of this test's own that may do anything to its keys but run scripts.
+    let user = format!("cdr-relay-test-noeval-{}", std::process::id());
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("reset")
+        .arg("on")
+        .arg(">pw")
+        .arg(format!("~{p}:*"))
+        .arg("+@all")
+        .arg("-@scripting")
+        .query(&mut r)
+        .unwrap();
+    let n = 300;
+    let items: Vec<String> = (0..n).map(cdr).collect();
+    for chunk in items.chunks(100) {
+        let _: () = r.lpush(&key, chunk).unwrap();
+    }
+    let tmp = common::tempdir("list-noeval");
+    let db = tmp.join("relay.db");
+    let url = format!("redis://{user}:pw@127.0.0.1:6379");
+    let mut a = args(&key, db.to_str().unwrap(), &["--dialler-batch", "64"]);
+    a[1] = &url;
+    let relay = start(&a, &[]);
+    wait_for("every CDR stored", &relay, || stored_ids(&db).len() >= n);
+    wait_for("empty lists", &relay, || {
+        r.llen::<_, usize>(&key).unwrap() == 0
+            && r.llen::<_, usize>(format!("{key}:processing")).unwrap() == 0
+    });
+    let want: Vec<String> = (0..n).map(id_of).collect();
+    assert_eq!(stored_ids(&db), want, "in order, once each");
+    assert!(
+        relay.log().contains("refuses scripts"),
+        "the fallback was taken: {}",
+        relay.log()
+    );
+    relay.terminate();
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query(&mut r)
+        .unwrap();
+}
+
 /// A `redis-server` of this test's own on a free port, appendonly with fsync on every write;
 /// killed (SIGKILL) when dropped.
 struct OwnRedis {

@@ -259,14 +259,43 @@ async fn send_each<S: Sink + 'static>(
     due: Vec<Pending>,
     blocked_rounds: u32,
 ) -> (Vec<(String, Outcome)>, Option<i64>) {
-    let mut set = JoinSet::new();
-    let mut outcomes = Vec::new();
+    let mut outcomes = Vec::with_capacity(due.len());
     let mut blocked = None;
+    deliver_each(&worker.sink, concurrency, due, |p, result| {
+        let outcome = decide(worker, &p, result, now_ms(), blocked_rounds, &mut blocked);
+        outcomes.push((p.call_id, outcome));
+        blocked.is_none()
+    })
+    .await;
+    (outcomes, blocked)
+}
+
+/// Hands each of `due` to `sink` on its own ([`Drive::Each`]), with at most `concurrency`
+/// deliveries in flight (0 counts as 1; with 1, one after another in `due`'s order), and calls
+/// `done` with each delivery and its result as it finishes, in the order they finish. Once `done`
+/// returns false (the sink turned out unreachable or paused), no further delivery is started; the
+/// ones in flight are still finished and handed to `done`, and those never started are dropped
+/// (they stay due in the outbox).
+///
+/// This is how a worker drives such a sink; it is public so that a bench or a test can drive a
+/// sink exactly so without an outbox. Each delivery runs as a task of its own (one that panics is
+/// dropped like one never started): measured with the `webhook_sink` bench, this keeps the HTTP
+/// client's connections at `concurrency`, where polling them all from one task let finished
+/// connections reach the pool late and new ones were opened (about 10 times as many connections,
+/// 20-40 % fewer calls per second).
+pub async fn deliver_each<S: Sink + 'static>(
+    sink: &Arc<S>,
+    concurrency: usize,
+    due: Vec<Pending>,
+    mut done: impl FnMut(Pending, Result<(), SinkError>) -> bool,
+) {
+    let mut set = JoinSet::new();
+    let mut go_on = true;
     let mut queue = due.into_iter();
     loop {
-        while set.len() < concurrency.max(1) && blocked.is_none() {
+        while set.len() < concurrency.max(1) && go_on {
             let Some(p) = queue.next() else { break };
-            let sink = Arc::clone(&worker.sink);
+            let sink = Arc::clone(sink);
             set.spawn(async move {
                 let item = [Outgoing::new(p)];
                 let result = sink.deliver(&item).await;
@@ -278,10 +307,8 @@ async fn send_each<S: Sink + 'static>(
             break;
         };
         let Ok((p, result)) = joined else { continue };
-        let outcome = decide(worker, &p, result, now_ms(), blocked_rounds, &mut blocked);
-        outcomes.push((p.call_id, outcome));
+        go_on &= done(p, result);
     }
-    (outcomes, blocked)
 }
 
 /// Sends a round's deliveries as one batch (a sink whose batch succeeds or fails as a whole, so

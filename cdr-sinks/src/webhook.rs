@@ -15,7 +15,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -26,6 +28,16 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::SinkError;
 use crate::sink::{BatchResult, Drive, Outgoing, Sink};
+
+/// The `webhook-id` header (Standard Webhooks).
+static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+
+/// The `Idempotency-Key` header (HTTP header names are lower case on the wire in HTTP/2, and
+/// case-insensitive in HTTP/1.1).
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Requests in flight at once by default ([`WebhookConfig::concurrency`]).
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 /// Settings of a [`WebhookSink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +54,9 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Extra trusted root certificates (PEM), for receivers with a private CA.
     pub ca_file: Option<PathBuf>,
-    /// Requests in flight at once.
+    /// Requests in flight at once, each on its own kept-alive connection (HTTP/1.1; streams of
+    /// one connection with HTTP/2). With 1, calls go out one after another in the outbox's order;
+    /// with more, a receiver may see them in another order.
     pub concurrency: usize,
 }
 
@@ -55,7 +69,7 @@ impl Default for WebhookConfig {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             ca_file: None,
-            concurrency: 8,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -204,13 +218,17 @@ impl WebhookSink {
     /// POSTs one call's JSON. `id` is the call's stable id; `now_unix` the current Unix time in
     /// seconds, for the signature's timestamp.
     pub async fn send(&self, id: &str, body: &[u8], now_unix: i64) -> Result<(), SinkError> {
+        // The constant names and values are checked at compile time, not parsed per request.
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, concat!("cdr-relay/", env!("CARGO_PKG_VERSION")))
-            .header("webhook-id", id)
-            .header("Idempotency-Key", id);
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("cdr-relay/", env!("CARGO_PKG_VERSION"))),
+            )
+            .header(WEBHOOK_ID.clone(), id)
+            .header(IDEMPOTENCY_KEY.clone(), id);
         if let Some(auth) = &self.authorization {
             req = req.header(AUTHORIZATION, auth.clone());
         }

@@ -289,9 +289,11 @@ struct RunResult {
     recorded: Option<Duration>,
     /// Calls in the store at the end (`COUNT(*)`).
     stored: u64,
-    /// Webhook requests received, and distinct ids among them.
+    /// Webhook requests received, distinct ids among them, and connections accepted (with
+    /// keep-alive, as many as the sink's concurrency).
     requests: u64,
     ids: u64,
+    connections: u64,
     /// Deliveries by state at the end: pending, delivered, dead.
     deliveries: Option<(u64, u64, u64)>,
     /// The relay's peak RSS (kB) and CPU time (user, system).
@@ -318,10 +320,11 @@ impl RunResult {
         if self.expect_webhook {
             let _ = write!(
                 s,
-                ", webhook in {} ({} requests, {} ids), recorded in {}",
+                ", webhook in {} ({} requests, {} ids, {} connections), recorded in {}",
                 secs(self.webhook),
                 self.requests,
                 self.ids,
+                self.connections,
                 secs(self.recorded)
             );
         }
@@ -405,6 +408,7 @@ fn run_raw(corpus: &Corpus) -> anyhow::Result<RunResult> {
         stored: 0,
         requests: 0,
         ids: 0,
+        connections: 0,
         deliveries: None,
         hwm_kb: None,
         cpu: None,
@@ -523,13 +527,14 @@ fn run_relay(
         }
         std::thread::sleep(poll);
     };
-    let (requests, ids, webhook_at) = match &receiver {
+    let (requests, ids, connections, webhook_at) = match &receiver {
         Some(r) => (
             r.requests.load(Ordering::Relaxed),
             r.ids.lock().map_or(0, |s| s.len() as u64),
+            r.connections.load(Ordering::Relaxed),
             r.done(),
         ),
-        None => (0, 0, None),
+        None => (0, 0, 0, None),
     };
     let hwm_kb = proc_status_kb(proc.pid(), "VmHWM");
     let cpu = proc_cpu(proc.pid());
@@ -583,6 +588,7 @@ fn run_relay(
         stored: u64::try_from(stored).unwrap_or_default(),
         requests,
         ids,
+        connections,
         deliveries,
         hwm_kb,
         cpu,
@@ -778,6 +784,7 @@ fn clock_ticks() -> f64 {
 struct Receiver {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     ids: Arc<Mutex<HashSet<String>>>,
     done: Arc<Mutex<Option<Instant>>>,
 }
@@ -791,13 +798,20 @@ impl Receiver {
         let requests = Arc::new(AtomicU64::new(0));
         let ids = Arc::new(Mutex::new(HashSet::new()));
         let done = Arc::new(Mutex::new(None));
-        let (rq, is, dn) = (requests.clone(), ids.clone(), done.clone());
+        let connections = Arc::new(AtomicU64::new(0));
+        let (rq, is, dn, cn) = (
+            requests.clone(),
+            ids.clone(),
+            done.clone(),
+            connections.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let _ = stream.set_nodelay(true);
+                cn.fetch_add(1, Ordering::Relaxed);
                 let (rq, is, dn) = (rq.clone(), is.clone(), dn.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -830,6 +844,7 @@ impl Receiver {
         Ok(Self {
             addr,
             requests,
+            connections,
             ids,
             done,
         })

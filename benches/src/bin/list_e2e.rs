@@ -75,6 +75,29 @@ fn push(r: &mut redis::Connection, key: &str, n: usize) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// Redis's own CPU seconds so far (user + system, `INFO cpu`).
+fn redis_cpu(r: &mut redis::Connection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(r)?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k, "used_cpu_user" | "used_cpu_sys")
+                .then(|| v.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .sum())
+}
+
+/// A process's CPU seconds so far (user, system), from `/proc`.
+fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| -> Option<f64> { Some(fields.get(i)?.parse::<f64>().ok()? / 100.0) };
+    Some((t(11)?, t(12)?))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let relay = match &args.relay {
@@ -103,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         format!("{prefix}:base-processing"),
     );
     push(&mut r, &bin, n)?;
+    let base_redis_cpu = redis_cpu(&mut r)?;
     let start = Instant::now();
     loop {
         let mut pipe = redis::pipe();
@@ -126,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         let () = pipe.query(&mut r)?;
     }
     let base = start.elapsed().as_secs_f64();
+    let base_redis_cpu = redis_cpu(&mut r)? - base_redis_cpu;
     let moved: usize = r.llen(&bout)?;
     if moved != n {
         bail!("baseline moved {moved} of {n}");
@@ -134,6 +159,7 @@ fn main() -> anyhow::Result<()> {
     // The relay.
     let (key, out) = (format!("{prefix}:in"), format!("{prefix}:out"));
     let push_secs = push(&mut r, &key, n)?;
+    let relay_redis_cpu = redis_cpu(&mut r)?;
     let dir = std::env::temp_dir().join(format!("cdr-relay-list-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -175,6 +201,8 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let total = start.elapsed().as_secs_f64();
+    let relay_redis_cpu = redis_cpu(&mut r)? - relay_redis_cpu;
+    let relay_cpu = proc_cpu(child.id());
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -211,6 +239,16 @@ fn main() -> anyhow::Result<()> {
         total,
         rate(total),
         total / base
+    );
+    if let Some((u, s)) = relay_cpu {
+        println!(
+            "list-relay CPU: {u:.2} s user + {s:.2} s system, {:.1} µs per CDR",
+            (u + s) * 1e6 / n as f64
+        );
+    }
+    println!(
+        "Redis CPU: baseline {base_redis_cpu:.2} s, during the relay run {relay_redis_cpu:.2} s ({:.1} µs per CDR)",
+        relay_redis_cpu * 1e6 / n as f64
     );
     Ok(())
 }

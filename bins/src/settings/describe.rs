@@ -102,7 +102,7 @@ impl Config {
         }
         if let Some(w) = &self.webhook {
             out.push_str(&format!(
-                "webhook: {} (key {}, signing {}), {} attempts, first retry after {} s\n",
+                "webhook: {} (key {}, signing {}), {} requests at once, {} attempts, first retry after {} s\n",
                 redact_url(&w.url),
                 if w.authorization.is_some() {
                     "set"
@@ -110,6 +110,7 @@ impl Config {
                     "not set"
                 },
                 if w.secret.is_some() { "on" } else { "off" },
+                w.concurrency,
                 self.retry.max_attempts,
                 self.retry.base.as_secs(),
             ));

@@ -18,6 +18,9 @@ use super::values::{ChoiceParser, List, RedisPush, SqlTlsMode, parse_bool};
 use super::{ConfigError, DEFAULT_REDIS_SINK_LIST};
 use crate::settings::SinkSpec;
 
+/// The most webhook requests in flight at once (`WEBHOOK_CONCURRENCY`).
+const MAX_WEBHOOK_CONCURRENCY: usize = 256;
+
 /// The sinks' flags and variables.
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(default)]
@@ -59,6 +62,11 @@ pub struct SinkArgs {
     /// Extra trusted CA certificates (PEM) for the webhook's TLS.
     #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
     pub webhook_ca_file: Option<PathBuf>,
+
+    /// Webhook requests in flight at once, each on its own kept-alive connection (1: one after
+    /// another, in the order the calls were committed) [default: 16, at most 256].
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", value_name = "N")]
+    pub webhook_concurrency: Option<usize>,
 
     /// Redis sink: the server (`redis://[user:password@]host:port/db`, `rediss://` for TLS).
     #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
@@ -249,6 +257,10 @@ impl SinkArgs {
                 authorization: text(&self.webhook_key),
                 secret: text(&self.webhook_secret),
                 ca_file: self.webhook_ca_file.clone(),
+                concurrency: self
+                    .webhook_concurrency
+                    .unwrap_or(cdr_sinks::webhook::DEFAULT_CONCURRENCY)
+                    .clamp(1, MAX_WEBHOOK_CONCURRENCY),
                 ..WebhookConfig::default()
             }),
             (None, true) => {

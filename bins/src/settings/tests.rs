@@ -42,6 +42,24 @@ fn a_webhook_url_adds_the_webhook_sink() {
 }
 
 #[test]
+fn webhook_concurrency_defaults_to_16_within_1_to_256() {
+    let concurrency = |extra: &[&str]| {
+        let mut v = vec!["--webhook-url", "http://127.0.0.1:9/hook"];
+        v.extend_from_slice(extra);
+        Config::resolve(&args(&v))
+            .unwrap()
+            .webhook
+            .unwrap()
+            .concurrency
+    };
+    assert_eq!(concurrency(&[]), 16);
+    assert_eq!(concurrency(&["--webhook-concurrency", "1"]), 1);
+    assert_eq!(concurrency(&["--webhook-concurrency", "64"]), 64);
+    assert_eq!(concurrency(&["--webhook-concurrency", "0"]), 1);
+    assert_eq!(concurrency(&["--webhook-concurrency", "100000"]), 256);
+}
+
+#[test]
 fn file_settings_are_overridden_by_flags() {
     let dir = std::env::temp_dir().join(format!("cdr-relay-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

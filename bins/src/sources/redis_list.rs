@@ -1,11 +1,16 @@
 //! The dialler's CDR list in Redis as a source, drained without ever losing an item.
 //!
-//! Each item is moved atomically from the dialler's list to a processing list (`BLMOVE`, then
-//! `LMOVE` for whatever else is already waiting, up to a batch, in one round trip), handed to the
-//! run loop, and removed from the processing list (`LREM`) only after the run loop committed it
-//! to the outbox. The next batch is moved while one is being committed (two in flight). At every (re)connect the items a crash or a lost connection left in the
-//! processing list are handed over first: their calls are already in the outbox or not, and the
-//! outbox ignores a call id it has, so the worst case is a reject kept twice.
+//! Each item is moved atomically from the dialler's list to a processing list, handed to the run
+//! loop, and removed from the processing list (`LREM`) only after the run loop committed it to the
+//! outbox. A batch is moved in one round trip: `BLMOVE` waits for the first item when the list is
+//! empty, then one small Lua script ([`MOVE_SCRIPT`], run atomically by Redis) moves up to a batch
+//! of what is already waiting, exactly as that many `LMOVE`s would (same order, same lists), and
+//! returns the items. A server that refuses scripts (an ACL without `EVAL`, `EVAL` renamed away)
+//! gets the same moves as pipelined `LMOVE`s. Several batches are moved while earlier ones are
+//! being committed (four), so the run loop can group them into one commit. At every
+//! (re)connect the items a crash or a lost connection left in the processing list are handed over
+//! first: their calls are already in the outbox or not, and the outbox ignores a call id it has, so
+//! the worst case is a reject kept twice.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -47,9 +52,27 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Time allowed to connect (TCP, TLS, `AUTH`, `SELECT`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Batches handed to the run loop and not yet removed from the processing list: the next batch
-/// is moved while the previous one is being committed.
-const IN_FLIGHT: usize = 2;
+/// Batches handed to the run loop and not yet removed from the processing list: the next batches
+/// are moved while earlier ones are being committed, and the run loop commits what is waiting
+/// together (up to its own limit of reads per commit).
+const IN_FLIGHT: usize = 4;
+
+/// Moves up to `ARGV[1]` items from the tail of `KEYS[1]` (the dialler's list) to the head of
+/// `KEYS[2]` (the processing list) and returns them, oldest first: what that many
+/// `LMOVE KEYS[1] KEYS[2] RIGHT LEFT` would do and return, in one atomic step (`LRANGE` of the
+/// tail, `LTRIM` it off, `LPUSH` it oldest first, in pushes of at most 1,000 values).
+pub const MOVE_SCRIPT: &str = r"
+local items = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
+local n = #items
+if n == 0 then return items end
+redis.call('LTRIM', KEYS[1], 0, -n - 1)
+local oldest_first = {}
+for i = n, 1, -1 do oldest_first[#oldest_first + 1] = items[i] end
+for i = 1, n, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(oldest_first, i, math.min(i + 999, n)))
+end
+return oldest_first
+";
 
 enum Stop {
     /// Shutdown, or the run loop is gone.
@@ -120,6 +143,7 @@ async fn drain(
         Err(e) => return failed(e),
     };
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut mover = Mover { scripted: true };
     if !left.is_empty() {
         tracing::info!(
             items = left.len(),
@@ -168,16 +192,8 @@ async fn drain(
         }
         let more = cfg.batch.saturating_sub(items.len());
         if more > 0 {
-            let mut pipe = redis::pipe();
-            for _ in 0..more {
-                pipe.cmd("LMOVE")
-                    .arg(&cfg.key)
-                    .arg(&cfg.processing)
-                    .arg("RIGHT")
-                    .arg("LEFT");
-            }
-            match pipe.query_async::<Vec<Option<Vec<u8>>>>(conn).await {
-                Ok(moved) => items.extend(moved.into_iter().flatten()),
+            match mover.take(cfg, conn, more).await {
+                Ok(moved) => items.extend(moved),
                 Err(e) => return failed(e),
             }
         }
@@ -193,6 +209,62 @@ async fn drain(
             Err(stop) => return stop,
         }
     }
+}
+
+/// How batches are moved: by [`MOVE_SCRIPT`] until the server refuses scripts, then by pipelined
+/// `LMOVE`s (until the next connection).
+struct Mover {
+    scripted: bool,
+}
+
+impl Mover {
+    /// Moves up to `n` items from the dialler's list to the processing list; returns them,
+    /// oldest first.
+    async fn take(
+        &mut self,
+        cfg: &RedisListSource,
+        conn: &mut redis::aio::MultiplexedConnection,
+        n: usize,
+    ) -> redis::RedisResult<Vec<Vec<u8>>> {
+        if self.scripted {
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(MOVE_SCRIPT)
+                .arg(2)
+                .arg(&cfg.key)
+                .arg(&cfg.processing)
+                .arg(n);
+            match eval.query_async::<Vec<Vec<u8>>>(conn).await {
+                Ok(items) => return Ok(items),
+                Err(e) if refuses_scripts(&e) => {
+                    tracing::warn!(error = %e, "the dialler's Redis refuses scripts: moving items with one LMOVE each");
+                    self.scripted = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut pipe = redis::pipe();
+        for _ in 0..n {
+            pipe.cmd("LMOVE")
+                .arg(&cfg.key)
+                .arg(&cfg.processing)
+                .arg("RIGHT")
+                .arg("LEFT");
+        }
+        let moved = pipe.query_async::<Vec<Option<Vec<u8>>>>(conn).await?;
+        Ok(moved.into_iter().flatten().collect())
+    }
+}
+
+/// Whether an error says the server will not run our script (as opposed to a lost connection,
+/// or an error `LMOVE` would meet too, such as a key that is not a list): an ACL without
+/// `EVAL` (`NOPERM`), or `EVAL` renamed away (`unknown command`).
+fn refuses_scripts(e: &redis::RedisError) -> bool {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        return false;
+    }
+    let code = e.code().unwrap_or_default();
+    let detail = e.detail().unwrap_or_default().to_ascii_lowercase();
+    code == "NOPERM" || detail.contains("unknown command")
 }
 
 /// A batch handed to the run loop, not yet removed from the processing list.
