@@ -3,7 +3,7 @@
 //! bytes.
 //!
 //! The stream is every real capture in `fixtures/smdr/ccbc` (4,336 records, 4,104 calls
-//! per copy), repeated `--copies` times. Each copy `k` adds `(k + 1) * 10_000_000` to the Call ID
+//! per copy), repeated `--copies` times (`cdr_benches::corpus`). Each copy `k` adds `(k + 1) * 10_000_000` to the Call ID
 //! (field 10) of every line and changes nothing else, so every copy is a set of new calls (the
 //! relay's identity is site, Call ID, Call Start) and multi-record calls stay grouped. Call IDs
 //! are then all above the PBX-restart window (1,000,000 + 10,000), so no copy trips restart
@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use cdr_benches::corpus::{SmdrCorpus as Corpus, group, machine, proc_cpu};
 use clap::{Parser, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -104,25 +105,13 @@ enum RunKind {
     Webhook,
 }
 
-/// The bytes sent, and what the relay should make of them.
-struct Corpus {
-    bytes: Vec<u8>,
-    files: usize,
-    records: u64,
-    /// Calls the assembler emits (complete, or flushed early): what must reach the store.
-    calls: u64,
-    /// Calls still open at the end of the stream (never final; flushed after the idle timeout).
-    open: usize,
-    bad_lines: u64,
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let fixtures = args
         .fixtures
         .clone()
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/smdr/ccbc"));
-    let corpus = build_corpus(&fixtures, args.copies)?;
+    let corpus = Corpus::build(&fixtures, args.copies)?;
     let relay = relay_path(args.relay.as_deref())?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -171,101 +160,6 @@ fn main() -> anyhow::Result<()> {
         bail!("incomplete runs: {}", failed.join(", "));
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The corpus
-
-fn build_corpus(dir: &Path, copies: usize) -> anyhow::Result<Corpus> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading the fixtures in {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no *.txt captures in {}", dir.display());
-    }
-    let contents = files
-        .iter()
-        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let one: usize = contents.iter().map(Vec::len).sum();
-    let mut bytes = Vec::with_capacity(copies * (one + one / 16));
-    for k in 0..copies {
-        let offset = (k as u64 + 1) * 10_000_000;
-        for c in &contents {
-            for line in c.split_inclusive(|b| *b == b'\n') {
-                rewrite_call_id(line, offset, &mut bytes);
-            }
-        }
-    }
-    let (records, calls, open, bad_lines) = expected(&bytes);
-    Ok(Corpus {
-        bytes,
-        files: files.len(),
-        records,
-        calls,
-        open,
-        bad_lines,
-    })
-}
-
-/// Copies `line` with `offset` added to its Call ID (field 10); other lines unchanged.
-fn rewrite_call_id(line: &[u8], offset: u64, out: &mut Vec<u8>) {
-    let mut commas = line
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b',')
-        .map(|(i, _)| i);
-    let (Some(a), Some(b)) = (commas.nth(8), commas.next()) else {
-        out.extend_from_slice(line);
-        return;
-    };
-    let field = line.get(a + 1..b).unwrap_or_default();
-    let id = std::str::from_utf8(field)
-        .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-        .and_then(|s| s.parse::<u64>().ok());
-    match id {
-        Some(id) => {
-            out.extend_from_slice(line.get(..=a).unwrap_or_default());
-            out.extend_from_slice((id + offset).to_string().as_bytes());
-            out.extend_from_slice(line.get(b..).unwrap_or_default());
-        }
-        None => out.extend_from_slice(line),
-    }
-}
-
-/// Runs the relay's parser and assembler (default settings, as the relay has them) over the
-/// stream: (records, calls emitted, calls left open, bad lines).
-fn expected(bytes: &[u8]) -> (u64, u64, usize, u64) {
-    use call_assembler::{Output, SmdrAssembler, SmdrAssemblerConfig};
-    let mut framer = smdr_parse::SmdrFramer::default();
-    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
-    let now = Instant::now();
-    let (mut records, mut calls, mut bad) = (0u64, 0u64, 0u64);
-    for chunk in bytes.chunks(64 * 1024) {
-        framer.push(chunk);
-        while let Some(f) = framer.next_frame() {
-            match f {
-                smdr_parse::Frame::Line { line, .. } => match smdr_parse::SmdrRecord::parse(line) {
-                    Ok(r) => {
-                        records += 1;
-                        asm.handle_record(now, &r);
-                    }
-                    Err(_) => bad += 1,
-                },
-                smdr_parse::Frame::TooLong { .. } => bad += 1,
-            }
-            while let Some(o) = asm.poll_output() {
-                if matches!(o, Output::Call(_)) {
-                    calls += 1;
-                }
-            }
-        }
-    }
-    (records, calls, asm.open_calls(), bad)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,31 +647,6 @@ fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
     })
 }
 
-/// User and system CPU time of a process so far.
-fn proc_cpu(pid: u32) -> Option<(Duration, Duration)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let tick = clock_ticks();
-    let t = |i: usize| -> Option<Duration> {
-        let v: u64 = fields.get(i)?.parse().ok()?;
-        Some(Duration::from_secs_f64(v as f64 / tick))
-    };
-    Some((t(11)?, t(12)?))
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The webhook receiver
 
@@ -942,52 +811,6 @@ fn table(corpus: &Corpus, results: &[RunResult]) -> String {
         group(corpus.records as f64)
     );
     s
-}
-
-/// 12345.6 -> "12,346".
-fn group(v: f64) -> String {
-    let n = v.round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("?", |(_, m)| m.trim())
-        .to_owned();
-    let nproc = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    let rustc = Command::new("rustc")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "machine: {model}, nproc {nproc}, {}, {}, kernel {}",
-        mem.split_whitespace().collect::<Vec<_>>().join(" "),
-        rustc.trim(),
-        kernel.trim()
-    )
 }
 
 fn loadavg() -> String {
