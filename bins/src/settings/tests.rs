@@ -121,6 +121,25 @@ fn ami(v: &[&str]) -> Result<Config, ConfigError> {
     Config::resolve_ami(&args)
 }
 
+/// ami-relay's zone: UTC by default, AMI_UTC_OFFSET as before, PBX_TZ (a named zone with
+/// daylight saving) over it; a bad zone is refused by name.
+#[test]
+fn ami_zone_from_pbx_tz_over_the_utc_offset() {
+    use call_assembler::PbxZone;
+    assert_eq!(ami(&[]).unwrap().ami.zone, PbxZone::UTC);
+    let fixed = ami(&["--utc-offset", "+02:00"]).unwrap();
+    assert_eq!(fixed.ami.zone, PbxZone::fixed_secs(7200));
+    let named = ami(&["--utc-offset", "+02:00", "--pbx-tz", "Europe/Berlin"]).unwrap();
+    assert_eq!(named.ami.zone.to_string(), "Europe/Berlin");
+    assert!(
+        named.describe().contains("PBX time zone: Europe/Berlin"),
+        "{}",
+        named.describe()
+    );
+    let e = ami(&["--pbx-tz", "Europe/Berlni"]).unwrap_err();
+    assert!(e.0.contains("PBX_TZ") && e.0.contains("Berlni"), "{e}");
+}
+
 #[test]
 fn cel_mode_db_reads_the_db_settings() {
     let c = ami(&[
