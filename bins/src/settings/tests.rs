@@ -126,17 +126,29 @@ fn ami(v: &[&str]) -> Result<Config, ConfigError> {
 #[test]
 fn ami_zone_from_pbx_tz_over_the_utc_offset() {
     use call_assembler::PbxZone;
-    assert_eq!(ami(&[]).unwrap().ami.zone, PbxZone::UTC);
-    let fixed = ami(&["--utc-offset", "+02:00"]).unwrap();
+    let with = |more: &[&str]| {
+        let mut v = vec![
+            "--ami-host",
+            "pbx.example",
+            "--ami-username",
+            "relay",
+            "--ami-password",
+            "pw",
+        ];
+        v.extend_from_slice(more);
+        ami(&v)
+    };
+    assert_eq!(with(&[]).unwrap().ami.zone, PbxZone::UTC);
+    let fixed = with(&["--utc-offset", "+02:00"]).unwrap();
     assert_eq!(fixed.ami.zone, PbxZone::fixed_secs(7200));
-    let named = ami(&["--utc-offset", "+02:00", "--pbx-tz", "Europe/Berlin"]).unwrap();
+    let named = with(&["--utc-offset", "+02:00", "--pbx-tz", "Europe/Berlin"]).unwrap();
     assert_eq!(named.ami.zone.to_string(), "Europe/Berlin");
     assert!(
         named.describe().contains("PBX time zone: Europe/Berlin"),
         "{}",
         named.describe()
     );
-    let e = ami(&["--pbx-tz", "Europe/Berlni"]).unwrap_err();
+    let e = with(&["--pbx-tz", "Europe/Berlni"]).unwrap_err();
     assert!(e.0.contains("PBX_TZ") && e.0.contains("Berlni"), "{e}");
 }
 
