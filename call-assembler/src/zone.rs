@@ -70,6 +70,16 @@ impl PbxZone {
         utc.and_utc()
     }
 
+    /// The PBX's local time at the UTC instant `utc` (no ambiguity this way round).
+    pub fn to_local(&self, utc: NaiveDateTime) -> NaiveDateTime {
+        let offset = match self {
+            Self::Fixed(o) => *o,
+            Self::Named(tz) => tz.offset_from_utc_datetime(&utc).fix(),
+        };
+        utc.checked_add_signed(TimeDelta::seconds(i64::from(offset.local_minus_utc())))
+            .unwrap_or(utc)
+    }
+
     /// The offset from UTC the PBX's clock had at its local time `local` (gaps and overlaps as
     /// the module docs say).
     pub fn offset_of_local(&self, local: NaiveDateTime) -> FixedOffset {

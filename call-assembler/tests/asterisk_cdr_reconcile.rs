@@ -218,3 +218,57 @@ fn cdr_manager_field_names_work_too() {
     );
     assert_eq!(c.direction, a.direction);
 }
+
+/// A named zone (`PBX_TZ`) for Asterisk: the CDR rows' local times are read in it with its
+/// daylight saving (Berlin: UTC+2 in July, UTC+1 in November) and AMI's epoch `Timestamp`s
+/// become local time in it; `start_utc` is the same instant either way.
+#[test]
+fn a_named_zone_reads_local_times_with_daylight_saving() {
+    let dir = captures()
+        .into_iter()
+        .find(|d| name_of(d).starts_with("01_"))
+        .unwrap();
+    let berlin = AmiAssemblerConfig {
+        zone: "Europe/Berlin".parse().unwrap(),
+        ..config()
+    };
+    let groups = cdr_rows(&std::fs::read(dir.join("cdr.csv")).unwrap());
+    let rows = groups.values().next().unwrap();
+    for (date, utc, offset) in [
+        ("2026-07-01", "2026-07-01T11:54:08Z", "+02:00"),
+        ("2026-11-22", "2026-11-22T12:54:08Z", "+01:00"),
+    ] {
+        let moved: Vec<BTreeMap<CompactString, CompactString>> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                for k in ["start", "answer", "end"] {
+                    if let Some(v) = r.get_mut(k) {
+                        *v = format!("{date}{}", &v[10..]).into();
+                    }
+                }
+                r
+            })
+            .collect();
+        let c = AmiAssembler::new(berlin.clone())
+            .call_from_cdr(&moved)
+            .unwrap();
+        assert_eq!(c.start_time.to_string(), format!("{date} 13:54:08"));
+        assert_eq!(
+            c.start_utc
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            utc
+        );
+        assert_eq!(c.utc_offset.as_deref(), Some(offset), "{date}");
+    }
+
+    let raw = std::fs::read(dir.join("ami.raw")).unwrap();
+    let (utc_calls, _) = replay_ami(&raw, config());
+    let (local_calls, _) = replay_ami(&raw, berlin);
+    let (u, l) = (&utc_calls[0], &local_calls[0]);
+    assert_eq!(u.start_time.to_string(), "2026-11-22 13:54:08.579602");
+    assert_eq!(l.start_time.to_string(), "2026-11-22 14:54:08.579602");
+    assert_eq!(l.utc_offset.as_deref(), Some("+01:00"));
+    assert_eq!(l.start_utc, u.start_utc, "the same instant");
+}

@@ -129,7 +129,7 @@ fn panoramisk_originate_with_masquerade() {
     let raw = std::fs::read(path).unwrap();
     // The PBX was on UTC+1: CEL EventTime is local; no `Timestamp:` headers.
     let cfg = AmiAssemblerConfig {
-        utc_offset_secs: 3600,
+        zone: call_assembler::PbxZone::fixed_secs(3600),
         ..config()
     };
     let base = Instant::now();

@@ -35,11 +35,13 @@
 //! other leg gets a UUID v5 derived from the call id and the leg's Asterisk uniqueid (SMDR:
 //! its record number), the same on every run.
 //!
-//! **Times** are written in RFC 3339 UTC (`2018-01-05T09:12:44Z`). SMDR and Asterisk calls
-//! carry the PBX's local wall-clock time: they are written as if it were UTC unless
-//! [`HttpCdrConfig::utc_offset_secs`] says how far the PBX's clock is ahead of UTC (the UTC
-//! time written is the local time minus the offset). CMS calls are in UTC already and are
-//! never shifted.
+//! **Times** are written in RFC 3339 UTC (`2018-01-05T09:12:44Z`). A call that carries its
+//! start in UTC (`start_utc`, which every call the relays assemble now has: `PBX_TZ` for SMDR,
+//! Asterisk's epoch times) is taken to UTC by its own offset (`start_time` minus `start_utc`),
+//! its legs' local times too. A body stored before that field existed falls back to
+//! [`HttpCdrConfig::utc_offset_secs`] (how far the PBX's clock is ahead of UTC; the UTC time
+//! written is the local time minus the offset; 0 writes local times as if they were UTC). CMS
+//! calls are in UTC already and are never shifted.
 //!
 //! Progress records of calls still going on (progressive mode) are not sent: CMS records
 //! describe a call once it is over. They count as delivered.
@@ -141,9 +143,10 @@ pub struct HttpCdrConfig {
     pub session: String,
     /// The `callBridge` attribute of every batch, if any.
     pub call_bridge: Option<String>,
-    /// How far the PBX's local clock is ahead of UTC, in seconds (`3600` for UTC+1): SMDR and
-    /// Asterisk times are written as local time minus this. 0 writes them as if they were UTC.
-    /// Less than a day either way.
+    /// How far the PBX's local clock is ahead of UTC, in seconds (`3600` for UTC+1), for calls
+    /// that do not carry their own UTC start (`start_utc`; bodies stored by older versions):
+    /// their SMDR and Asterisk times are written as local time minus this. 0 writes them as if
+    /// they were UTC. Less than a day either way.
     pub utc_offset_secs: i32,
 }
 
@@ -375,13 +378,14 @@ impl Sink for HttpCdrSink {
 }
 
 /// The records of one call, numbered from `seq × 64` (see the module docs): `callStart`, the
-/// legs' `callLegStart` and `callLegEnd` by time, `callEnd`. `utc_offset_secs` is subtracted
-/// from the times of calls that are not from CMS.
+/// legs' `callLegStart` and `callLegEnd` by time, `callEnd`. Local times are taken to UTC by
+/// the call's own offset when it carries its UTC start, else (bodies stored before
+/// `start_utc` existed) by `utc_offset_secs`; CMS times are UTC already.
 pub fn call_records(call: &Call, seq: i64, utc_offset_secs: i32) -> Vec<CmsRecord<'static>> {
-    let offset = if call.source == Source::Cms {
-        0
-    } else {
-        i64::from(utc_offset_secs)
+    let offset = match call.start_utc {
+        Some(utc) => (call.start_time - utc.naive_utc()).num_seconds(),
+        None if call.source == Source::Cms => 0,
+        None => i64::from(utc_offset_secs),
     };
     // The call's times are chrono's naive times (chrono is not a dependency of this crate).
     let call_id = cms_call_id(call);

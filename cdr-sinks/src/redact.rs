@@ -4,7 +4,9 @@
 //! line written goes through [`redact_urls_in`]), Sentry events and the sinks' error messages.
 //!
 //! * The password of the userinfo (`https://user:secret@host`) becomes `***`; the user name
-//!   stays (it says which account, and is not a secret).
+//!   stays (it says which account, and is not a secret), except in a NATS URL (`nats://`,
+//!   `tls://`), where a user name without a password is a token (`nats://TOKEN@host`) and is
+//!   masked too.
 //! * The value of every query parameter whose name looks like a credential ([`is_secret_name`]:
 //!   `token`, `key`, `secret`, `password`, `sig`, `auth`, `apikey`, `access_token`, ...) becomes
 //!   `***`.
@@ -30,6 +32,9 @@ const SECRET_NAMES: [&str; 12] = [
     "code",
     "jwt",
 ];
+
+/// Schemes of NATS server URLs, where a user name alone is a token.
+const NATS_SCHEMES: [&str; 2] = ["nats", "tls"];
 
 /// What a masked value is shown as.
 pub const MASK: &str = "***";
@@ -63,6 +68,8 @@ pub fn redact_url(url: &str) -> String {
     let mut changed = false;
     if parsed.password().is_some() {
         changed |= parsed.set_password(Some(MASK)).is_ok();
+    } else if !parsed.username().is_empty() && NATS_SCHEMES.contains(&parsed.scheme()) {
+        changed |= parsed.set_username(MASK).is_ok();
     }
     if let Some(query) = parsed.query() {
         let (masked, any) = mask_query(query);
@@ -226,6 +233,19 @@ mod tests {
         );
         assert_eq!(redact_url("http://host"), "http://host");
         assert_eq!(redact_url("https://user@host/"), "https://user@host/");
+        assert_eq!(
+            redact_url("nats://s3cret@127.0.0.1:4222"),
+            "nats://***@127.0.0.1:4222",
+            "a NATS token"
+        );
+        assert_eq!(
+            redact_url("tls://relay:pw@nats:4222"),
+            "tls://relay:***@nats:4222"
+        );
+        assert_eq!(
+            redact_urls_in("servers nats://t0k@a:1,nats://b:2 down"),
+            "servers nats://***@a:1,nats://b:2 down"
+        );
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(redact_url("/just/a/path"), "/just/a/path");
     }

@@ -368,7 +368,9 @@ async fn wait_delivered(db: &Path, n: u64) {
     .await;
 }
 
-/// Checks that the assembled calls are the delivered ones, one complete call each.
+/// Checks that the assembled calls are the delivered ones, one complete call each, their
+/// starts in UTC: by the call's own offset when it has its UTC start, else by `offset` (CMS
+/// calls never shifted).
 fn check_assembled(assembled: &[Call], delivered: &[Call], offset: i64) {
     assert_eq!(assembled.len(), delivered.len());
     let by_id: BTreeMap<&str, &Call> = assembled.iter().map(|c| (c.call_id.as_str(), c)).collect();
@@ -380,7 +382,11 @@ fn check_assembled(assembled: &[Call], delivered: &[Call], offset: i64) {
         assert!(a.complete, "{}", d.id);
         assert_eq!(a.legs.len(), legs_written(d), "{}", d.id);
         assert_eq!(a.duration, d.duration, "{}", d.id);
-        let shift = if d.source == Source::Cms { 0 } else { offset };
+        let shift = match d.start_utc {
+            Some(u) => (d.start_time - u.naive_utc()).num_seconds(),
+            None if d.source == Source::Cms => 0,
+            None => offset,
+        };
         assert_eq!(
             a.start_time.and_utc().timestamp(),
             d.start_time.and_utc().timestamp() - shift,
@@ -407,6 +413,15 @@ fn check_assembled(assembled: &[Call], delivered: &[Call], offset: i64) {
 async fn calls_go_out_as_cms_records_with_the_same_indexes_on_every_retry() {
     let db = scratch("retry");
     let mut calls = common::smdr_calls(40);
+    // Half of the SMDR calls as stored before `start_utc` existed: the setting's offset applies
+    // to those; the others, from a PBX two hours ahead of UTC, are written by their own.
+    for (i, c) in calls.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            (c.start_utc, c.end_utc, c.utc_offset) = (None, None, None);
+        } else {
+            c.set_utc_times(&call_assembler::PbxZone::fixed_secs(7200));
+        }
+    }
     calls.extend(asterisk_calls());
     calls.extend(cms_calls());
     common::commit(&db, SINK, &calls);
@@ -575,14 +590,33 @@ fn record_indexes_are_derived_from_the_outbox_seq() {
     );
 }
 
+/// A call that carries its UTC start is written by its own offset, whatever the setting; a
+/// body without one (stored before `start_utc` existed) by the setting; CMS never shifted.
 #[test]
-fn local_times_are_shifted_by_the_offset_and_cms_times_are_not() {
-    let smdr = &common::smdr_calls(1)[0];
-    let plain = call_records(smdr, 1, 0);
-    let shifted = call_records(smdr, 1, 7200);
+fn local_times_are_shifted_by_the_calls_own_offset_else_the_setting_and_cms_times_are_not() {
     let secs = |r: &CmsRecord<'_>| r.time_utc.unwrap().timestamp();
-    assert_eq!(secs(&plain[0]), smdr.start_time.and_utc().timestamp());
+    let mut old = common::smdr_calls(1).remove(0);
+    (old.start_utc, old.end_utc, old.utc_offset) = (None, None, None);
+    let plain = call_records(&old, 1, 0);
+    let shifted = call_records(&old, 1, 7200);
+    assert_eq!(secs(&plain[0]), old.start_time.and_utc().timestamp());
     assert_eq!(secs(&plain[0]) - secs(&shifted[0]), 7200);
+    assert_eq!(secs(&plain[1]) - secs(&shifted[1]), 7200, "legs too");
+
+    // The same call at a PBX two hours ahead of UTC, as `PBX_TZ` makes it: its own offset.
+    let mut own = old.clone();
+    own.set_utc_times(&call_assembler::PbxZone::fixed_secs(7200));
+    assert_eq!(
+        own.start_utc.unwrap().timestamp(),
+        old.start_time.and_utc().timestamp() - 7200
+    );
+    for setting in [0, 7200, -3600] {
+        assert_eq!(
+            call_records(&own, 1, setting),
+            shifted,
+            "the setting ({setting} s) does not apply to a call with its own UTC start"
+        );
+    }
     let cms = &cms_calls()[0];
     assert_eq!(call_records(cms, 1, 7200), call_records(cms, 1, 0));
     assert_eq!(

@@ -26,7 +26,7 @@ use cdr_sinks::engine::{SinkStats, SinkWorker, run_worker};
 use cdr_sinks::nats::{NatsConfig, NatsSink, SCHEMA, SubjectTemplate};
 use cdr_sinks::{Outgoing, Sink, SinkError};
 use futures_util::StreamExt as _;
-use nats_server::NatsProc;
+use nats_server::{NatsProc, Operator};
 use tokio::sync::{Notify, watch};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -276,6 +276,53 @@ async fn no_stream_is_retryable() {
     assert_eq!(messages(&server.url(), "LATE").await.len(), 1);
 }
 
+/// A stream the server refuses to create as configured (its subjects overlap another
+/// stream's; three replicas on a server that is not clustered): the sink pauses with the
+/// server's reason and the settings to check, not retried as "unreachable"; once the conflict
+/// is gone the same sink creates its stream and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_refuses_pauses_the_sink() {
+    let dir = scratch("refused");
+    let server = NatsProc::start(&dir.join("nats"), "");
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    js.create_stream(jetstream::stream::Config {
+        name: "OTHER".into(),
+        subjects: vec!["cdr.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let call = &calls(1, "a")[0];
+    let sink = NatsSink::new(&config(&server.url(), "MINE")).unwrap();
+    for _ in 0..2 {
+        let e = deliver_one(&sink, call).await.unwrap_err();
+        let SinkError::Paused { reason, .. } = &e else {
+            panic!("a configuration error, not {e:?}")
+        };
+        assert!(
+            reason.contains("overlap")
+                && reason.contains("MINE")
+                && reason.contains("NATS_SUBJECT"),
+            "{reason}"
+        );
+    }
+
+    let mut three = config(&server.url(), "THREE");
+    three.replicas = 3;
+    three.subject = SubjectTemplate::parse("three.{site}").unwrap();
+    let e = deliver_one(&NatsSink::new(&three).unwrap(), call)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SinkError::Paused { reason, .. } if reason.contains("replicas")),
+        "{e}"
+    );
+
+    js.delete_stream("OTHER").await.unwrap();
+    deliver_one(&sink, call).await.unwrap();
+    assert_eq!(messages(&server.url(), "MINE").await.len(), 1);
+}
+
 /// User and password, then a token: the right ones deliver, wrong ones pause the sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_password_and_token() {
@@ -350,6 +397,35 @@ async fn nkey() {
         .await
         .unwrap_err();
     assert!(matches!(e, SinkError::Paused { .. }), "{e}");
+}
+
+/// A `.creds` file (a user JWT and its NKey seed) against a server in operator mode:
+/// delivered; a user of an account the server does not know is refused (the sink paused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_file() {
+    let dir = scratch("creds");
+    let op = Operator::new();
+    let server = NatsProc::start(&dir.join("nats"), &op.server_config());
+    std::fs::write(dir.join("relay.creds"), op.user_creds()).unwrap();
+    std::fs::write(dir.join("stranger.creds"), Operator::new().user_creds()).unwrap();
+    let call = &calls(1, "a")[0];
+    let mut c = config(&server.url(), "CREDS");
+    c.server.auth.creds_file = Some(dir.join("relay.creds"));
+    deliver_one(&NatsSink::new(&c).unwrap(), call)
+        .await
+        .unwrap();
+    c.server.auth.creds_file = Some(dir.join("stranger.creds"));
+    let e = deliver_one(&NatsSink::new(&c).unwrap(), call)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SinkError::Paused { .. }), "{e}");
+    let client = async_nats::ConnectOptions::with_credentials_file(dir.join("relay.creds"))
+        .await
+        .unwrap()
+        .connect(server.url())
+        .await
+        .unwrap();
+    assert_eq!(messages_of(client, "CREDS").await.len(), 1);
 }
 
 /// A certificate for `localhost` and 127.0.0.1 signed by a fresh CA: (CA, cert, key) PEM.

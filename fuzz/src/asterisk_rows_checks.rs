@@ -10,7 +10,7 @@
 //!
 //! * byte 0, the mode: bit 0 progressive (bit 1: a 5 s interval, else 0), bit 2
 //!   `max_open_calls` 2 (else 100,000), bit 3 `internal_number_max_len` 4, bit 4 tenant rules,
-//!   bit 5 a 30 s idle timeout (else an hour), bits 6-7 `utc_offset_secs` 0, 3600, -18000 or
+//!   bit 5 a 30 s idle timeout (else an hour), bits 6-7 the zone's fixed offset 0, 3600, -18000 or
 //!   50400;
 //! * byte 1: `k = b % 16` chunk sizes follow, one byte each (0 to 255 bytes; a 0 is a call that
 //!   adds nothing), used in turn; none (or all 0) feeds the payload at once;
@@ -112,7 +112,9 @@ pub fn config(mode: u8) -> AmiAssemblerConfig {
         max_open_calls: if bit(2) { 2 } else { 100_000 },
         progress_interval: bit(0).then(|| Duration::from_secs(if bit(1) { 5 } else { 0 })),
         internal_number_max_len: bit(3).then_some(4),
-        utc_offset_secs: [0, 3600, -18_000, 50_400][usize::from(mode >> 6)],
+        zone: call_assembler::PbxZone::fixed_secs(
+            [0, 3600, -18_000, 50_400][usize::from(mode >> 6)],
+        ),
         tenant_rules: if bit(4) {
             vec![
                 TenantRule {

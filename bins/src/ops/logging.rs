@@ -12,7 +12,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Installs the global subscriber. With a Sentry DSN, error events and panics are also sent to
 /// Sentry.
 pub fn init(json: bool, sentry_dsn: Option<&str>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        quiet_secrets(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let sentry = sentry_dsn
         .map(crate::ops::sentry_events::SentryLayer::new)
         .transpose()?;
@@ -38,6 +39,21 @@ pub fn init(json: bool, sentry_dsn: Option<&str>) -> anyhow::Result<()> {
             .try_init()?;
     }
     Ok(())
+}
+
+/// Targets whose lines below `info` quote a secret whole, capped at `info` whatever `RUST_LOG`
+/// says: async-nats traces the `CONNECT` line it sends (`connect_info`, with the password,
+/// token and nonce signature), and that module logs nothing else above `trace`.
+const SECRET_TARGETS: [&str; 1] = ["async_nats::connection"];
+
+/// `filter` with [`SECRET_TARGETS`] capped at `info`.
+fn quiet_secrets(mut filter: EnvFilter) -> EnvFilter {
+    for target in SECRET_TARGETS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
 }
 
 /// A writer that masks the secrets of the URLs in what it is given (the fmt layer writes each

@@ -175,23 +175,48 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let source = source_name(RelayedFeed::KIND, &config.site);
             let metrics = Metrics::new(RelayedFeed::KIND);
             let (tx, rx) = mpsc::channel(8);
+            // A consumer the server refuses as configured stops the relay: the run loop is
+            // shut down as on a signal (what it holds is committed), then the relay exits
+            // with the server's reason.
+            let (stop_tx, stop_rx) = watch::channel(*shutdown.borrow());
+            let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
             let feed = match &config.source {
                 SourceConfig::Nats(nats) => {
                     tokio::spawn(crate::sources::nats::nats(
                         (**nats).clone(),
                         tx,
-                        shutdown.clone(),
+                        stop_rx.clone(),
+                        fatal_tx,
                     ));
                     ReadProgress::live()
                 }
                 _ => start_byte_source(&config, &metrics, tx, &shutdown).await?,
             };
+            let fatal = tokio::spawn(async move {
+                let mut shutdown = shutdown;
+                let why = tokio::select! {
+                    Ok(why) = fatal_rx => Some(why),
+                    Ok(()) = async { shutdown.wait_for(|s| *s).await.map(drop) } => None,
+                    // Neither can fire any more: keep `stop_tx` (its drop would read as a stop).
+                    else => std::future::pending().await,
+                };
+                let _ = stop_tx.send(true);
+                why
+            });
             let max_item = config.dialler_max_item;
             // Nothing to restore: every message is a whole call.
-            run_with(config, opened, shutdown, metrics, rx, feed, None, |_, _| {
+            let summary = run_with(config, opened, stop_rx, metrics, rx, feed, None, |_, _| {
                 RelayedFeed::new(&source, max_item)
             })
-            .await
+            .await;
+            if fatal.is_finished() {
+                if let Ok(Some(why)) = fatal.await {
+                    anyhow::bail!("NATS: {why}");
+                }
+            } else {
+                fatal.abort();
+            }
+            summary
         }
         RelayKind::Ami if matches!(config.source, SourceConfig::CelCsv(_)) => {
             let SourceConfig::CelCsv(files) = config.source.clone() else {

@@ -87,10 +87,20 @@ pub struct AmiArgs {
     #[arg(long, env = "AMI_INTERNAL_NUMBER_MAX_LEN", value_name = "DIGITS")]
     pub internal_number_max_len: Option<usize>,
 
-    /// The PBX's offset from UTC (`+02:00`), applied to event timestamps so that call times
-    /// are PBX local time like Asterisk's CDR [default: +00:00].
+    /// The PBX's offset from UTC (`+02:00`), fixed all year, applied to event timestamps so
+    /// that call times are PBX local time like Asterisk's CDR, and used to take the local times
+    /// of CDR and CEL rows to UTC. PBX_TZ, when set, takes precedence [default: +00:00].
     #[arg(long, env = "AMI_UTC_OFFSET", value_name = "+HH:MM")]
     pub utc_offset: Option<String>,
+
+    /// The PBX's time zone, an IANA name (`Europe/London`), `UTC` or a fixed offset
+    /// (`+01:00`): epoch times (AMI `Timestamp:`, epoch CEL times, database times with an
+    /// offset) become PBX local time in it, daylight saving included, and the local times of
+    /// CDR and CEL CSV files and tables are read in it for each call's `start_utc` (a time in
+    /// the spring gap takes the offset before it, one in the autumn overlap the earlier
+    /// instant). Takes precedence over AMI_UTC_OFFSET [default: AMI_UTC_OFFSET, else UTC].
+    #[arg(long, env = "PBX_TZ", value_name = "ZONE", allow_hyphen_values = true)]
+    pub pbx_tz: Option<String>,
 
     /// Where CEL comes from: `ami` (the Manager Interface), `csv` (follow the cel_custom and
     /// cdr_csv files) or `db` (read Asterisk's `cel` and `cdr` tables in PostgreSQL or
@@ -303,7 +313,12 @@ impl Config {
             let parsed: chrono::FixedOffset = off.trim().parse().map_err(|_| {
                 ConfigError(format!("AMI_UTC_OFFSET {off:?}: expected +HH:MM or -HH:MM"))
             })?;
-            ami.utc_offset_secs = parsed.local_minus_utc();
+            ami.zone = call_assembler::PbxZone::Fixed(parsed);
+        }
+        if let Some(tz) = text(&args.pbx_tz) {
+            ami.zone = tz
+                .parse()
+                .map_err(|e| ConfigError(format!("PBX_TZ: {e}")))?;
         }
         c.ami = ami;
         let recordings_max_age =

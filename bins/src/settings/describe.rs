@@ -100,6 +100,13 @@ impl Config {
                 self.smdr.zone
             ));
         }
+        if self.kind == RelayKind::Ami {
+            out.push_str(&format!(
+                "PBX time zone: {} (epoch times become local time in it; CDR and CEL local \
+                 times are read in it for start_utc and end_utc)\n",
+                self.ami.zone
+            ));
+        }
         if let Some(w) = &self.webhook {
             out.push_str(&format!(
                 "webhook: {} (key {}, signing {}), {} requests at once, {} attempts, first retry after {} s\n",

@@ -139,6 +139,37 @@ fn ami(v: &[&str]) -> Result<Config, ConfigError> {
     Config::resolve_ami(&args)
 }
 
+/// ami-relay's zone: UTC by default, AMI_UTC_OFFSET as before, PBX_TZ (a named zone with
+/// daylight saving) over it; a bad zone is refused by name.
+#[test]
+fn ami_zone_from_pbx_tz_over_the_utc_offset() {
+    use call_assembler::PbxZone;
+    let with = |more: &[&str]| {
+        let mut v = vec![
+            "--ami-host",
+            "pbx.example",
+            "--ami-username",
+            "relay",
+            "--ami-password",
+            "pw",
+        ];
+        v.extend_from_slice(more);
+        ami(&v)
+    };
+    assert_eq!(with(&[]).unwrap().ami.zone, PbxZone::UTC);
+    let fixed = with(&["--utc-offset", "+02:00"]).unwrap();
+    assert_eq!(fixed.ami.zone, PbxZone::fixed_secs(7200));
+    let named = with(&["--utc-offset", "+02:00", "--pbx-tz", "Europe/Berlin"]).unwrap();
+    assert_eq!(named.ami.zone.to_string(), "Europe/Berlin");
+    assert!(
+        named.describe().contains("PBX time zone: Europe/Berlin"),
+        "{}",
+        named.describe()
+    );
+    let e = with(&["--pbx-tz", "Europe/Berlni"]).unwrap_err();
+    assert!(e.0.contains("PBX_TZ") && e.0.contains("Berlni"), "{e}");
+}
+
 #[test]
 fn cel_mode_db_reads_the_db_settings() {
     let c = ami(&[

@@ -251,7 +251,7 @@ impl AmiAssembler {
     /// Moves channel `uid` alone from call `from` into call `into`, and links the two calls.
     fn move_leg(&mut self, uid: &CompactString, from: u64, into: u64, now: Instant) {
         let max_legs = self.config.max_legs_per_call;
-        let (anchor, offset) = (self.anchor, self.config.utc_offset_secs);
+        let (anchor, zone) = (self.anchor, self.config.zone);
         let Some(old) = self.calls.get_mut(&from) else {
             return;
         };
@@ -270,7 +270,7 @@ impl AmiAssembler {
         if call.legs.len() < max_legs {
             self.channels.insert(uid.clone(), into);
             call.legs.push(leg);
-            let fallback = epoch_to_local(&call.linkedid, offset);
+            let fallback = epoch_to_local(&call.linkedid, &zone);
             let first = call.first.at;
             call.legs
                 .sort_by_key(|l| l.created.map(|s| wall_at(anchor, s, fallback, first)));
@@ -310,7 +310,7 @@ impl AmiAssembler {
         self.stats.merges += 1;
         let max_legs = self.config.max_legs_per_call;
         let max = self.config.max_items_per_call;
-        let (anchor, offset) = (self.anchor, self.config.utc_offset_secs);
+        let (anchor, zone) = (self.anchor, self.config.zone);
         let Some(call) = self.calls.get_mut(&into) else {
             return;
         };
@@ -327,7 +327,7 @@ impl AmiAssembler {
         }
         // In order of creation on the wall clock (as the calls will show it), so that a replay
         // of the same events at other `now`s gives the same order.
-        let fallback = epoch_to_local(&call.linkedid, offset);
+        let fallback = epoch_to_local(&call.linkedid, &zone);
         let first = call.first.at.min(old.first.at);
         call.legs
             .sort_by_key(|l| l.created.map(|s| wall_at(anchor, s, fallback, first)));

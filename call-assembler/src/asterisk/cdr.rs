@@ -36,12 +36,12 @@ struct Row<'r> {
 }
 
 impl<'r> Row<'r> {
-    fn read(index: usize, row: &'r BTreeMap<CompactString, CompactString>, offset: i32) -> Self {
+    fn read(index: usize, row: &'r BTreeMap<CompactString, CompactString>, zone: &PbxZone) -> Self {
         let get = |names: &[&str]| column(row, names);
         let time = |names: &[&str]| Some(get(names)).filter(|t| !t.is_empty());
-        let start = time(&["start", "StartTime", "calldate"]).and_then(|t| parse_time(t, offset));
+        let start = time(&["start", "StartTime", "calldate"]).and_then(|t| parse_time(t, zone));
         let end = time(&["end", "EndTime"])
-            .and_then(|t| parse_time(t, offset))
+            .and_then(|t| parse_time(t, zone))
             .or_else(|| {
                 // No end: the start plus the duration.
                 let secs: i64 = get(&["duration", "Duration"]).parse().ok()?;
@@ -51,7 +51,7 @@ impl<'r> Row<'r> {
             index,
             sequence: get(&["sequence", "Sequence"]).parse().ok(),
             start,
-            answer: time(&["answer", "AnswerTime"]).and_then(|t| parse_time(t, offset)),
+            answer: time(&["answer", "AnswerTime"]).and_then(|t| parse_time(t, zone)),
             end,
             uniqueid: get(&["uniqueid", "UniqueID"]),
             linkedid: get(&["linkedid", "LinkedID"]),
@@ -210,11 +210,11 @@ impl AmiAssembler {
     /// [`CelRow::eventtime`]: super::CelRow::eventtime
     /// [`AmiAssemblerConfig::tenant_rules`]: super::AmiAssemblerConfig::tenant_rules
     pub fn call_from_cdr(&self, rows: &[BTreeMap<CompactString, CompactString>]) -> Option<Call> {
-        let offset = self.config.utc_offset_secs;
+        let zone = self.config.zone;
         let mut read: Vec<Row<'_>> = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| Row::read(i, r, offset))
+            .map(|(i, r)| Row::read(i, r, &zone))
             .collect();
         read.sort_by_key(|r| {
             (
@@ -478,8 +478,7 @@ impl AmiAssembler {
         }
 
         let start_bytes = format_timestamp(&start_time, b'-', b' ');
-        let (start_utc, end_utc, utc_offset) =
-            PbxZone::fixed_secs(self.config.utc_offset_secs).call_times(start_time, end_time);
+        let (start_utc, end_utc, utc_offset) = self.config.zone.call_times(start_time, end_time);
         Some(Call {
             id: call_id(&self.config.site, linkedid, 0),
             source: Source::Ami,

@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 
 use ami_proto::AmiMessage;
-use chrono::{DateTime, NaiveDateTime, TimeDelta};
+use chrono::{DateTime, NaiveDateTime};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use super::{AmiAssembler, AmiAssemblerConfig, CelColumns};
 use crate::call::Transfer;
+use crate::zone::PbxZone;
 
 /// One CEL row as a database or `cel_custom` CSV backend stores it, for
 /// [`AmiAssembler::handle_cel_row`]. Field names follow the classic CEL columns.
@@ -25,7 +26,7 @@ pub struct CelRow {
     pub eventtype: String,
     /// Epoch with microseconds (`1335310195.513823`) or local `YYYY-MM-DD HH:MM:SS[.ffffff]`
     /// (or with `T` for the space; with a zone offset such as `+00`, it is taken to UTC and
-    /// shifted by [`AmiAssemblerConfig::utc_offset_secs`] like an epoch).
+    /// then to the PBX's local time in [`AmiAssemblerConfig::zone`] like an epoch).
     pub eventtime: String,
     /// Caller id name.
     pub cid_name: String,
@@ -203,7 +204,7 @@ impl Fields for FieldList<'_> {
     }
 }
 
-pub(super) fn epoch_to_local(text: &str, offset: i32) -> Option<NaiveDateTime> {
+pub(super) fn epoch_to_local(text: &str, zone: &PbxZone) -> Option<NaiveDateTime> {
     let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
     let secs: i64 = secs.trim().parse().ok()?;
     let digits: String = frac.chars().take(9).collect();
@@ -215,16 +216,17 @@ pub(super) fn epoch_to_local(text: &str, offset: i32) -> Option<NaiveDateTime> {
         n.checked_mul(scale)?
     };
     let utc = DateTime::from_timestamp(secs, nanos)?.naive_utc();
-    utc.checked_add_signed(TimeDelta::seconds(i64::from(offset)))
+    Some(zone.to_local(utc))
 }
 
-/// A CEL time: epoch (UTC, shifted by `offset`) or local `YYYY-MM-DD HH:MM:SS[.ffffff]` (or
-/// with `T` for the space); with a zone offset after it (`+00`, `+01:00`, `Z`, as a database's
-/// `timestamptz` gives it), the time is taken to UTC and shifted by `offset` like an epoch.
-pub(super) fn parse_time(text: &str, offset: i32) -> Option<NaiveDateTime> {
+/// A CEL time: epoch (UTC, taken to the PBX's local time in `zone`) or local `YYYY-MM-DD
+/// HH:MM:SS[.ffffff]` (or with `T` for the space); with a zone offset after it (`+00`,
+/// `+01:00`, `Z`, as a database's `timestamptz` gives it), the time is taken to UTC and then
+/// to local time like an epoch.
+pub(super) fn parse_time(text: &str, zone: &PbxZone) -> Option<NaiveDateTime> {
     let t = text.trim();
     if !t.contains('-') {
-        return epoch_to_local(t, offset);
+        return epoch_to_local(t, zone);
     }
     for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(local) = NaiveDateTime::parse_from_str(t, format) {
@@ -238,10 +240,7 @@ pub(super) fn parse_time(text: &str, offset: i32) -> Option<NaiveDateTime> {
     ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"]
         .iter()
         .find_map(|format| DateTime::parse_from_str(&zoned, format).ok())
-        .and_then(|t| {
-            t.naive_utc()
-                .checked_add_signed(TimeDelta::seconds(i64::from(offset)))
-        })
+        .map(|t| zone.to_local(t.naive_utc()))
 }
 
 fn parse_cause(s: &str) -> Option<u16> {
@@ -291,9 +290,9 @@ const RECORDING_VARS: [&str; 4] = [
 ];
 
 /// Converts an AMI message (or CEL row) into the events the assembler understands.
-pub(super) fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
+pub(super) fn convert(f: &impl Fields, zone: &PbxZone) -> Option<Ev> {
     let event = f.text("Event")?;
-    let stamp = f.text("Timestamp").and_then(|t| epoch_to_local(&t, offset));
+    let stamp = f.text("Timestamp").and_then(|t| epoch_to_local(&t, zone));
     let mut ev = Ev {
         name: "",
         wall: stamp,
@@ -519,7 +518,7 @@ pub(super) fn convert(f: &impl Fields, offset: i32) -> Option<Ev> {
             }
             ev.kind = Kind::Cdr(row);
         }
-        "cel" => return convert_cel(f, ev, offset),
+        "cel" => return convert_cel(f, ev, zone),
         _ => {
             // Any other event about a channel: a heartbeat that may carry a new Linkedid.
             ev.name = "Other";
@@ -556,7 +555,7 @@ const CDR_FIELDS: [&str; 17] = [
     "UserField",
 ];
 
-fn convert_cel(f: &impl Fields, mut ev: Ev, offset: i32) -> Option<Ev> {
+fn convert_cel(f: &impl Fields, mut ev: Ev, zone: &PbxZone) -> Option<Ev> {
     let name = f.text("EventName")?;
     ev.uid = f.value("UniqueID");
     ev.linkedid = f.value("LinkedID");
@@ -564,7 +563,7 @@ fn convert_cel(f: &impl Fields, mut ev: Ev, offset: i32) -> Option<Ev> {
     ev.cid_name = f.value("CallerIDname");
     ev.up = false;
     if ev.wall.is_none() {
-        ev.wall = f.text("EventTime").and_then(|t| parse_time(&t, offset));
+        ev.wall = f.text("EventTime").and_then(|t| parse_time(&t, zone));
     }
     let extra = f.text("Extra").unwrap_or_default();
     // Every CEL event names the application its channel runs (CEL `APP_START` needs

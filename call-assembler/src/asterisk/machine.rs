@@ -159,7 +159,7 @@ impl AmiAssembler {
         let now = self.clamp(now);
         self.stats.messages += 1;
         self.touched = None;
-        if let Some(ev) = convert(msg, self.config.utc_offset_secs) {
+        if let Some(ev) = convert(msg, &self.config.zone) {
             self.apply(now, ev);
         }
         self.finish_input(now);
@@ -187,7 +187,7 @@ impl AmiAssembler {
             ("Peer", row.peer.as_bytes()),
             ("Extra", row.extra.as_bytes()),
         ]);
-        if let Some(ev) = convert(&list, self.config.utc_offset_secs) {
+        if let Some(ev) = convert(&list, &self.config.zone) {
             self.apply(now, ev);
         }
         self.finish_input(now);

@@ -11,7 +11,6 @@ use super::input::epoch_to_local;
 use super::lifecycle::call_id;
 use super::state::{AnswerKind, LegState, OpenCall, Stamp, wall_at};
 use crate::call::{Call, FlushReason, Leg, Party, Source, Transfer, format_timestamp};
-use crate::zone::PbxZone;
 
 impl AmiAssembler {
     /// The wall time of a stamp: its own, or placed by the latest anchor.
@@ -33,7 +32,7 @@ impl AmiAssembler {
         reason: Option<FlushReason>,
         snapshot_at: Option<Instant>,
     ) -> Call {
-        let fallback = epoch_to_local(&call.linkedid, self.config.utc_offset_secs);
+        let fallback = epoch_to_local(&call.linkedid, &self.config.zone);
         let wall = |s: Stamp| self.wall(s, fallback, call.first.at);
         let start_time = call
             .legs
@@ -163,8 +162,7 @@ impl AmiAssembler {
             .collect();
         let start_bytes = format_timestamp(&start_time, b'-', b' ');
         // The times are the events' epochs shifted by the offset: back by it is exact UTC.
-        let (start_utc, end_utc, utc_offset) =
-            PbxZone::fixed_secs(self.config.utc_offset_secs).call_times(start_time, end_time);
+        let (start_utc, end_utc, utc_offset) = self.config.zone.call_times(start_time, end_time);
         let (id, part) = match &call.id {
             Some((id, _, part)) => (id.clone(), *part),
             None => (call_id(&self.config.site, &call.linkedid, 0), 0),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::PbxZone;
+
 #[cfg(doc)]
 use super::{AmiAssembler, CelRow};
 #[cfg(doc)]
@@ -31,9 +33,12 @@ pub struct AmiAssemblerConfig {
     pub trunk_contexts: Vec<String>,
     /// Channel name prefixes of trunks (e.g. `SIP/trunk`, `PJSIP/provider`).
     pub trunk_channel_prefixes: Vec<String>,
-    /// The PBX's offset from UTC in seconds, applied to epoch times (`Timestamp:`, epoch CEL
-    /// times) so that every time in a call is PBX local time.
-    pub utc_offset_secs: i32,
+    /// The PBX's time zone (a fixed offset, or an IANA zone with its daylight saving rules):
+    /// epoch times (`Timestamp:`, epoch CEL times, times with an offset from a database) are
+    /// turned into PBX local time with it, so that every time in a call is PBX local time, and
+    /// local times (CDR rows, CEL tables and CSV files) are taken to UTC with it for
+    /// [`Call::start_utc`]. UTC by default.
+    pub zone: PbxZone,
     /// `None` (the default): complete mode, one record per call when it is over. `Some(iv)`:
     /// progressive mode, a `Started` snapshot when a call is first seen, an `Updated` one every
     /// `iv` (from the call's creation, on the monotonic clock) while it lasts, and the final
@@ -99,7 +104,7 @@ impl Default for AmiAssemblerConfig {
                 "from-external".into(),
             ],
             trunk_channel_prefixes: Vec::new(),
-            utc_offset_secs: 0,
+            zone: PbxZone::UTC,
             progress_interval: None,
             internal_number_max_len: None,
             tenant_rules: Vec::new(),

@@ -8,7 +8,7 @@ use ami_proto::AmiMessage;
 use super::input::{epoch_to_local, hangup_extra, parse_time};
 use super::{AmiAssembler, AmiAssemblerConfig, CelRow, RuleField, TenantRule};
 use crate::call::{Call, CallDirection, FlushReason, UpdateEvent};
-use crate::{Anomaly, Output};
+use crate::{Anomaly, Output, PbxZone};
 
 fn msg(headers: &[(&str, &str)]) -> AmiMessage<'static> {
     AmiMessage::from_headers(headers.iter().copied()).unwrap()
@@ -228,14 +228,18 @@ fn cel_csv_lines() {
 #[test]
 fn times_parse() {
     assert_eq!(
-        parse_time("2014-10-28 16:36:40", 0).unwrap().to_string(),
+        parse_time("2014-10-28 16:36:40", &PbxZone::fixed_secs(0))
+            .unwrap()
+            .to_string(),
         "2014-10-28 16:36:40"
     );
     assert_eq!(
-        epoch_to_local("1414510600.5", 3600).unwrap().to_string(),
+        epoch_to_local("1414510600.5", &PbxZone::fixed_secs(3600))
+            .unwrap()
+            .to_string(),
         "2014-10-28 16:36:40.500"
     );
-    assert!(epoch_to_local("x", 0).is_none());
+    assert!(epoch_to_local("x", &PbxZone::fixed_secs(0)).is_none());
     // Database forms: a fraction, a `T`, a zone.
     let local = "2026-11-22 13:54:08.579430";
     for text in [
@@ -248,16 +252,40 @@ fn times_parse() {
         "1795352048.579430",
     ] {
         assert_eq!(
-            parse_time(text, 3600).map(|t| t.to_string()).as_deref(),
+            parse_time(text, &PbxZone::fixed_secs(3600))
+                .map(|t| t.to_string())
+                .as_deref(),
             Some(local),
             "{text}"
         );
     }
     assert_eq!(
-        parse_time("2026-11-22 13:54:08", 0).unwrap().to_string(),
+        parse_time("2026-11-22 13:54:08", &PbxZone::fixed_secs(0))
+            .unwrap()
+            .to_string(),
         "2026-11-22 13:54:08"
     );
-    assert!(parse_time("2026-11-22 nonsense", 0).is_none());
+    assert!(parse_time("2026-11-22 nonsense", &PbxZone::fixed_secs(0)).is_none());
+    // A named zone: epochs and times with an offset become local time with daylight saving.
+    let berlin: PbxZone = "Europe/Berlin".parse().unwrap();
+    for (utc, local) in [
+        ("2026-07-01 11:54:08+00", "2026-07-01 13:54:08"),
+        ("2026-11-22 12:54:08+00", "2026-11-22 13:54:08"),
+        ("1795352048", "2026-11-22 13:54:08"),
+    ] {
+        assert_eq!(
+            parse_time(utc, &berlin).map(|t| t.to_string()).as_deref(),
+            Some(local),
+            "{utc}"
+        );
+    }
+    assert_eq!(
+        parse_time("2026-07-01 13:54:08", &berlin)
+            .unwrap()
+            .to_string(),
+        "2026-07-01 13:54:08",
+        "a local time stays as it is"
+    );
 }
 
 /// An event about channel `uid` of call `lid`, with more headers.

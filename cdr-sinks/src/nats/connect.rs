@@ -146,6 +146,31 @@ impl NatsServer {
         })
     }
 
+    /// The URLs as the client gets them: without their user and password or token (read into
+    /// the connect options instead, [`NatsServer::url_credentials`]), so that no line the
+    /// client logs (its debug lines print the server's address as a parsed URL, which the log
+    /// writer's URL masking does not recognise) carries a secret.
+    fn client_addrs(&self) -> Result<Vec<async_nats::ServerAddr>, SinkError> {
+        self.urls
+            .iter()
+            .map(|u| {
+                let bad = |e: std::io::Error| {
+                    SinkError::Config(format!("NATS URL {}: {e}", redact_nats_url(u)))
+                };
+                let addr: async_nats::ServerAddr = u.parse().map_err(bad)?;
+                if !addr.has_user_pass() {
+                    return Ok(addr);
+                }
+                let mut url = addr.into_inner();
+                // Both only fail for URLs that cannot have a user (no host), which a NATS
+                // server address always has.
+                let _ = url.set_password(None);
+                let _ = url.set_username("");
+                async_nats::ServerAddr::from_url(url).map_err(bad)
+            })
+            .collect()
+    }
+
     fn tls_config(&self) -> Result<rustls::ClientConfig, SinkError> {
         let roots = crate::webhook::root_store(self.ca_file.as_deref())?;
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -211,7 +236,7 @@ impl NatsServer {
                 Duration::from_millis((attempts as u64).saturating_mul(100).min(1000))
             });
         let shown = self.shown_urls();
-        let connect = options.connect(self.urls.as_slice());
+        let connect = options.connect(self.client_addrs()?);
         match tokio::time::timeout(self.timeout.saturating_mul(2), connect).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(match e.kind() {
@@ -272,6 +297,31 @@ mod tests {
         };
         let shown = format!("{auth:?}");
         assert!(!shown.contains("tok\"") && !shown.contains("pw") && !shown.contains("SUAB"));
+    }
+
+    #[test]
+    fn the_client_gets_no_secret_in_its_urls() {
+        let s = NatsServer::new(vec![
+            "nats://t0ken@127.0.0.1:4222".into(),
+            "tls://relay:pw@nats.example:4333".into(),
+            "127.0.0.1:4444".into(),
+        ]);
+        let shown: Vec<String> = s
+            .client_addrs()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| format!("{a:?} {}", a.as_url_str()))
+            .collect();
+        assert_eq!(shown.len(), 3);
+        for (a, port) in shown.iter().zip(["4222", "4333", "4444"]) {
+            assert!(a.contains(port), "{a}");
+            assert!(!a.contains("t0ken") && !a.contains("pw"), "{a}");
+        }
+        assert_eq!(
+            s.url_credentials(),
+            Some(("t0ken".to_owned(), None)),
+            "the credentials are taken from the URLs"
+        );
     }
 
     #[test]

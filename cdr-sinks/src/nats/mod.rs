@@ -19,7 +19,12 @@
 //!   stream refuses (too large, stream full) is [`SinkError::Retryable`].
 //! * **The stream**: [`NatsConfig::create_stream`] makes the sink create it (name, subjects from
 //!   the template with `*` for each placeholder, replicas, duplicate window, file storage) when
-//!   it connects, and again when a publish finds no stream; otherwise it must exist.
+//!   it connects, and again when a publish finds no stream; otherwise it must exist. A stream
+//!   the server refuses to create as configured (its subjects overlap another stream's, more
+//!   replicas than a server that is not clustered can hold: [`is_refused_as_configured`])
+//!   pauses the sink with the server's reason ([`SinkError::Paused`]): nothing is lost, the
+//!   engine logs it as an error and tries again after its backoff, in case the stream is fixed
+//!   on the server.
 //!
 //! The connection ([`NatsServer`]: URLs, token, user and password, NKey, `.creds` file, TLS by
 //! rustls on ring with the Mozilla roots plus an optional CA file) is opened on the first
@@ -27,6 +32,7 @@
 //! itself.
 
 mod connect;
+mod refused;
 mod subject;
 
 use std::borrow::Cow;
@@ -38,6 +44,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 
 pub use connect::{NatsAuth, NatsServer, redact_nats_url};
+pub use refused::is_refused_as_configured;
 pub use subject::{DEFAULT_SUBJECT, SubjectTemplate};
 
 use crate::SinkError;
@@ -204,11 +211,33 @@ impl NatsSink {
         live.js
             .get_or_create_stream(self.config.stream_config())
             .await
-            .map_err(|e| {
-                SinkError::Unreachable(format!("NATS: creating stream {}: {e}", self.config.stream))
-            })?;
+            .map_err(|e| self.stream_error(&e))?;
         live.stream_ready = true;
         Ok(())
+    }
+
+    /// What a failure to create the stream means: a configuration the server refuses pauses
+    /// the sink (no retry soon fixes it), anything else is a server not reachable or not ready.
+    fn stream_error(&self, e: &jetstream::context::CreateStreamError) -> SinkError {
+        use jetstream::context::CreateStreamErrorKind;
+        let c = &self.config;
+        match e.kind() {
+            CreateStreamErrorKind::JetStream(js) if is_refused_as_configured(&js) => {
+                SinkError::Paused {
+                    reason: format!(
+                        "NATS: the server refuses to create stream {} (subjects {}, {} \
+                         replicas) as configured: {js}; check NATS_STREAM, NATS_SUBJECT and \
+                         NATS_REPLICAS against the streams on the server, or create the stream \
+                         there and unset NATS_CREATE_STREAM",
+                        c.stream,
+                        c.subject.wildcard(),
+                        c.replicas
+                    ),
+                    retry_after: None,
+                }
+            }
+            _ => SinkError::Unreachable(format!("NATS: creating stream {}: {e}", c.stream)),
+        }
     }
 
     /// Publishes a batch and waits for every acknowledgement (at most the timeout, counted

@@ -178,3 +178,109 @@ impl NatsCluster {
             .join(",")
     }
 }
+
+/// A NATS server in operator mode (decentralised JWT authentication, what `nsc` sets up): an
+/// operator key the server trusts, one account signed by it with JetStream enabled, and users
+/// of that account in `.creds` files. The JWTs are made here as nats-io/jwt encodes them (a
+/// `{"typ":"JWT","alg":"ed25519-nkey"}` header, the claims, the issuer NKey's Ed25519 signature
+/// of both, each in unpadded base64url); `nsc` is not needed.
+pub struct Operator {
+    operator: nkeys::KeyPair,
+    account: nkeys::KeyPair,
+    /// The system account JetStream needs in operator mode.
+    system: nkeys::KeyPair,
+}
+
+impl Operator {
+    /// A new operator and account.
+    pub fn new() -> Self {
+        Self {
+            operator: nkeys::KeyPair::new_operator(),
+            account: nkeys::KeyPair::new_account(),
+            system: nkeys::KeyPair::new_account(),
+        }
+    }
+
+    /// The server configuration: the operator key trusted, the account's JWT preloaded in a
+    /// memory resolver.
+    pub fn server_config(&self) -> String {
+        let account = jwt(
+            &self.operator,
+            &self.account.public_key(),
+            "cdr",
+            serde_json::json!({
+                "type": "account",
+                "version": 2,
+                "limits": {
+                    "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                    "wildcards": true, "conn": -1, "leaf": -1,
+                    "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+                },
+                "default_permissions": { "pub": {}, "sub": {} }
+            }),
+        );
+        let system = jwt(
+            &self.operator,
+            &self.system.public_key(),
+            "SYS",
+            serde_json::json!({ "type": "account", "version": 2 }),
+        );
+        format!(
+            "trusted_keys: [\"{}\"]\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{ {}: \"{account}\", {sys}: \"{system}\" }}\n",
+            self.operator.public_key(),
+            self.account.public_key(),
+            sys = self.system.public_key(),
+        )
+    }
+
+    /// A `.creds` file's text for a new user of the account (its JWT and NKey seed, in the
+    /// layout `nsc` writes).
+    pub fn user_creds(&self) -> String {
+        let user = nkeys::KeyPair::new_user();
+        let token = jwt(
+            &self.account,
+            &user.public_key(),
+            "relay",
+            serde_json::json!({
+                "type": "user",
+                "version": 2,
+                "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1
+            }),
+        );
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n",
+            user.seed().unwrap()
+        )
+    }
+}
+
+/// A JWT for `subject` issued (signed) by `issuer`, with `nats` as its NATS claims.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("{subject}-{iat}"),
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!(
+        "{}.{}",
+        b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        b64.encode(claims.to_string())
+    );
+    let sig = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64.encode(sig))
+}
