@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use call_assembler::Call;
 
 /// A generated SMDR stream and what the relay must make of it.
 #[derive(Debug, Clone)]
@@ -220,4 +221,39 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// The calls of the SMDR day fixture (`fixtures/smdr/ccbc_rw180105_day_34fields.txt`), as the
+/// relay's assembler makes them, copied under new ids (`{i:08}-{id}`) up to `n`: bodies for the
+/// benches that feed a sink directly.
+pub fn day_calls(n: usize) -> anyhow::Result<Vec<Call>> {
+    use call_assembler::{Output, SmdrAssembler, SmdrAssemblerConfig};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt");
+    let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+    let mut framer = smdr_parse::SmdrFramer::default();
+    framer.push(&bytes);
+    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
+    let now = Instant::now();
+    let mut base = Vec::new();
+    while let Some(f) = framer.next_frame() {
+        if let smdr_parse::Frame::Line { line, .. } = f
+            && let Ok(r) = smdr_parse::SmdrRecord::parse(line)
+        {
+            asm.handle_record(now, &r);
+        }
+        while let Some(o) = asm.poll_output() {
+            if let Output::Call(c) = o {
+                base.push(c);
+            }
+        }
+    }
+    anyhow::ensure!(!base.is_empty(), "no calls in {}", path.display());
+    Ok((0..n)
+        .filter_map(|i| {
+            let mut c = base.get(i % base.len())?.clone();
+            c.id = format!("{i:08}-{}", c.id);
+            Some(c)
+        })
+        .collect())
 }

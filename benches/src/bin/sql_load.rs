@@ -21,11 +21,10 @@
     reason = "a benchmark binary: the report goes to standard output"
 )]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
+use call_assembler::Call;
+use cdr_benches::corpus::day_calls;
 use cdr_sinks::Outgoing;
 use cdr_sinks::outbox::Pending;
 use cdr_sinks::sql::{SqlConfig, SqlSink};
@@ -48,38 +47,6 @@ struct Args {
     /// The MariaDB/MySQL server (no database in the URL); empty: skip it.
     #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
     mysql: String,
-}
-
-/// The fixture's calls, copied under new ids up to `n`.
-fn calls(n: usize) -> anyhow::Result<Vec<Call>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt");
-    let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
-    let mut framer = smdr_parse::SmdrFramer::default();
-    framer.push(&bytes);
-    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
-    let now = Instant::now();
-    let mut base = Vec::new();
-    while let Some(f) = framer.next_frame() {
-        if let smdr_parse::Frame::Line { line, .. } = f {
-            if let Ok(r) = smdr_parse::SmdrRecord::parse(line) {
-                asm.handle_record(now, &r);
-            }
-        }
-        while let Some(o) = asm.poll_output() {
-            if let Output::Call(c) = o {
-                base.push(c);
-            }
-        }
-    }
-    anyhow::ensure!(!base.is_empty(), "no calls in {}", path.display());
-    Ok((0..n)
-        .map(|i| {
-            let mut c = base[i % base.len()].clone();
-            c.id = format!("{i:08}-{}", c.id);
-            c
-        })
-        .collect())
 }
 
 fn items(calls: &[Call]) -> Vec<Outgoing> {
@@ -193,7 +160,7 @@ async fn run(server: &str, name: &str, items: &[Outgoing], batch: usize) -> anyh
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let calls = calls(args.calls)?;
+    let calls = day_calls(args.calls)?;
     let items = items(&calls);
     let legs: usize = calls.iter().map(|c| c.records.len()).sum();
     println!(

@@ -32,14 +32,14 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use bytes::Bytes;
-use call_assembler::{Call, Output, SmdrAssembler, SmdrAssemblerConfig};
+use call_assembler::Call;
+use cdr_benches::corpus::{day_calls, machine, proc_cpu};
 use cdr_sinks::backoff::RetryPolicy;
 use cdr_sinks::engine::{SinkStats, SinkWorker, deliver_each, run_worker};
 use cdr_sinks::outbox::{Batch, Outbox, Pending};
@@ -73,13 +73,19 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let calls = calls(args.calls)?;
+    let calls = day_calls(args.calls)?;
     let bodies: Vec<(String, Bytes)> = calls
         .iter()
         .map(|c| Ok((c.id.clone(), Bytes::from(serde_json::to_vec(c)?))))
         .collect::<anyhow::Result<_>>()?;
     let mean = bodies.iter().map(|(_, b)| b.len()).sum::<usize>() / bodies.len().max(1);
-    println!("{}", machine());
+    println!(
+        "{}, load {}",
+        machine(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     println!(
         "{} calls from fixtures/smdr/ccbc_rw180105_day_34fields.txt, {mean} bytes of JSON each on average",
         bodies.len()
@@ -98,16 +104,16 @@ fn main() -> anyhow::Result<()> {
         for leg in &args.legs {
             let receiver = Receiver::start()?;
             let url = format!("http://{}/hook", receiver.addr);
-            let cpu0 = own_cpu();
+            let cpu0 = proc_cpu(std::process::id());
             let t = match leg.as_str() {
                 "bare" => rt.block_on(bare(&url, c, &bodies))?,
                 "sink" => rt.block_on(sink(&url, c, args.round.max(1), &bodies))?,
                 "engine" => rt.block_on(engine(&url, c, &calls))?,
                 other => bail!("unknown leg {other:?} (bare, sink, engine)"),
             };
-            let cpu = own_cpu()
+            let cpu = proc_cpu(std::process::id())
                 .zip(cpu0)
-                .map(|((u1, s1), (u0, s0))| (u1 - u0, s1 - s0));
+                .map(|((u1, s1), (u0, s0))| ((u1 - u0).as_secs_f64(), (s1 - s0).as_secs_f64()));
             let (requests, ids, conns) = receiver.counts();
             if ids != bodies.len() as u64 {
                 bail!(
@@ -132,38 +138,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The day fixture's calls, copied under new ids up to `n`.
-fn calls(n: usize) -> anyhow::Result<Vec<Call>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/smdr/ccbc_rw180105_day_34fields.txt");
-    let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
-    let mut framer = smdr_parse::SmdrFramer::default();
-    framer.push(&bytes);
-    let mut asm = SmdrAssembler::new(SmdrAssemblerConfig::default());
-    let now = Instant::now();
-    let mut base = Vec::new();
-    while let Some(f) = framer.next_frame() {
-        if let smdr_parse::Frame::Line { line, .. } = f {
-            if let Ok(r) = smdr_parse::SmdrRecord::parse(line) {
-                asm.handle_record(now, &r);
-            }
-        }
-        while let Some(o) = asm.poll_output() {
-            if let Output::Call(c) = o {
-                base.push(c);
-            }
-        }
-    }
-    anyhow::ensure!(!base.is_empty(), "no calls in {}", path.display());
-    Ok((0..n)
-        .filter_map(|i| {
-            let mut c = base.get(i % base.len())?.clone();
-            c.id = format!("{i:08}-{}", c.id);
-            Some(c)
-        })
-        .collect())
 }
 
 /// A bare hyper client: `concurrency` tasks, each posting the next body and reading the answer.
@@ -392,26 +366,4 @@ impl Receiver {
         let _ = self.stop.send(());
         let _ = self.thread.join();
     }
-}
-
-/// User and system CPU seconds of this process so far.
-fn own_cpu() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| -> Option<f64> { Some(fields.get(i)?.parse::<f64>().ok()? / 100.0) };
-    Some((t(11)?, t(12)?))
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("?", |(_, m)| m.trim())
-        .to_owned();
-    let nproc = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!("machine: {model}, nproc {nproc}, load {}", load.trim())
 }
