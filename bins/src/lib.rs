@@ -26,6 +26,16 @@ pub mod web;
 
 use std::process::ExitCode;
 
+/// What `--version` prints after the binary's name: the package version and the git commit it
+/// was built from (`0.1.0 (commit 1a2b3c4d5e6f)`; `unknown` when built outside a git checkout
+/// without `CDR_RELAY_GIT_COMMIT`, see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CDR_RELAY_GIT_COMMIT"),
+    ")"
+);
+
 /// The whole life of a relay binary: resolve the configuration (`resolve`), print it and stop
 /// for `--check-config`, else set up logging and run until a signal (or the end of a replay).
 /// Errors are printed as `NAME: error` and give a failing exit code.
