@@ -38,7 +38,8 @@ case "$depends" in *libc6*) ;; *) fail "Depends lacks libc6 (\$auto): $depends" 
 # --- Contents: exactly these files, these owners and modes ------------------------------
 echo "contents:"
 dpkg-deb -c "$deb" | awk '{print "  " $1, $2, $6}'
-actual=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $1, $2, $6}' | sort)
+# Owners as names (cargo-deb writes ids: 0/0 is root/root).
+actual=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {sub(/^0\/0$/, "root/root", $2); print $1, $2, $6}' | sort)
 expected=$(
   {
     for r in $relays; do
@@ -70,7 +71,12 @@ done
 if command -v shellcheck >/dev/null 2>&1; then
   shellcheck -s sh -S warning "$work/control/postinst" "$work/control/prerm" "$work/control/postrm"
 fi
-need() { grep -qE -- "$2" "$work/control/$1" || fail "$1 does not $3"; }
+# need SCRIPT REGEX WHAT: SCRIPT (its continued lines joined) has a line matching REGEX.
+need() {
+  local text
+  text=$(sed -e ':a' -e '/\\$/N; s/\\\n *//; ta' "$work/control/$1")
+  grep -qE -- "$2" <<<"$text" || fail "$1 does not $3"
+}
 need postinst 'addgroup --system .*cdr-relay' "create the cdr-relay group"
 need postinst 'adduser --system .*--home /var/lib/cdr-relay .*cdr-relay' "create the cdr-relay user"
 need postinst 'mkdir -p /var/lib/cdr-relay' "create the state directory"
