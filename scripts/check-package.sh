@@ -8,8 +8,10 @@
 #   - each unit has the service settings the package promises and, where systemd-analyze is
 #     installed, passes `systemd-analyze verify` against the unpacked tree (the packaged
 #     binaries at their ExecStart paths, this machine's own units for the targets);
-#   - each packaged binary prints its version and commit, and accepts its packaged example
-#     settings (`--check-config`) in a clean environment, as the unit starts it.
+#   - the one binary, the multi-call /usr/bin/cdr-relay, is stripped and the five relays' names
+#     are relative links to it; each relay, invoked through its link as the unit invokes it,
+#     prints its name, version and commit, and accepts its packaged example settings
+#     (`--check-config`) in a clean environment.
 # bins/tests/package.rs then runs the packaged smdr-relay on a captured stream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,14 +38,17 @@ case "$depends" in *adduser*) ;; *) fail "Depends lacks adduser (postinst uses i
 case "$depends" in *libc6*) ;; *) fail "Depends lacks libc6 (\$auto): $depends" ;; esac
 
 # --- Contents: exactly these files, these owners and modes ------------------------------
+# Mode, owner, path (and a link's target: "-> cdr-relay").
+listing() { dpkg-deb -c "$deb" | awk '{printf "%s %s", $1, $2; for (i = 6; i <= NF; i++) printf " %s", $i; print ""}'; }
 echo "contents:"
-dpkg-deb -c "$deb" | awk '{print "  " $1, $2, $6}'
+listing | sed 's/^/  /'
 # Owners as names (cargo-deb writes ids: 0/0 is root/root).
-actual=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {sub(/^0\/0$/, "root/root", $2); print $1, $2, $6}' | sort)
+actual=$(listing | awk '$1 !~ /^d/ {sub(/^0\/0$/, "root/root", $2); print}' | sort)
 expected=$(
   {
+    echo "-rwxr-xr-x root/root ./usr/bin/cdr-relay"
     for r in $relays; do
-      echo "-rwxr-xr-x root/root ./usr/bin/$r"
+      echo "lrwxrwxrwx root/root ./usr/bin/$r -> cdr-relay"
       echo "-rw-r--r-- root/root ./usr/lib/systemd/system/$r.service"
       echo "-rw-r----- root/root ./etc/cdr-relay/$r.toml"
     done
@@ -138,13 +143,25 @@ else
   echo "systemd-analyze verify: skipped (no systemd-analyze or no /usr/lib/systemd/system here)"
 fi
 
-# --- The packaged binaries --------------------------------------------------------------
+# --- The packaged binary and its links ---------------------------------------------------
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
+multi="$root/usr/bin/cdr-relay"
+if command -v readelf >/dev/null 2>&1; then
+  readelf -S "$multi" | grep -q '\.symtab' && fail "cdr-relay is not stripped"
+fi
+v=$("$multi" --version)
+echo "$v"
+case "$v" in "cdr-relay $upstream (commit "*")") ;; *) fail "cdr-relay --version: $v (package $version)" ;; esac
+# Not named after a relay, it names them (and fails: it ran none).
+usage_rc=0
+usage=$("$multi" 2>&1) || usage_rc=$?
+[ "$usage_rc" = 2 ] || fail "cdr-relay with no relay named: exit code $usage_rc, not 2"
+for r in $relays; do
+  grep -qE "^ +$r " <<<"$usage" || fail "cdr-relay's usage does not list $r: $usage"
+done
 for r in $relays; do
   bin="$root/usr/bin/$r"
-  if command -v readelf >/dev/null 2>&1; then
-    readelf -S "$bin" | grep -q '\.symtab' && fail "$r is not stripped"
-  fi
+  [ -L "$bin" ] && [ "$(readlink "$bin")" = cdr-relay ] || fail "/usr/bin/$r is not a link to cdr-relay"
   v=$("$bin" --version)
   echo "$v"
   case "$v" in "$r $upstream (commit "*")") ;; *) fail "$r --version: $v (package $version)" ;; esac

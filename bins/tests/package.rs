@@ -1,7 +1,8 @@
 //! The Debian package as an operator installs it: unpacked into a throwaway root, its
-//! `smdr-relay` started the way its unit starts it (the unit's ExecStart, the packaged example
-//! settings with the ports an operator would set, a state directory as systemd gives it, a
-//! clean environment), fed a captured SMDR stream on loopback: the calls are in its store.
+//! `smdr-relay` started the way its unit starts it (the unit's ExecStart, `/usr/bin/smdr-relay`,
+//! a link to the multi-call `cdr-relay`; the packaged example settings with the ports an
+//! operator would set, a state directory as systemd gives it, a clean environment), fed a
+//! captured SMDR stream on loopback: the calls are in its store.
 //!
 //! The package is the newest `target/debian/cdr-relay_*.deb` (`scripts/package.sh` builds it)
 //! or `$CDR_RELAY_DEB`. Without one the test says so and passes, unless
@@ -173,6 +174,13 @@ fn the_packaged_smdr_relay_takes_a_capture_into_its_store() {
     let exec: Vec<&str> = unit["ExecStart"].split_whitespace().collect();
     let (bin, args) = exec.split_first().unwrap();
     assert_eq!(*bin, "/usr/bin/smdr-relay");
+    // The package's one binary is cdr-relay; the relay's name is a link to it, which cdr-relay
+    // follows by the name it is invoked as (the last part of ExecStart's path).
+    assert_eq!(
+        std::fs::read_link(in_root(bin)).expect("/usr/bin/smdr-relay is a link"),
+        Path::new("cdr-relay")
+    );
+    assert!(in_root("/usr/bin/cdr-relay").is_file());
     assert_eq!(unit["StateDirectory"], "cdr-relay/smdr-relay");
     let args: Vec<PathBuf> = args
         .iter()
