@@ -1,9 +1,12 @@
 //! Runtime glue for the cdr-relay binaries (`smdr-relay`, `ami-relay`, `list-relay`,
 //! `cdr-receiver`, `nats-relay`): sockets, files, databases, settings and a web page around the
 //! sans-IO feeds of `call_assembler::feed` and the outbox and delivery engine of `cdr_sinks`.
-//! The binaries in `src/bin/` only parse arguments and call [`main_with`].
+//! The binaries in `src/bin/` only call their relay's function in [`entry`] (which parses the
+//! arguments and calls [`main_with`]); `cdr-relay`, the five in one, calls [`entry::multi_call`].
 //!
 //! By role, each depending only on those after it:
+//! * [`entry`]: each relay's `main` (parse its arguments, resolve, [`main_with`]) and the
+//!   multi-call binary's choice of relay by the name it is invoked as;
 //! * [`run`]: the driver loop (select over the source, the feed's deadline and shutdown; group,
 //!   commit, acknowledge, wake the workers), building the sinks and their workers, progress;
 //! * [`web`]: the built-in web server (page, JSON API, `/metrics`, `/healthz`, `/readyz`, the
@@ -18,6 +21,7 @@
 //! sink (`cdr-sinks`).
 #![deny(missing_docs)]
 
+pub mod entry;
 pub mod ops;
 pub mod run;
 pub mod settings;
@@ -25,6 +29,16 @@ pub mod sources;
 pub mod web;
 
 use std::process::ExitCode;
+
+/// What `--version` prints after the binary's name: the package version and the git commit it
+/// was built from (`0.1.0 (commit 1a2b3c4d5e6f)`; `unknown` when built outside a git checkout
+/// without `CDR_RELAY_GIT_COMMIT`, see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CDR_RELAY_GIT_COMMIT"),
+    ")"
+);
 
 /// The whole life of a relay binary: resolve the configuration (`resolve`), print it and stop
 /// for `--check-config`, else set up logging and run until a signal (or the end of a replay).

@@ -1,16 +1,8 @@
 //! `cdr-receiver`: Cisco Meeting Server CDR posts in, completed meetings out. See `--help`.
+//! Its `main` is [`cdr_relay::entry::cdr_receiver`], which the multi-call `cdr-relay` runs too.
 
 use std::process::ExitCode;
 
-use cdr_relay::settings::{Config, ReceiverArgs};
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = ReceiverArgs::parse();
-    if args.common.hash_password {
-        return cdr_relay::hash_password_main();
-    }
-    cdr_relay::main_with("cdr-receiver", args.common.check_config, || {
-        Config::resolve_receiver(&args)
-    })
+    cdr_relay::entry::cdr_receiver(std::env::args_os())
 }

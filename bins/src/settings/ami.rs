@@ -27,7 +27,7 @@ use super::{
 /// with `_` for `-`; tenant rules only there, as `[[tenant_rules]]`).
 #[derive(Debug, Clone, Default, Parser, Serialize, Deserialize)]
 #[serde(default)]
-#[command(name = "ami-relay", version, about, long_about)]
+#[command(name = "ami-relay", version = crate::VERSION, about, long_about)]
 pub struct AmiArgs {
     /// Settings every relay shares.
     #[command(flatten)]

@@ -12,7 +12,7 @@ use super::overlay::{layer, text};
 use super::sinks::{SinkArgs, SinkSettings};
 use super::values::{ChoiceParser, LogFormat};
 use super::web::WebArgs;
-use super::{AdminCommand, Config, ConfigError, DEFAULT_DB, RelayKind, SourceConfig};
+use super::{AdminCommand, Config, ConfigError, RelayKind, SourceConfig, default_db};
 
 /// Days kept by default ([`CommonArgs::retention_days`]).
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
@@ -88,7 +88,8 @@ pub struct CommonArgs {
     #[arg(long, env = "SENTRY_CRON_INTERVAL", value_name = "SECONDS")]
     pub sentry_cron_interval: Option<u64>,
 
-    /// The SQLite file holding the outbox and the call store [default: ./cdr-relay.db].
+    /// The SQLite file holding the outbox and the call store [default: ./cdr-relay.db; as a
+    /// systemd service with a state directory, cdr-relay.db in $STATE_DIRECTORY].
     #[arg(long, env = "CDR_RELAY_DB", value_name = "FILE")]
     pub db: Option<PathBuf>,
 
@@ -201,7 +202,7 @@ impl Config {
             sentry_cron_interval: Duration::from_secs(
                 args.sentry_cron_interval.unwrap_or(180).max(1),
             ),
-            db: args.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+            db: args.db.clone().unwrap_or_else(default_db),
             retention: cdr_sinks::retention::RetentionPolicy {
                 max_age: match args.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS) {
                     0 => None,

@@ -19,7 +19,7 @@ use super::{Config, ConfigError, DEFAULT_DIALLER_LIST, RedisListSource, RelayKin
 /// --config (keys as the long flags, with `_` for `-`).
 #[derive(Debug, Clone, Default, Parser, Serialize, Deserialize)]
 #[serde(default)]
-#[command(name = "list-relay", version, about, long_about)]
+#[command(name = "list-relay", version = crate::VERSION, about, long_about)]
 pub struct ListArgs {
     /// Settings every relay shares.
     #[command(flatten)]

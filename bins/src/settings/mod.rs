@@ -55,8 +55,25 @@ pub use crate::sources::sql::{DbKind, DbTls};
 pub const DEFAULT_SMDR_LISTEN: &str = "0.0.0.0:5100";
 /// The default address of the built-in web page, API and metrics.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
-/// The default database file.
+/// The default database file, in the working directory ([`default_db`]).
 pub const DEFAULT_DB: &str = "./cdr-relay.db";
+/// The database file's name in a service's state directory ([`default_db`]).
+pub const STATE_DB_NAME: &str = "cdr-relay.db";
+
+/// The database file when none is configured (`--db`, `CDR_RELAY_DB`, `db` in the file): run as
+/// a systemd service with `StateDirectory=` (the packaged units), `cdr-relay.db` in its state
+/// directory (`STATE_DIRECTORY`, the first when it lists several), else [`DEFAULT_DB`] in the
+/// working directory.
+pub fn default_db() -> PathBuf {
+    default_db_in(std::env::var_os("STATE_DIRECTORY").as_deref())
+}
+
+/// [`default_db`] for this value of `STATE_DIRECTORY` (`None`: not set).
+fn default_db_in(state_directory: Option<&std::ffi::OsStr>) -> PathBuf {
+    state_directory
+        .and_then(|dirs| std::env::split_paths(dirs).find(|d| !d.as_os_str().is_empty()))
+        .map_or_else(|| PathBuf::from(DEFAULT_DB), |dir| dir.join(STATE_DB_NAME))
+}
 
 /// Where the records come from.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ pub const DEFAULT_CONSUMER: &str = "cdr-relay-hub";
 /// --config (keys as the long flags, with `_` for `-`).
 #[derive(Debug, Clone, Default, Parser, Serialize, Deserialize)]
 #[serde(default)]
-#[command(name = "nats-relay", version, about, long_about)]
+#[command(name = "nats-relay", version = crate::VERSION, about, long_about)]
 pub struct NatsRelayArgs {
     /// Settings every relay shares.
     #[command(flatten)]

@@ -54,7 +54,7 @@ fn is_unset(key: &str, v: &Value) -> bool {
     }
 }
 
-/// The settings a file may hold: every long flag of the four relays (one file may serve
+/// The settings a file may hold: every long flag of the five relays (one file may serve
 /// several), and `tenant_rules`; not `config`, `check_config`, `replay`, `once` or the
 /// operator's commands (`requeue_dead`, `pause_sink`, `resume_sink`), which say what this run
 /// does.
@@ -65,6 +65,7 @@ fn file_keys() -> Vec<String> {
         super::AmiArgs::command(),
         super::ListArgs::command(),
         super::ReceiverArgs::command(),
+        super::NatsRelayArgs::command(),
     ] {
         keys.extend(
             cmd.get_arguments()
@@ -250,6 +251,13 @@ mod tests {
             let e = read_file::<AmiArgs>(Some(&path)).unwrap_err();
             assert!(e.0.contains(says), "{text}: {e}");
         }
+        // nats-relay's own keys too.
+        std::fs::write(&path, "nats_consumer = \"hub-2\"\nnats_batch = 64\n").unwrap();
+        let n: crate::settings::NatsRelayArgs = read_file(Some(&path)).unwrap();
+        assert_eq!(
+            (n.nats_consumer.as_deref(), n.nats_batch),
+            (Some("hub-2"), Some(64))
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -20,7 +20,7 @@ use super::{Config, ConfigError, RelayKind, SourceConfig};
 /// CDR_RELAY_TLS_CERT and CDR_RELAY_TLS_KEY for HTTPS.
 #[derive(Debug, Clone, Default, Parser, Serialize, Deserialize)]
 #[serde(default)]
-#[command(name = "cdr-receiver", version, about, long_about)]
+#[command(name = "cdr-receiver", version = crate::VERSION, about, long_about)]
 pub struct ReceiverArgs {
     /// Settings every relay shares.
     #[command(flatten)]

@@ -20,7 +20,7 @@ use super::{Config, ConfigError, DEFAULT_SMDR_LISTEN, SourceConfig};
 /// too), or in a TOML file given with --config (keys as the long flags, with `_` for `-`).
 #[derive(Debug, Clone, Default, Parser, Serialize, Deserialize)]
 #[serde(default)]
-#[command(name = "smdr-relay", version, about, long_about)]
+#[command(name = "smdr-relay", version = crate::VERSION, about, long_about)]
 pub struct Args {
     /// Settings every relay shares.
     #[command(flatten)]

@@ -17,7 +17,7 @@ fn defaults_listen_store_and_serve() {
     let c = Config::resolve(&args(&[])).unwrap();
     assert_eq!(c.source, SourceConfig::Listen(DEFAULT_SMDR_LISTEN.into()));
     assert_eq!(c.sinks, vec![SinkSpec::Store]);
-    assert_eq!(c.db, PathBuf::from(DEFAULT_DB));
+    assert_eq!(c.db, default_db());
     assert_eq!(c.http.as_deref(), Some(DEFAULT_HTTP));
     assert!(c.webhook.is_none());
     assert_eq!(c.retry.max_attempts, 25);
@@ -394,4 +394,23 @@ fn retention_defaults_flags_and_file() {
         c.describe()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_database_defaults_to_the_service_state_directory() {
+    use std::ffi::OsStr;
+    assert_eq!(default_db_in(None), PathBuf::from(DEFAULT_DB));
+    assert_eq!(
+        default_db_in(Some(OsStr::new(""))),
+        PathBuf::from(DEFAULT_DB)
+    );
+    assert_eq!(
+        default_db_in(Some(OsStr::new("/var/lib/cdr-relay/smdr-relay"))),
+        PathBuf::from("/var/lib/cdr-relay/smdr-relay/cdr-relay.db")
+    );
+    // systemd lists several directories (several StateDirectory= entries) with `:`.
+    assert_eq!(
+        default_db_in(Some(OsStr::new("/var/lib/a:/var/lib/b"))),
+        PathBuf::from("/var/lib/a/cdr-relay.db")
+    );
 }
