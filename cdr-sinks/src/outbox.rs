@@ -259,13 +259,11 @@ impl Outbox {
         &self.conn
     }
 
-    /// Commits a batch in one transaction. Calls whose id is already stored are not queued
-    /// again, so replaying input after a crash cannot deliver a call under a second id or twice
-    /// from the outbox.
-    ///
-    /// A call already stored is not stored again, but each sink with no delivery of it gets
-    /// one: a replay with a sink added since delivers the whole history to that sink, and none
-    /// twice to the sinks that had it ([`CommitReport::sinks`] counts both).
+    /// Commits a batch in one transaction. A call whose id is already stored is not stored
+    /// again, and a sink that has a delivery of it (pending, delivered or dead) gets no second
+    /// one, so replaying input after a crash cannot deliver a call under a second id or twice
+    /// from the outbox. A sink with no delivery of it gets one: a replay with a sink added since
+    /// delivers the stored history to that sink ([`CommitReport::sinks`] counts both).
     pub fn commit(&mut self, batch: &Commit, now_ms: i64) -> Result<CommitReport, OutboxError> {
         let mut report = CommitReport {
             sinks: vec![SinkTally::default(); self.sinks.len()],
