@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 relays="smdr-relay ami-relay list-relay cdr-receiver nats-relay"
 fail() { echo "check-package: $*" >&2; exit 1; }
 
-deb=${CDR_RELAY_DEB:-$(ls -1t target/debian/cdr-relay_*.deb 2>/dev/null | head -1)}
+deb=${CDR_RELAY_DEB:-$(ls -1t "${CARGO_TARGET_DIR:-target}"/debian/cdr-relay_*.deb 2>/dev/null | head -1)}
 [ -n "$deb" ] && [ -f "$deb" ] || fail "no package: run scripts/package.sh first"
 echo "package: $deb ($(du -h "$deb" | cut -f1))"
 work=$(mktemp -d)

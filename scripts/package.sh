@@ -5,7 +5,8 @@
 # this script's time). bins/Cargo.toml's [package.metadata.deb] says what else goes in: units,
 # example settings, maintainer scripts. Installs cargo-deb (3.7 or later: links as assets) when
 # it is missing or older.
-#   scripts/package.sh            build the package and print its path
+#   scripts/package.sh            build the package and print its path (in
+#                                 $CARGO_TARGET_DIR/debian when that is set)
 #   scripts/check-package.sh      then check it (contents, units, --version, --check-config)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,11 @@ if [ "${major:-0}" -lt 3 ] || { [ "$major" -eq 3 ] && [ "${minor:-0}" -lt 7 ]; }
 fi
 command -v dpkg-deb >/dev/null 2>&1 || { echo "package.sh: dpkg-deb is needed (Debian/Ubuntu)" >&2; exit 1; }
 
-rm -f target/debian/cdr-relay_*.deb
+out="${CARGO_TARGET_DIR:-target}/debian"
+rm -f "$out"/cdr-relay_*.deb
 cargo build --release --locked -p cdr-relay --bin cdr-relay
 # --no-build: the binary above is all it packages. --fast: lighter xz compression, a few
 # seconds instead of tens on 2 cores, for a few MB more.
-cargo deb -p cdr-relay --no-build --fast
-ls -1 target/debian/cdr-relay_*.deb
+mkdir -p "$out"
+cargo deb -p cdr-relay --no-build --fast -o "$out"
+ls -1 "$out"/cdr-relay_*.deb

@@ -35,9 +35,10 @@ pub const DICTIONARY: &[u8] = include_bytes!("calls-v1.zdict");
 /// twice the time at every commit.
 const LEVEL: i32 = 3;
 
-/// The most bytes a stored body may decompress to (a call is a few KB; a body claiming more is
-/// damaged, and is refused instead of allocated).
-pub const MAX_BODY: usize = 16 << 20;
+/// The most bytes a stored body may decompress to: far above any real call (an SMDR call has at
+/// most `SMDR_MAX_RECORDS_PER_CALL` records, and a call of 130,000 records is about 45 MB of
+/// JSON), so that a damaged frame claiming more is refused instead of allocated.
+pub const MAX_BODY: usize = 256 << 20;
 
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
