@@ -13,15 +13,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cdr_sinks::store::{CallFilter, PageRequest, StoreReader};
-use common::{expected_calls, fixture, tempdir};
+use common::{Relay, expected_calls, fixture, tempdir};
 
 /// The package to test: `$CDR_RELAY_DEB`, else the newest in the target directory's `debian/`.
 fn find_package() -> Option<PathBuf> {
@@ -66,65 +65,6 @@ fn set_key(text: &str, line: &str, replacement: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
-}
-
-/// A relay process started from the unpacked package; killed when dropped.
-struct Packaged {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Packaged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Packaged {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-/// Starts `cmd` and waits for its SMDR and web listeners (the addresses it prints).
-fn start(mut cmd: Command) -> (Packaged, SocketAddr, SocketAddr) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the packaged smdr-relay");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some((what, addr)) = line
-                    .strip_prefix("cdr-relay: ")
-                    .and_then(|rest| rest.split_once(" listening on "))
-                {
-                    let _ = tx.send((what.to_owned(), addr.parse::<SocketAddr>().unwrap()));
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    let relay = Packaged { child, log };
-    let (mut smdr, mut http) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while smdr.is_none() || http.is_none() {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((what, addr)) if what == "smdr" => smdr = Some(addr),
-            Ok((what, addr)) if what == "http" => http = Some(addr),
-            Ok(_) => {}
-            Err(_) => panic!("the packaged relay did not start:\n{}", relay.log()),
-        }
-    }
-    (relay, smdr.unwrap(), http.unwrap())
 }
 
 /// `GET path` on the relay's web server: the response's body (`None` while it cannot answer).
@@ -226,7 +166,8 @@ fn the_packaged_smdr_relay_takes_a_capture_into_its_store() {
         .env("PATH", "/usr/bin:/bin")
         .env("STATE_DIRECTORY", &state)
         .current_dir(&cwd);
-    let (relay, smdr, http) = start(cmd);
+    let relay = Relay::spawn(cmd, true, true);
+    let (smdr, http) = (relay.smdr.unwrap(), relay.http.unwrap());
 
     // The PBX sends a day of SMDR.
     let bytes = std::fs::read(fixture("ccbc_rw180105_day_34fields.txt")).unwrap();

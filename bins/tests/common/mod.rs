@@ -151,13 +151,19 @@ impl Relay {
             .env_remove("AMI_PASSWORD")
             .env_remove("AMI_TLS")
             .env_remove("NATS_URL")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("RUST_LOG", "info");
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        Self::spawn(cmd, wait_smdr, wait_http)
+    }
+
+    /// Starts `cmd` (a relay, with its arguments and environment as the caller set them) and
+    /// waits for the listeners it is asked to (the addresses the relay prints).
+    pub fn spawn(mut cmd: Command, wait_smdr: bool, wait_http: bool) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn the relay");
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
