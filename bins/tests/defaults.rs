@@ -12,20 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn http_get(path: &str) -> Option<String> {
-    use std::io::Read;
-    let mut s = TcpStream::connect("127.0.0.1:8080").ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn embedded_defaults_listen_store_and_show_calls() {
     // The defaults use fixed ports; if something else holds them here, say so and stop.
@@ -59,14 +45,14 @@ fn embedded_defaults_listen_store_and_show_calls() {
         .unwrap();
     drop(pbx);
     let api = loop {
-        let body = http_get("/api/v1/calls?per_page=1").unwrap_or_default();
+        let body = http_get("127.0.0.1:8080", "/api/v1/calls?per_page=1").unwrap_or_default();
         if body.contains("\"total\":305") || Instant::now() > deadline {
             break body;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(api.contains("\"total\":305"), "{api}");
-    let page = http_get("/").unwrap();
+    let page = http_get("127.0.0.1:8080", "/").unwrap();
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     // The newest call of the day file is on the first page.
     assert!(page.contains("7782549947"), "{page}");

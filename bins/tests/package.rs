@@ -13,14 +13,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cdr_sinks::store::{CallFilter, PageRequest, StoreReader};
-use common::{Relay, expected_calls, fixture, tempdir};
+use common::{Relay, expected_calls, fixture, http_get, tempdir};
 
 /// The package to test: `$CDR_RELAY_DEB`, else the newest in the target directory's `debian/`.
 fn find_package() -> Option<PathBuf> {
@@ -65,20 +65,6 @@ fn set_key(text: &str, line: &str, replacement: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
-}
-
-/// `GET path` on the relay's web server: the response's body (`None` while it cannot answer).
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
 #[test]
@@ -181,7 +167,9 @@ fn the_packaged_smdr_relay_takes_a_capture_into_its_store() {
     let want_total = format!("\"total\":{}", expected.len());
     let deadline = Instant::now() + Duration::from_secs(60);
     let api = loop {
-        let body = http_get(http, "/api/v1/calls?per_page=1").unwrap_or_default();
+        let body = http_get(http, "/api/v1/calls?per_page=1")
+            .and_then(|r| r.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()))
+            .unwrap_or_default();
         if body.contains(&want_total) || Instant::now() > deadline {
             break body;
         }

@@ -452,3 +452,19 @@ where
     // Let the relay read everything before the connection closes.
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
+
+/// `GET path` on a relay's web server at `addr`, `Connection: close`: the whole response, head
+/// and body (`None` while nothing answers there).
+pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
