@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::settings::{AmiArgs, Args, Config, ListArgs, NatsRelayArgs, ReceiverArgs};
+use crate::settings::{
+    AmiArgs, Args, CommonArgs, Config, ConfigError, ListArgs, NatsRelayArgs, ReceiverArgs,
+};
 
 /// `smdr-relay`: Avaya IP Office SMDR in, completed calls out. `args` as `std::env::args_os()`
 /// gives them, the program's name first.
@@ -22,13 +24,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = Args::parse_from(args);
-    if args.common.hash_password {
-        return crate::hash_password_main();
-    }
-    crate::main_with("smdr-relay", args.common.check_config, || {
-        Config::resolve(&args)
-    })
+    run(
+        "smdr-relay",
+        Args::parse_from(args),
+        |a| &a.common,
+        Config::resolve,
+    )
 }
 
 /// `ami-relay`: the Asterisk Manager Interface (or Asterisk's CEL/CDR files or tables) in,
@@ -38,13 +39,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = AmiArgs::parse_from(args);
-    if args.common.hash_password {
-        return crate::hash_password_main();
-    }
-    crate::main_with("ami-relay", args.common.check_config, || {
-        Config::resolve_ami(&args)
-    })
+    run(
+        "ami-relay",
+        AmiArgs::parse_from(args),
+        |a| &a.common,
+        Config::resolve_ami,
+    )
 }
 
 /// `list-relay`: a predictive dialler's CDR list in Redis in, completed calls out. `args` as
@@ -54,13 +54,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = ListArgs::parse_from(args);
-    if args.common.hash_password {
-        return crate::hash_password_main();
-    }
-    crate::main_with("list-relay", args.common.check_config, || {
-        Config::resolve_list(&args)
-    })
+    run(
+        "list-relay",
+        ListArgs::parse_from(args),
+        |a| &a.common,
+        Config::resolve_list,
+    )
 }
 
 /// `cdr-receiver`: Cisco Meeting Server CDR posts in, completed meetings out. `args` as
@@ -70,13 +69,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = ReceiverArgs::parse_from(args);
-    if args.common.hash_password {
-        return crate::hash_password_main();
-    }
-    crate::main_with("cdr-receiver", args.common.check_config, || {
-        Config::resolve_receiver(&args)
-    })
+    run(
+        "cdr-receiver",
+        ReceiverArgs::parse_from(args),
+        |a| &a.common,
+        Config::resolve_receiver,
+    )
 }
 
 /// `nats-relay`: the hub; calls published by relays to NATS JetStream in, one store and web page
@@ -87,13 +85,26 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args = NatsRelayArgs::parse_from(args);
-    if args.common.hash_password {
+    run(
+        "nats-relay",
+        NatsRelayArgs::parse_from(args),
+        |a| &a.common,
+        Config::resolve_nats,
+    )
+}
+
+/// What every relay's `main` does with its parsed arguments: `--hash-password`, else resolve the
+/// settings and run (or check them).
+fn run<A>(
+    name: &str,
+    args: A,
+    common: fn(&A) -> &CommonArgs,
+    resolve: fn(&A) -> Result<Config, ConfigError>,
+) -> ExitCode {
+    if common(&args).hash_password {
         return crate::hash_password_main();
     }
-    crate::main_with("nats-relay", args.common.check_config, || {
-        Config::resolve_nats(&args)
-    })
+    crate::main_with(name, common(&args).check_config, || resolve(&args))
 }
 
 /// A relay's `main`, as the multi-call binary calls it.
